@@ -1,0 +1,206 @@
+"""Typed configuration read from ``models/*.yml``, validated once at load time with pydantic.
+
+The classes here are the whole user-facing configuration language for models and mappings;
+the README documents every field from these definitions. ``extra="forbid"`` everywhere so a
+typo is an error naming the file and field, never a silently ignored option.
+"""
+
+from __future__ import annotations
+
+import re
+import zoneinfo
+from typing import Annotated, Any, Literal
+
+from croniter import croniter
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from segment_profiles_pipeline.errors import ConfigError
+
+IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
+Identifier = Annotated[str, Field(pattern=IDENTIFIER)]
+SNAKE = r"^[a-z][a-z0-9_]*$"
+
+INTERVALS: dict[str, str] = {
+    "15m": "*/15 * * * *",
+    "30m": "*/30 * * * *",
+    "1h": "0 * * * *",
+    "2h": "0 */2 * * *",
+    "4h": "0 */4 * * *",
+    "6h": "0 */6 * * *",
+    "8h": "0 */8 * * *",
+    "12h": "0 */12 * * *",
+    "1d": "0 0 * * *",
+}
+DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TraitField(Strict):
+    """A trait fed by a column, with its own null handling."""
+
+    column: Identifier
+    nulls: Literal["send", "skip"] | None = Field(
+        default=None, description="`skip` = fill, don't overwrite: a null is left out of the payload."
+    )
+
+
+class RetryConfig(Strict):
+    """Failed records are retried on later syncs (with the latest data) until they succeed or expire."""
+
+    max_syncs: int = Field(default=5, ge=1, description="Give up on a record after this many failed syncs.")
+    max_days: int = Field(default=14, ge=1, description="...or this many days after its first failure.")
+
+
+class ScheduleConfig(Strict):
+    """When a mapping syncs: one of `interval`, `cron`, `days`+`hours`, or `manual: true`."""
+
+    interval: Literal["15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d"] | None = None
+    cron: str | None = None
+    days: list[Literal["sun", "mon", "tue", "wed", "thu", "fri", "sat"]] | None = None
+    hours: list[Annotated[int, Field(ge=0, le=23)]] | None = None
+    timezone: str = "UTC"
+    manual: bool = False
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone '{value}' (use an IANA name such as 'Europe/Berlin')") from None
+        return value
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        if value is not None and not croniter.is_valid(value):
+            raise ValueError(f"'{value}' is not a valid cron expression (five fields: minute hour day month weekday)")
+        return value
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ScheduleConfig:
+        kinds = [k for k, v in (("interval", self.interval), ("cron", self.cron), ("days", self.days)) if v]
+        if self.manual:
+            kinds.append("manual")
+        if self.hours and not self.days:
+            raise ValueError("`hours` needs `days` (e.g. days: [mon, fri], hours: [6])")
+        if self.days and not self.hours:
+            raise ValueError("`days` needs `hours` (e.g. hours: [6, 18])")
+        if len(kinds) != 1:
+            raise ValueError("set exactly one of `interval`, `cron`, `days`+`hours` or `manual: true`")
+        return self
+
+    @property
+    def cron_schedule(self) -> str | None:
+        """The equivalent cron expression, or None for manual."""
+        if self.interval:
+            return INTERVALS[self.interval]
+        if self.cron:
+            return self.cron
+        if self.days and self.hours:
+            days = ",".join(str(DAYS.index(d)) for d in sorted(set(self.days), key=DAYS.index))
+            hours = ",".join(str(h) for h in sorted(set(self.hours)))
+            return f"0 {hours} * * {days}"
+        return None
+
+
+class MappingConfig(Strict):
+    """One mapping: which records of a model go to Segment, as which call, with which fields."""
+
+    name: Annotated[str, Field(pattern=SNAKE, description="Unique snake_case name; the sync asset's key.")]
+    action: Literal["identify", "group"]
+    user_id: Identifier | None = Field(default=None, description="Column for `userId`.")
+    anonymous_id: Identifier | None = Field(default=None, description="Column for `anonymousId`.")
+    group_id: Identifier | None = Field(default=None, description="Column for `groupId` (required for group).")
+    traits: dict[Annotated[str, Field(min_length=1)], Identifier | TraitField] = Field(default_factory=dict)
+    all_columns_as_traits: bool = Field(
+        default=False, description="Also send every column not used above as a trait named after the column."
+    )
+    timestamp: Identifier | None = Field(default=None, description="Column for `timestamp` (else the sync time).")
+    message_id: Identifier | None = Field(
+        default=None, description="Column for `messageId` (else deterministic from mapping, key and checksum)."
+    )
+    send: Literal["upsert", "add", "update"] = Field(
+        default="upsert", description="Records to send: added or updated (`upsert`), only `add`ed, only `update`d."
+    )
+    on_delete: Literal["ignore", "clear_traits"] = Field(
+        default="ignore", description="Records gone from the model: ignore, or send their traits as null."
+    )
+    nulls: Literal["send", "skip"] = Field(default="send", description="Default null handling for traits.")
+    enabled: bool = True
+    shards: int = Field(default=1, ge=1, le=1024, description="Split the sync into key-hash shards (partitions).")
+    schedule: ScheduleConfig = Field(default_factory=lambda: ScheduleConfig(manual=True))
+    delivery_rate_threshold: float = Field(default=0.99, ge=0, le=1)
+    retry: RetryConfig = Field(default_factory=RetryConfig)
+    allow_full_delete: bool = Field(
+        default=False, description="Allow an empty model to delete (clear) every record it synced before."
+    )
+    integrations: dict[str, Any] = Field(default_factory=lambda: {"All": False})
+
+    @field_validator("schedule", mode="before")
+    @classmethod
+    def _manual_shorthand(cls, value: Any) -> Any:
+        return {"manual": True} if value in ("manual", None) else value
+
+    @model_validator(mode="after")
+    def _ids(self) -> MappingConfig:
+        if self.action == "group" and not self.group_id:
+            raise ValueError("a `group` mapping needs `group_id` (the column holding the account id)")
+        if not self.user_id and not self.anonymous_id:
+            raise ValueError("set `user_id` and/or `anonymous_id`: Segment needs at least one on every call")
+        if self.action == "identify" and self.group_id:
+            raise ValueError("`group_id` belongs to `group` mappings; remove it or use action: group")
+        for key in self.traits:
+            if not re.match(r"^[^\s.$][^.$]*$", key):
+                raise ValueError(f"trait key '{key}' may not contain '.' or '$' or start with a space")
+        return self
+
+    def trait_columns(self, columns: list[str]) -> dict[str, TraitField]:
+        """Trait key → column (with null handling), given the model's actual columns."""
+        out = {
+            key: (value if isinstance(value, TraitField) else TraitField(column=value)) for key, value in self.traits.items()
+        }
+        if self.all_columns_as_traits:
+            used = {self.user_id, self.anonymous_id, self.group_id, self.timestamp, self.message_id}
+            used |= {t.column for t in out.values()}
+            for col in columns:
+                if col not in used and col not in out:
+                    out[col] = TraitField(column=col)
+        return out
+
+    def id_columns(self) -> dict[str, str]:
+        """Segment field → column for the identity fields that are set."""
+        fields = {"userId": self.user_id, "anonymousId": self.anonymous_id, "groupId": self.group_id}
+        return {k: v for k, v in fields.items() if v}
+
+
+class ModelConfig(Strict):
+    """The YAML companion of one SQL model."""
+
+    description: str = ""
+    primary_key: Identifier = Field(description="Column that identifies a record (Segment's Unique Identifier).")
+    mappings: list[MappingConfig] = Field(default_factory=list)
+
+
+def validate_yaml(cls: type[Strict], data: Any, file: str) -> Any:
+    """Validate ``data`` against ``cls``; any problem becomes one ConfigError naming file and fields."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError("expected a mapping of keys to values at the top level.", file=file)
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("function-", "literal[")))
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key (check the spelling; see README for the allowed keys)"
+            elif err["type"] == "missing":
+                msg = "required key is missing"
+            problems.append(f"field '{loc or '<top>'}': {msg}")
+        raise ConfigError("invalid configuration: " + "; ".join(problems), file=file) from None

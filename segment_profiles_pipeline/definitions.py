@@ -1,0 +1,34 @@
+"""Assemble the Dagster ``Definitions`` from the parts; nothing else happens here.
+
+Loading never opens the warehouse: it only reads and validates the project's files and
+environment, so a bad file fails ``dagster definitions validate`` with a clear message.
+"""
+
+from __future__ import annotations
+
+from dagster import Definitions, in_process_executor, multiprocess_executor
+
+from segment_profiles_pipeline.models.assets import build_model_asset, build_sources
+from segment_profiles_pipeline.project import load_project
+from segment_profiles_pipeline.settings import Settings
+from segment_profiles_pipeline.warehouse.resources import warehouse_from_settings
+
+
+def build_definitions(settings: Settings) -> Definitions:
+    project = load_project(settings.models_dir)
+    kind = settings.warehouse
+    tables = [t for m in project.models.values() for t in m.upstream if t[0] != "models"]
+    assets = [
+        *build_sources(tables, kind, settings.sample_users if settings.sample_data else None),
+        *(build_model_asset(m, kind) for m in project.models.values()),
+    ]
+    return Definitions(
+        assets=assets,
+        resources={"warehouse": warehouse_from_settings(settings)},
+        # DuckDB has one writer per file: steps of a run execute one after another in one process
+        # (no step start-up cost, no lock contention). Snowflake runs steps in parallel processes.
+        executor=in_process_executor if kind == "duckdb" else multiprocess_executor,
+    )
+
+
+defs = build_definitions(Settings.from_env())

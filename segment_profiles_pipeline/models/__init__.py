@@ -1,0 +1,1 @@
+"""The model layer: sample sources, one asset per SQL model, primary-key checks."""

@@ -1,0 +1,145 @@
+"""One Dagster asset per SQL model, plus the source tables they read.
+
+Upstream dependencies come from the SQL itself (sqlglot), so lineage in the UI is right
+without hand-written deps: ``models.<name>`` is another model, anything else a source table,
+declared as an external asset.
+"""
+
+import hashlib
+from collections.abc import Iterable
+
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    AssetsDefinition,
+    AssetSpec,
+    Backoff,
+    Failure,
+    Jitter,
+    MaterializeResult,
+    MetadataValue,
+    ResourceParam,
+    RetryPolicy,
+    asset,
+    multi_asset,
+)
+
+from segment_profiles_pipeline.errors import WarehouseError
+from segment_profiles_pipeline.metadata import table_metadata
+from segment_profiles_pipeline.models.checks import check_specs, primary_key_checks
+from segment_profiles_pipeline.models.sample_data import SOURCE_TABLES, seed_missing
+from segment_profiles_pipeline.project import MODELS_SCHEMA, ModelSpec
+from segment_profiles_pipeline.warehouse.base import Warehouse, WarehouseBusy, ident
+
+WAREHOUSE_RETRY = RetryPolicy(max_retries=3, delay=2, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS)
+"""Transient warehouse errors (a lock held too long, a dropped Snowflake session) retry the step."""
+
+POOL = "warehouse"
+
+
+def source_key(schema: str | None, table: str) -> AssetKey:
+    return AssetKey([schema or "main", table])
+
+
+def upstream_keys(spec: ModelSpec) -> list[AssetKey]:
+    return [
+        AssetKey(table) if schema == MODELS_SCHEMA else source_key(schema, table) for schema, table in spec.upstream
+    ]
+
+
+def source_specs(tables: Iterable[tuple[str | None, str]], kind: str, generated: bool) -> list[AssetSpec]:
+    """Asset specs for every source table the project reads.
+
+    With sample data on, the sample tables are produced by the ``sample_data`` multi-asset (so
+    runs order them before the models); every other source is an external asset.
+    """
+    specs: dict[AssetKey, AssetSpec] = {}
+    for schema, table in tables:
+        key = source_key(schema, table)
+        sample = generated and f"{schema}.{table}" in SOURCE_TABLES
+        specs[key] = AssetSpec(
+            key,
+            group_name="sources",
+            kinds={kind},
+            description=f"Warehouse table `{schema or 'main'}.{table}`"
+            + (", created with sample data when missing (never overwritten)." if sample else ", maintained outside this project."),
+            metadata={"sample_data": sample},
+        )
+    return list(specs.values())
+
+
+def build_sources(tables: Iterable[tuple[str | None, str]], kind: str, sample_users: int | None) -> list:
+    """External source assets, plus the ``sample_data`` multi-asset when sample data is on."""
+    specs = source_specs(tables, kind, sample_users is not None)
+    if sample_users is None:
+        return specs
+    generated = [s for s in specs if s.metadata["sample_data"]]
+
+    @multi_asset(
+        name="sample_data",
+        specs=generated,
+        pool=POOL,
+        retry_policy=WAREHOUSE_RETRY,
+        description="Creates the sample source tables that are missing. Never overwrites an existing table.",
+    )
+    def sample_data(context: AssetExecutionContext, warehouse: ResourceParam[Warehouse]):
+        with warehouse.session() as session:
+            report = seed_missing(session, sample_users)
+            for spec in generated:
+                table = ".".join(spec.key.path)
+                status = "created" if table in report.created else "kept existing table untouched"
+                context.log.info(f"{table}: {status}")
+                yield MaterializeResult(
+                    asset_key=spec.key,
+                    metadata={"status": status, **table_metadata(session, table)},
+                )
+
+    return [sample_data, *(s for s in specs if not s.metadata["sample_data"])]
+
+
+def build_model_asset(spec: ModelSpec, kind: str) -> AssetsDefinition:
+    key = AssetKey(spec.name)
+    pk = spec.config.primary_key
+    version = hashlib.sha256((spec.sql + "\n" + spec.yml_path.read_text()).encode()).hexdigest()[:16]
+
+    @asset(
+        key=key,
+        group_name="models",
+        deps=upstream_keys(spec),
+        kinds={kind, "sql"},
+        code_version=version,
+        description=spec.config.description or f"Model `{spec.sql_path.name}`",
+        check_specs=check_specs(key, pk),
+        pool=POOL,
+        retry_policy=WAREHOUSE_RETRY,
+        metadata={"sql_file": MetadataValue.path(str(spec.sql_path)), "primary_key": pk},
+    )
+    def model(context: AssetExecutionContext, warehouse: ResourceParam[Warehouse]) -> MaterializeResult:
+        staging = f"{MODELS_SCHEMA}.{spec.name}__staging"
+        with warehouse.session() as session:
+            session.execute(f"CREATE SCHEMA IF NOT EXISTS {MODELS_SCHEMA}")
+            try:
+                session.execute(f"CREATE OR REPLACE TABLE {ident(staging)} AS {spec.sql}")
+            except WarehouseBusy:
+                raise
+            except WarehouseError as exc:
+                raise Failure(
+                    description=f"{spec.sql_path}: the model's query failed in the warehouse: {exc}. "
+                    "Fix the SQL and materialize again; the previous table was kept."
+                ) from None
+            columns = [c for c, _ in session.columns(MODELS_SCHEMA, f"{spec.name}__staging")]
+            if pk.lower() not in columns:
+                session.execute(f"DROP TABLE {ident(staging)}")
+                raise Failure(
+                    description=f"{spec.yml_path} (field 'primary_key'): column '{pk}' is not returned by "
+                    f"{spec.sql_path.name}; it returns {', '.join(columns)}. Select the column in the query or "
+                    "fix primary_key. The previous table was kept."
+                )
+            session.execute(f"DROP TABLE IF EXISTS {ident(spec.table)}")
+            session.execute(f"ALTER TABLE {ident(staging)} RENAME TO {ident(spec.name)}")
+            metadata = table_metadata(session, spec.table)
+            checks = primary_key_checks(session, key, spec.table, pk)
+        context.log.info(f"{spec.table}: {metadata['dagster/row_count'].value} rows")
+        return MaterializeResult(metadata=metadata, check_results=checks)
+
+    return model

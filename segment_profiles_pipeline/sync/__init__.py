@@ -1,0 +1,1 @@
+"""profile_sync: plan in the warehouse, build Segment payloads, deliver, record acknowledgements."""

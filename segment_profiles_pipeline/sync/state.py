@@ -1,0 +1,79 @@
+"""The sync state schema in the warehouse, like Segment's ``__segment_reverse_etl``.
+
+State lives next to the data, not in Dagster: it survives a lost Dagster instance and anyone
+can inspect it with SQL. One table of each kind, keyed by mapping name:
+
+- ``ledger``: record key → checksum of the mapped fields last *acknowledged* by Segment (HTTP 200).
+- ``failed_records``: records that were invalid or not delivered, with reason and attempts;
+  retried on every later sync with the latest data until delivered or expired.
+- ``sync_history``: one row per mapping, shard and run (``running`` until it finishes).
+- ``outbox``: the payloads a dry run would have sent (the latest dry run per mapping).
+"""
+
+from __future__ import annotations
+
+from segment_profiles_pipeline.warehouse.base import WarehouseSession
+
+STATE_SCHEMA = "_segment_profiles"
+LEDGER = f"{STATE_SCHEMA}.ledger"
+FAILED = f"{STATE_SCHEMA}.failed_records"
+HISTORY = f"{STATE_SCHEMA}.sync_history"
+OUTBOX = f"{STATE_SCHEMA}.outbox"
+
+DDL = (
+    f"CREATE SCHEMA IF NOT EXISTS {STATE_SCHEMA}",
+    f"""CREATE TABLE IF NOT EXISTS {LEDGER} (
+        mapping VARCHAR NOT NULL,
+        record_key VARCHAR NOT NULL,
+        checksum VARCHAR NOT NULL,
+        synced_at TIMESTAMP NOT NULL,
+        sync_id VARCHAR NOT NULL
+    )""",
+    f"""CREATE TABLE IF NOT EXISTS {FAILED} (
+        mapping VARCHAR NOT NULL,
+        record_key VARCHAR,
+        checksum VARCHAR,
+        kind VARCHAR NOT NULL,
+        reason VARCHAR NOT NULL,
+        attempts INTEGER NOT NULL,
+        first_failed_at TIMESTAMP NOT NULL,
+        last_failed_at TIMESTAMP NOT NULL,
+        last_sync_id VARCHAR NOT NULL,
+        status VARCHAR NOT NULL,
+        sample_payload VARCHAR
+    )""",
+    f"""CREATE TABLE IF NOT EXISTS {HISTORY} (
+        sync_id VARCHAR NOT NULL,
+        mapping VARCHAR NOT NULL,
+        shard INTEGER NOT NULL,
+        shards INTEGER NOT NULL,
+        dagster_run_id VARCHAR,
+        dry_run BOOLEAN NOT NULL,
+        started_at TIMESTAMP NOT NULL,
+        finished_at TIMESTAMP,
+        status VARCHAR NOT NULL,
+        extracted BIGINT,
+        added BIGINT,
+        updated BIGINT,
+        deleted BIGINT,
+        invalid BIGINT,
+        sent BIGINT,
+        delivered BIGINT,
+        failed BIGINT,
+        delivery_rate DOUBLE,
+        error VARCHAR
+    )""",
+    f"""CREATE TABLE IF NOT EXISTS {OUTBOX} (
+        mapping VARCHAR NOT NULL,
+        sync_id VARCHAR NOT NULL,
+        record_key VARCHAR NOT NULL,
+        operation VARCHAR NOT NULL,
+        message VARCHAR NOT NULL,
+        created_at TIMESTAMP NOT NULL
+    )""",
+)
+
+
+def ensure_state(session: WarehouseSession) -> None:
+    for statement in DDL:
+        session.execute(statement)

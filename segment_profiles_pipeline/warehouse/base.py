@@ -1,0 +1,105 @@
+"""The warehouse protocol shared by the DuckDB and Snowflake implementations."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import pyarrow as pa
+
+from segment_profiles_pipeline.errors import WarehouseError
+
+Dialect = Literal["duckdb", "snowflake"]
+
+
+class WarehouseBusy(WarehouseError):
+    """The warehouse is locked by a writer (DuckDB's one-writer rule); try again later."""
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """A small, fully fetched result. Column names are lower-case on every warehouse."""
+
+    columns: list[str]
+    rows: list[tuple[Any, ...]]
+
+    def dicts(self) -> list[dict[str, Any]]:
+        return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
+
+    def scalar(self) -> Any:
+        return self.rows[0][0] if self.rows else None
+
+
+@runtime_checkable
+class WarehouseSession(Protocol):
+    """One short-lived connection. SQL is DuckDB dialect; implementations translate."""
+
+    dialect: Dialect
+
+    def execute(self, sql: str) -> None: ...
+
+    def query(self, sql: str) -> QueryResult: ...
+
+    def stream(self, sql: str, batch_rows: int) -> Iterator[list[dict[str, Any]]]:
+        """Yield the result in batches of dict rows, never holding it all in memory."""
+        ...
+
+    def load(self, table: str, data: pa.Table, *, create: bool = False) -> None:
+        """Append an Arrow table to ``schema.table`` (or create it with that schema)."""
+        ...
+
+    def table_exists(self, schema: str, table: str) -> bool: ...
+
+    def columns(self, schema: str, table: str) -> list[tuple[str, str]]:
+        """(name, type) pairs, names lower-case, in table order."""
+        ...
+
+
+class Warehouse(Protocol):
+    """A Dagster resource that opens sessions."""
+
+    def session(self) -> AbstractContextManager[WarehouseSession]: ...
+
+    def read_only_session(self) -> AbstractContextManager[WarehouseSession]:
+        """A session that never takes the write lock (sensors); raises ``WarehouseBusy`` when locked."""
+        ...
+
+    @property
+    def kind(self) -> Dialect: ...
+
+
+def ident(name: str) -> str:
+    """Quote nothing, but refuse anything that is not a plain identifier.
+
+    Unquoted identifiers keep SQL portable (Snowflake upper-cases them, DuckDB is
+    case-insensitive), so we only accept names that need no quoting.
+    """
+    parts = name.split(".")
+    for part in parts:
+        if not part or not (part[0].isalpha() or part[0] == "_") or not all(c.isalnum() or c == "_" for c in part):
+            raise WarehouseError(
+                f"'{name}' is not a plain identifier; use letters, digits and underscores (not starting with a digit)."
+            )
+    return name
+
+
+def literal(value: Any) -> str:
+    """A SQL literal for the few values we inline (names, ids, timestamps), escaped."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int | float | decimal.Decimal):
+        return repr(value) if not isinstance(value, decimal.Decimal) else str(value)
+    if isinstance(value, dt.datetime):
+        return f"CAST('{value.isoformat(sep=' ')}' AS TIMESTAMP)"
+    text = str(value).replace("'", "''")
+    return f"'{text}'"
+
+
+def in_list(values: Sequence[Any]) -> str:
+    return "(" + ", ".join(literal(v) for v in values) + ")"

@@ -1,0 +1,180 @@
+"""The embedded DuckDB warehouse.
+
+DuckDB allows one read-write process per file. Rather than letting a second writer fail with
+"Could not set lock on file", every read-write session first takes an exclusive ``flock`` on a
+side file (``<db>.lock``): concurrent runs (a schedule firing during a manual run, parallel
+steps) queue for the file instead of failing. Sessions are short: open, work, close.
+We do not use ``dagster_duckdb.DuckDBResource`` because it cannot queue across processes and
+always opens read-write, which sensors must never do.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+from dagster import ConfigurableResource
+from pydantic import Field
+
+from segment_profiles_pipeline.errors import WarehouseError
+from segment_profiles_pipeline.warehouse.base import QueryResult, WarehouseBusy, ident, literal
+
+_held = threading.local()
+
+
+class DuckDBSession:
+    """A session over one DuckDB connection."""
+
+    dialect = "duckdb"
+
+    def __init__(self, con: duckdb.DuckDBPyConnection):
+        self.con = con
+
+    def execute(self, sql: str) -> None:
+        try:
+            self.con.execute(sql)
+        except duckdb.Error as exc:
+            raise WarehouseError(str(exc)) from exc
+
+    def query(self, sql: str) -> QueryResult:
+        try:
+            cur = self.con.execute(sql)
+            rows = cur.fetchall()
+            columns = [d[0].lower() for d in cur.description or []]
+        except duckdb.Error as exc:
+            raise WarehouseError(str(exc)) from exc
+        return QueryResult(columns, rows)
+
+    def stream(self, sql: str, batch_rows: int) -> Iterator[list[dict[str, Any]]]:
+        # A cursor of its own, so the caller may write on this session between batches.
+        cur = self.con.cursor()
+        try:
+            reader = cur.execute(sql).fetch_record_batch(batch_rows)
+            for batch in reader:
+                if batch.num_rows:
+                    yield batch.to_pylist()
+        except duckdb.Error as exc:
+            raise WarehouseError(str(exc)) from exc
+        finally:
+            cur.close()
+
+    def load(self, table: str, data: pa.Table, *, create: bool = False) -> None:
+        name = f"_load_{id(data)}"
+        self.con.register(name, data)
+        try:
+            if create:
+                self.execute(f"CREATE TABLE {ident(table)} AS SELECT * FROM {name}")
+            else:
+                cols = ", ".join(ident(c) for c in data.column_names)
+                self.execute(f"INSERT INTO {ident(table)} ({cols}) SELECT {cols} FROM {name}")
+        finally:
+            self.con.unregister(name)
+
+    def table_exists(self, schema: str, table: str) -> bool:
+        return bool(
+            self.query(
+                "SELECT count(*) FROM information_schema.tables "
+                f"WHERE lower(table_schema) = {literal(schema.lower())} AND lower(table_name) = {literal(table.lower())}"
+            ).scalar()
+        )
+
+    def columns(self, schema: str, table: str) -> list[tuple[str, str]]:
+        result = self.query(
+            "SELECT lower(column_name), data_type FROM information_schema.columns "
+            f"WHERE lower(table_schema) = {literal(schema.lower())} AND lower(table_name) = {literal(table.lower())} "
+            "ORDER BY ordinal_position"
+        )
+        return [(r[0], r[1]) for r in result.rows]
+
+
+@contextmanager
+def _file_lock(path: Path, timeout_s: float) -> Iterator[None]:
+    """Exclusive lock on ``path`` shared by every process of every run; re-entrant per thread."""
+    depth = getattr(_held, "depth", {})
+    _held.depth = depth
+    key = str(path)
+    if depth.get(key):
+        depth[key] += 1
+        try:
+            yield
+        finally:
+            depth[key] -= 1
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise WarehouseBusy(
+                        f"another process held the DuckDB file lock {path} for over {timeout_s:.0f}s; "
+                        "a long run is using the warehouse. Retry when it finishes."
+                    ) from None
+                time.sleep(0.05)
+        depth[key] = 1
+        try:
+            yield
+        finally:
+            depth[key] = 0
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+class DuckDBWarehouse(ConfigurableResource):
+    """Embedded DuckDB file warehouse (the default)."""
+
+    database: str = Field(description="Path of the DuckDB file.")
+    lock_timeout_s: float = Field(default=3600.0, description="How long a writer waits for the file.")
+
+    @property
+    def kind(self) -> str:
+        return "duckdb"
+
+    @contextmanager
+    def session(self) -> Iterator[DuckDBSession]:
+        path = Path(self.database)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with _file_lock(path.with_name(path.name + ".lock"), self.lock_timeout_s):
+            con = getattr(_held, "con", None)
+            if con is not None:  # nested session in the same thread: share the open connection
+                yield DuckDBSession(con)
+                return
+            try:
+                con = duckdb.connect(str(path))
+            except duckdb.Error as exc:
+                raise WarehouseError(f"could not open DuckDB file {path}: {exc}") from exc
+            _held.con = con
+            try:
+                yield DuckDBSession(con)
+            finally:
+                _held.con = None
+                con.close()
+
+    @contextmanager
+    def read_only_session(self) -> Iterator[DuckDBSession]:
+        path = Path(self.database)
+        if not path.exists():
+            raise WarehouseBusy(f"DuckDB file {path} does not exist yet; materialize the sources first.")
+        try:
+            con = duckdb.connect(str(path), read_only=True)
+        except duckdb.IOException as exc:
+            raise WarehouseBusy(f"DuckDB file {path} is locked by a writer: {exc}") from exc
+        except duckdb.Error as exc:
+            raise WarehouseError(f"could not open DuckDB file {path} read-only: {exc}") from exc
+        try:
+            yield DuckDBSession(con)
+        finally:
+            con.close()

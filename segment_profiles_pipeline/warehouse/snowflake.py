@@ -1,0 +1,139 @@
+"""Snowflake warehouse, through ``dagster_snowflake.SnowflakeResource``.
+
+SQL arrives in DuckDB's dialect and is transpiled with sqlglot. Column names come back
+lower-case so callers see the same rows on both warehouses. Tested through ``fakesnow``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pyarrow as pa
+from dagster import ConfigurableResource, EnvVar
+from dagster_snowflake import SnowflakeResource
+
+from segment_profiles_pipeline.errors import ConfigError, WarehouseError
+from segment_profiles_pipeline.settings import env
+from segment_profiles_pipeline.warehouse.base import QueryResult, ident, literal
+from segment_profiles_pipeline.warehouse.dialect import to_dialect
+
+REQUIRED = ("SNOWFLAKE_ACCOUNT", "SNOWFLAKE_USER", "SNOWFLAKE_DATABASE", "SNOWFLAKE_WAREHOUSE")
+
+
+class SnowflakeSession:
+    dialect = "snowflake"
+
+    def __init__(self, con: Any):
+        self.con = con
+
+    def _run(self, sql: str) -> Any:
+        cur = self.con.cursor()
+        try:
+            cur.execute(to_dialect(sql, "snowflake"))
+        except Exception as exc:  # the connector raises many error classes; all are warehouse errors here
+            cur.close()
+            raise WarehouseError(str(exc)) from exc
+        return cur
+
+    def execute(self, sql: str) -> None:
+        self._run(sql).close()
+
+    def query(self, sql: str) -> QueryResult:
+        cur = self._run(sql)
+        try:
+            rows = [tuple(r) for r in cur.fetchall()]
+            return QueryResult([d[0].lower() for d in cur.description or []], rows)
+        finally:
+            cur.close()
+
+    def stream(self, sql: str, batch_rows: int) -> Iterator[list[dict[str, Any]]]:
+        cur = self._run(sql)
+        try:
+            columns = [d[0].lower() for d in cur.description or []]
+            while rows := cur.fetchmany(batch_rows):
+                yield [dict(zip(columns, r, strict=True)) for r in rows]
+        finally:
+            cur.close()
+
+    def load(self, table: str, data: pa.Table, *, create: bool = False) -> None:
+        from snowflake.connector.pandas_tools import write_pandas
+
+        schema, _, name = ident(table).rpartition(".")
+        frame = data.to_pandas()
+        frame.columns = [c.upper() for c in frame.columns]
+        ok, *_ = write_pandas(
+            self.con,
+            frame,
+            name.upper(),
+            schema=schema.upper() or None,
+            auto_create_table=create,
+            quote_identifiers=False,
+            use_logical_type=True,
+        )
+        if not ok:
+            raise WarehouseError(f"loading {len(frame)} rows into {table} failed")
+
+    def table_exists(self, schema: str, table: str) -> bool:
+        return bool(
+            self.query(
+                "SELECT count(*) FROM information_schema.tables "
+                f"WHERE table_schema = {literal(schema.upper())} AND table_name = {literal(table.upper())}"
+            ).scalar()
+        )
+
+    def columns(self, schema: str, table: str) -> list[tuple[str, str]]:
+        result = self.query(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            f"WHERE table_schema = {literal(schema.upper())} AND table_name = {literal(table.upper())} "
+            "ORDER BY ordinal_position"
+        )
+        return [(r[0].lower(), r[1]) for r in result.rows]
+
+
+class SnowflakeWarehouse(ConfigurableResource):
+    """Snowflake warehouse; credentials come from ``EnvVar`` and are never logged."""
+
+    snowflake: SnowflakeResource
+
+    @property
+    def kind(self) -> str:
+        return "snowflake"
+
+    @contextmanager
+    def session(self) -> Iterator[SnowflakeSession]:
+        with self.snowflake.get_connection() as con:
+            yield SnowflakeSession(con)
+
+    @contextmanager
+    def read_only_session(self) -> Iterator[SnowflakeSession]:
+        with self.session() as s:
+            yield s
+
+
+def snowflake_from_env() -> SnowflakeWarehouse:
+    """Build the Snowflake resource, failing early with the names (never values) of missing variables."""
+    missing = [name for name in REQUIRED if not env(name)]
+    if not env("SNOWFLAKE_PASSWORD") and not env("SNOWFLAKE_PRIVATE_KEY"):
+        missing.append("SNOWFLAKE_PASSWORD or SNOWFLAKE_PRIVATE_KEY")
+    if missing:
+        raise ConfigError(
+            "WAREHOUSE=snowflake but these environment variables are not set: " + ", ".join(missing) + ".",
+            field="environment",
+            fix="export them (see README, Configuration) or unset WAREHOUSE to use the embedded DuckDB.",
+        )
+    secret = {"password": EnvVar("SNOWFLAKE_PASSWORD")} if env("SNOWFLAKE_PASSWORD") else {
+        "private_key": EnvVar("SNOWFLAKE_PRIVATE_KEY")
+    }
+    optional = {"role": EnvVar("SNOWFLAKE_ROLE")} if env("SNOWFLAKE_ROLE") else {}
+    return SnowflakeWarehouse(
+        snowflake=SnowflakeResource(
+            account=EnvVar("SNOWFLAKE_ACCOUNT"),
+            user=EnvVar("SNOWFLAKE_USER"),
+            database=EnvVar("SNOWFLAKE_DATABASE"),
+            warehouse=EnvVar("SNOWFLAKE_WAREHOUSE"),
+            **secret,
+            **optional,
+        )
+    )
