@@ -70,14 +70,18 @@ class ScheduleConfig(Strict):
         try:
             zoneinfo.ZoneInfo(value)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone '{value}' (use an IANA name such as 'Europe/Berlin')") from None
+            raise ValueError(
+                f"unknown time zone '{value}' (use an IANA name such as 'Europe/Berlin')"
+            ) from None
         return value
 
     @field_validator("cron")
     @classmethod
     def _cron(cls, value: str | None) -> str | None:
         if value is not None and not croniter.is_valid(value):
-            raise ValueError(f"'{value}' is not a valid cron expression (five fields: minute hour day month weekday)")
+            raise ValueError(
+                f"'{value}' is not a valid cron expression (five fields: minute hour day month weekday)"
+            )
         return value
 
     @model_validator(mode="after")
@@ -114,24 +118,32 @@ class MappingConfig(Strict):
     action: Literal["identify", "group"]
     user_id: Identifier | None = Field(default=None, description="Column for `userId`.")
     anonymous_id: Identifier | None = Field(default=None, description="Column for `anonymousId`.")
-    group_id: Identifier | None = Field(default=None, description="Column for `groupId` (required for group).")
+    group_id: Identifier | None = Field(
+        default=None, description="Column for `groupId` (required for group)."
+    )
     traits: dict[Annotated[str, Field(min_length=1)], Identifier | TraitField] = Field(default_factory=dict)
     all_columns_as_traits: bool = Field(
         default=False, description="Also send every column not used above as a trait named after the column."
     )
-    timestamp: Identifier | None = Field(default=None, description="Column for `timestamp` (else the sync time).")
+    timestamp: Identifier | None = Field(
+        default=None, description="Column for `timestamp` (else the sync time)."
+    )
     message_id: Identifier | None = Field(
-        default=None, description="Column for `messageId` (else deterministic from mapping, key and checksum)."
+        default=None,
+        description="Column for `messageId` (else deterministic from mapping, key and checksum).",
     )
     send: Literal["upsert", "add", "update"] = Field(
-        default="upsert", description="Records to send: added or updated (`upsert`), only `add`ed, only `update`d."
+        default="upsert",
+        description="Records to send: added or updated (`upsert`), only `add`ed, only `update`d.",
     )
     on_delete: Literal["ignore", "clear_traits"] = Field(
         default="ignore", description="Records gone from the model: ignore, or send their traits as null."
     )
     nulls: Literal["send", "skip"] = Field(default="send", description="Default null handling for traits.")
     enabled: bool = True
-    shards: int = Field(default=1, ge=1, le=1024, description="Split the sync into key-hash shards (partitions).")
+    shards: int = Field(
+        default=1, ge=1, le=1024, description="Split the sync into key-hash shards (partitions)."
+    )
     schedule: ScheduleConfig = Field(default_factory=lambda: ScheduleConfig(manual=True))
     delivery_rate_threshold: float = Field(default=0.99, ge=0, le=1)
     retry: RetryConfig = Field(default_factory=RetryConfig)
@@ -161,7 +173,8 @@ class MappingConfig(Strict):
     def trait_columns(self, columns: list[str]) -> dict[str, TraitField]:
         """Trait key → column (with null handling), given the model's actual columns."""
         out = {
-            key: (value if isinstance(value, TraitField) else TraitField(column=value)) for key, value in self.traits.items()
+            key: (value if isinstance(value, TraitField) else TraitField(column=value))
+            for key, value in self.traits.items()
         }
         if self.all_columns_as_traits:
             used = {self.user_id, self.anonymous_id, self.group_id, self.timestamp, self.message_id}
@@ -181,7 +194,9 @@ class ModelConfig(Strict):
     """The YAML companion of one SQL model."""
 
     description: str = ""
-    primary_key: Identifier = Field(description="Column that identifies a record (Segment's Unique Identifier).")
+    primary_key: Identifier = Field(
+        description="Column that identifies a record (Segment's Unique Identifier)."
+    )
     mappings: list[MappingConfig] = Field(default_factory=list)
 
 

@@ -11,6 +11,8 @@ from dagster import Definitions, in_process_executor, multiprocess_executor
 from segment_profiles_pipeline.models.assets import build_model_asset, build_sources
 from segment_profiles_pipeline.project import load_project
 from segment_profiles_pipeline.settings import Settings
+from segment_profiles_pipeline.sync.assets import build_sync_asset
+from segment_profiles_pipeline.sync.resources import segment_from_env
 from segment_profiles_pipeline.warehouse.resources import warehouse_from_settings
 
 
@@ -21,10 +23,11 @@ def build_definitions(settings: Settings) -> Definitions:
     assets = [
         *build_sources(tables, kind, settings.sample_users if settings.sample_data else None),
         *(build_model_asset(m, kind) for m in project.models.values()),
+        *(build_sync_asset(spec, kind) for spec in project.mappings),
     ]
     return Definitions(
         assets=assets,
-        resources={"warehouse": warehouse_from_settings(settings)},
+        resources={"warehouse": warehouse_from_settings(settings), "segment": segment_from_env()},
         # DuckDB has one writer per file: steps of a run execute one after another in one process
         # (no step start-up cost, no lock contention). Snowflake runs steps in parallel processes.
         executor=in_process_executor if kind == "duckdb" else multiprocess_executor,

@@ -14,7 +14,9 @@ class PipelineError(Exception):
 class ConfigError(PipelineError):
     """Invalid project configuration (YAML, SQL files, environment variables)."""
 
-    def __init__(self, message: str, *, file: str | None = None, field: str | None = None, fix: str | None = None):
+    def __init__(
+        self, message: str, *, file: str | None = None, field: str | None = None, fix: str | None = None
+    ):
         self.file = file
         self.field = field
         self.fix = fix

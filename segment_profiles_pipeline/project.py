@@ -118,7 +118,11 @@ def load_project(models_dir: Path) -> Project:
     import re
 
     if not models_dir.is_dir():
-        raise ConfigError("the models folder does not exist.", file=str(models_dir), fix="create it or set SEGMENT_PROFILES_MODELS_DIR.")
+        raise ConfigError(
+            "the models folder does not exist.",
+            file=str(models_dir),
+            fix="create it or set SEGMENT_PROFILES_MODELS_DIR.",
+        )
     models: dict[str, ModelSpec] = {}
     for sql_path in sorted(models_dir.rglob("*.sql")):
         name = sql_path.stem.lower()

@@ -16,12 +16,21 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ENVIRONMENT: dict[str, tuple[str | None, str]] = {
     "WAREHOUSE": ("duckdb", "`duckdb` (embedded, default) or `snowflake`."),
     "DUCKDB_DATABASE": ("data/warehouse.duckdb", "DuckDB file (relative paths are under the project root)."),
-    "SAMPLE_DATA": ("1 on duckdb, 0 on snowflake", "Create the sample source tables when missing (never overwrites)."),
-    "SAMPLE_USERS": ("5000", "Users in the generated sample data (accounts = users/10, ~20 events per user)."),
+    "SAMPLE_DATA": (
+        "1 on duckdb, 0 on snowflake",
+        "Create the sample source tables when missing (never overwrites).",
+    ),
+    "SAMPLE_USERS": (
+        "5000",
+        "Users in the generated sample data (accounts = users/10, ~20 events per user).",
+    ),
     "SEGMENT_PROFILES_MODELS_DIR": ("models", "Folder with the SQL models and their YAML companions."),
     "SEGMENT_WRITE_KEY": (None, "Segment source write key. Unset: every sync is a dry run (outbox table)."),
     "SEGMENT_REGION": ("north_america", "`north_america` or `europe`: picks the Tracking API endpoint."),
-    "SEGMENT_ENDPOINT": (None, "Explicit Tracking API base URL (e.g. `http://127.0.0.1:8080`); overrides the region."),
+    "SEGMENT_ENDPOINT": (
+        None,
+        "Explicit Tracking API base URL (e.g. `http://127.0.0.1:8080`); overrides the region.",
+    ),
     "ALERT_WEBHOOK_URL": (None, "Slack-compatible incoming webhook for sync alerts."),
     "SNOWFLAKE_ACCOUNT": (None, "Snowflake account identifier (WAREHOUSE=snowflake)."),
     "SNOWFLAKE_USER": (None, "Snowflake user."),
@@ -65,7 +74,9 @@ class Settings:
         warehouse = (env("WAREHOUSE") or "duckdb").lower()
         if warehouse not in {"duckdb", "snowflake"}:
             raise ConfigError(
-                f"unknown warehouse '{warehouse}'.", field="WAREHOUSE", fix="set WAREHOUSE=duckdb or WAREHOUSE=snowflake."
+                f"unknown warehouse '{warehouse}'.",
+                field="WAREHOUSE",
+                fix="set WAREHOUSE=duckdb or WAREHOUSE=snowflake.",
             )
         db = Path(env("DUCKDB_DATABASE") or "data/warehouse.duckdb")
         models_dir = Path(env("SEGMENT_PROFILES_MODELS_DIR") or "models")

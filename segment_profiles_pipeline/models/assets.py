@@ -43,7 +43,8 @@ def source_key(schema: str | None, table: str) -> AssetKey:
 
 def upstream_keys(spec: ModelSpec) -> list[AssetKey]:
     return [
-        AssetKey(table) if schema == MODELS_SCHEMA else source_key(schema, table) for schema, table in spec.upstream
+        AssetKey(table) if schema == MODELS_SCHEMA else source_key(schema, table)
+        for schema, table in spec.upstream
     ]
 
 
@@ -62,7 +63,11 @@ def source_specs(tables: Iterable[tuple[str | None, str]], kind: str, generated:
             group_name="sources",
             kinds={kind},
             description=f"Warehouse table `{schema or 'main'}.{table}`"
-            + (", created with sample data when missing (never overwritten)." if sample else ", maintained outside this project."),
+            + (
+                ", created with sample data when missing (never overwritten)."
+                if sample
+                else ", maintained outside this project."
+            ),
             metadata={"sample_data": sample},
         )
     return list(specs.values())

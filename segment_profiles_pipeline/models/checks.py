@@ -22,7 +22,9 @@ def check_specs(key: AssetKey, primary_key: str) -> list[AssetCheckSpec]:
     ]
 
 
-def primary_key_checks(session: WarehouseSession, key: AssetKey, table: str, primary_key: str) -> list[AssetCheckResult]:
+def primary_key_checks(
+    session: WarehouseSession, key: AssetKey, table: str, primary_key: str
+) -> list[AssetCheckResult]:
     pk = ident(primary_key)
     nulls = int(session.query(f"SELECT count(*) FROM {table} WHERE {pk} IS NULL").scalar() or 0)
     dupes = session.query(
@@ -41,7 +43,9 @@ def primary_key_checks(session: WarehouseSession, key: AssetKey, table: str, pri
             check_name=NOT_NULL,
             passed=nulls == 0,
             severity=AssetCheckSeverity.WARN,
-            description=None if nulls == 0 else f"{nulls} row(s) have a null `{primary_key}`; the sync rejects them.",
+            description=None
+            if nulls == 0
+            else f"{nulls} row(s) have a null `{primary_key}`; the sync rejects them.",
             metadata={"null_rows": MetadataValue.int(nulls)},
         ),
         AssetCheckResult(

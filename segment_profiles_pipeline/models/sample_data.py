@@ -16,8 +16,23 @@ import pyarrow as pa
 from segment_profiles_pipeline.warehouse.base import WarehouseSession, ident
 
 ANCHOR = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
-FIRST = np.array(["Ada", "Grace", "Alan", "Edsger", "Barbara", "Ken", "Margaret", "Linus", "Frances", "Dennis"])
-LAST = np.array(["Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Thompson", "Hamilton", "Torvalds", "Allen", "Ritchie"])
+FIRST = np.array(
+    ["Ada", "Grace", "Alan", "Edsger", "Barbara", "Ken", "Margaret", "Linus", "Frances", "Dennis"]
+)
+LAST = np.array(
+    [
+        "Lovelace",
+        "Hopper",
+        "Turing",
+        "Dijkstra",
+        "Liskov",
+        "Thompson",
+        "Hamilton",
+        "Torvalds",
+        "Allen",
+        "Ritchie",
+    ]
+)
 PLANS = np.array(["free", "pro", "business", "enterprise"])
 INDUSTRIES = np.array(["Retail", "Healthcare", "Finance", "Travel", "Education", "Media", "Logistics"])
 CHANNELS = np.array(["voice", "sms", "email", "chat", "whatsapp"])
@@ -56,7 +71,9 @@ def generate(users: int = 5000, seed: int = 7) -> dict[str, pa.Table]:
     accounts = pa.table(
         {
             "account_id": acc_ids,
-            "name": np.char.add(rng.choice(LAST, n_acc), np.char.add(" ", np.char.add(rng.choice(INDUSTRIES, n_acc), " Co"))),
+            "name": np.char.add(
+                rng.choice(LAST, n_acc), np.char.add(" ", np.char.add(rng.choice(INDUSTRIES, n_acc), " Co"))
+            ),
             "industry": rng.choice(INDUSTRIES, n_acc),
             "employees": rng.integers(2, 5000, n_acc).astype("int64"),
             "plan": rng.choice(PLANS, n_acc, p=[0.4, 0.3, 0.2, 0.1]),
@@ -69,7 +86,10 @@ def generate(users: int = 5000, seed: int = 7) -> dict[str, pa.Table]:
     user_ids = _ids("u_", nums, 7).astype(object)
     first = rng.choice(FIRST, users)
     last = rng.choice(LAST, users)
-    emails = np.char.add(np.char.add(np.char.lower(first), "."), np.char.add(np.char.lower(last), np.char.add(nums.astype(str), "@example.com")))
+    emails = np.char.add(
+        np.char.add(np.char.lower(first), "."),
+        np.char.add(np.char.lower(last), np.char.add(nums.astype(str), "@example.com")),
+    )
     account_of = rng.integers(0, n_acc, users)
     user_created = -rng.integers(86400, 700 * 86400, users)
     user_cols = {

@@ -3,11 +3,14 @@
 State lives next to the data, not in Dagster: it survives a lost Dagster instance and anyone
 can inspect it with SQL. One table of each kind, keyed by mapping name:
 
-- ``ledger``: record key → checksum of the mapped fields last *acknowledged* by Segment (HTTP 200).
+- ``ledger``: record key → checksum of the mapped fields last *acknowledged* by Segment (HTTP 200),
+  with the profile's ids (for a later ``clear_traits``). ``delivered = false`` marks records an
+  ``update``-only mapping saw but deliberately did not send (Segment tracks those too).
 - ``failed_records``: records that were invalid or not delivered, with reason and attempts;
   retried on every later sync with the latest data until delivered or expired.
 - ``sync_history``: one row per mapping, shard and run (``running`` until it finishes).
 - ``outbox``: the payloads a dry run would have sent (the latest dry run per mapping).
+- ``sync_locks``: at most one sync per mapping and shard at a time, on any warehouse.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ LEDGER = f"{STATE_SCHEMA}.ledger"
 FAILED = f"{STATE_SCHEMA}.failed_records"
 HISTORY = f"{STATE_SCHEMA}.sync_history"
 OUTBOX = f"{STATE_SCHEMA}.outbox"
+LOCKS = f"{STATE_SCHEMA}.sync_locks"
 
 DDL = (
     f"CREATE SCHEMA IF NOT EXISTS {STATE_SCHEMA}",
@@ -26,6 +30,8 @@ DDL = (
         mapping VARCHAR NOT NULL,
         record_key VARCHAR NOT NULL,
         checksum VARCHAR NOT NULL,
+        identity VARCHAR,
+        delivered BOOLEAN NOT NULL,
         synced_at TIMESTAMP NOT NULL,
         sync_id VARCHAR NOT NULL
     )""",
@@ -57,6 +63,7 @@ DDL = (
         updated BIGINT,
         deleted BIGINT,
         invalid BIGINT,
+        planned BIGINT,
         sent BIGINT,
         delivered BIGINT,
         failed BIGINT,
@@ -70,6 +77,13 @@ DDL = (
         operation VARCHAR NOT NULL,
         message VARCHAR NOT NULL,
         created_at TIMESTAMP NOT NULL
+    )""",
+    f"""CREATE TABLE IF NOT EXISTS {LOCKS} (
+        mapping VARCHAR NOT NULL,
+        shard INTEGER NOT NULL,
+        sync_id VARCHAR NOT NULL,
+        acquired_at TIMESTAMP NOT NULL,
+        heartbeat_at TIMESTAMP NOT NULL
     )""",
 )
 

@@ -80,7 +80,11 @@ def ident(name: str) -> str:
     """
     parts = name.split(".")
     for part in parts:
-        if not part or not (part[0].isalpha() or part[0] == "_") or not all(c.isalnum() or c == "_" for c in part):
+        if (
+            not part
+            or not (part[0].isalpha() or part[0] == "_")
+            or not all(c.isalnum() or c == "_" for c in part)
+        ):
             raise WarehouseError(
                 f"'{name}' is not a plain identifier; use letters, digits and underscores (not starting with a digit)."
             )

@@ -57,7 +57,7 @@ class DuckDBSession:
         # A cursor of its own, so the caller may write on this session between batches.
         cur = self.con.cursor()
         try:
-            reader = cur.execute(sql).fetch_record_batch(batch_rows)
+            reader = cur.sql(sql).to_arrow_reader(batch_rows)
             for batch in reader:
                 if batch.num_rows:
                     yield batch.to_pylist()

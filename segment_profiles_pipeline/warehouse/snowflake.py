@@ -123,9 +123,11 @@ def snowflake_from_env() -> SnowflakeWarehouse:
             field="environment",
             fix="export them (see README, Configuration) or unset WAREHOUSE to use the embedded DuckDB.",
         )
-    secret = {"password": EnvVar("SNOWFLAKE_PASSWORD")} if env("SNOWFLAKE_PASSWORD") else {
-        "private_key": EnvVar("SNOWFLAKE_PRIVATE_KEY")
-    }
+    secret = (
+        {"password": EnvVar("SNOWFLAKE_PASSWORD")}
+        if env("SNOWFLAKE_PASSWORD")
+        else {"private_key": EnvVar("SNOWFLAKE_PRIVATE_KEY")}
+    )
     optional = {"role": EnvVar("SNOWFLAKE_ROLE")} if env("SNOWFLAKE_ROLE") else {}
     return SnowflakeWarehouse(
         snowflake=SnowflakeResource(

@@ -1,0 +1,229 @@
+"""Writes to the sync state: acknowledgements, failures, history, outbox and the sync lock.
+
+Bulk writes go through a scratch table loaded from Arrow and one set-based statement each,
+so acknowledging 100k records is a handful of statements, not 100k.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from segment_profiles_pipeline.config import RetryConfig
+from segment_profiles_pipeline.errors import SyncError
+from segment_profiles_pipeline.sync.state import FAILED, HISTORY, LEDGER, LOCKS, OUTBOX, STATE_SCHEMA
+from segment_profiles_pipeline.warehouse.base import WarehouseSession, literal
+
+
+@dataclass(frozen=True)
+class Ack:
+    key: str
+    checksum: str
+    identity: str | None
+    delivered: bool = True
+
+
+@dataclass(frozen=True)
+class Failure:
+    key: str | None
+    checksum: str | None
+    kind: str  # invalid | delivery
+    reason: str
+    payload: str | None = None
+
+
+class StateWriter:
+    """All state writes of one sync of one mapping shard."""
+
+    def __init__(self, session: WarehouseSession, mapping: str, shard: int, sync_id: str, now: dt.datetime):
+        self.session = session
+        self.mapping = mapping
+        self.shard = shard
+        self.sync_id = sync_id
+        self.now = now
+        self._m = literal(mapping)
+
+    @contextmanager
+    def _scratch(self, purpose: str, data: pa.Table) -> Iterator[str]:
+        table = f"{STATE_SCHEMA}.scratch__{self.mapping}__{self.shard}__{purpose}"
+        self.session.execute(f"DROP TABLE IF EXISTS {table}")
+        self.session.load(table, data, create=True)
+        try:
+            yield table
+        finally:
+            self.session.execute(f"DROP TABLE IF EXISTS {table}")
+
+    def acknowledge(self, acks: Sequence[Ack]) -> None:
+        """Record acknowledged records in the ledger and clear their failures."""
+        if not acks:
+            return
+        data = pa.table(
+            {
+                "record_key": [a.key for a in acks],
+                "checksum": [a.checksum for a in acks],
+                "identity": pa.array([a.identity for a in acks], type=pa.string()),
+                "delivered": [a.delivered for a in acks],
+            }
+        )
+        with self._scratch("acks", data) as scratch:
+            self.session.execute(
+                f"DELETE FROM {LEDGER} WHERE mapping = {self._m} AND record_key IN (SELECT record_key FROM {scratch})"
+            )
+            self.session.execute(
+                f"INSERT INTO {LEDGER} (mapping, record_key, checksum, identity, delivered, synced_at, sync_id) "
+                f"SELECT {self._m}, record_key, checksum, identity, delivered, {literal(self.now)}, {literal(self.sync_id)} "
+                f"FROM {scratch}"
+            )
+            self.session.execute(
+                f"DELETE FROM {FAILED} WHERE mapping = {self._m} AND record_key IN (SELECT record_key FROM {scratch})"
+            )
+
+    def forget_keys(self, keys: Sequence[str]) -> None:
+        if keys:
+            with self._scratch("gone", pa.table({"record_key": pa.array(keys, type=pa.string())})) as scratch:
+                self.forget(f"SELECT record_key FROM {scratch}")
+
+    def track_unsent(self, keys_sql: str) -> None:
+        """Ledger rows (``delivered = false``) for records an ``update``-only mapping saw but did not send."""
+        self.session.execute(
+            f"INSERT INTO {LEDGER} (mapping, record_key, checksum, identity, delivered, synced_at, sync_id) "
+            f"SELECT {self._m}, k.*, NULL, FALSE, {literal(self.now)}, {literal(self.sync_id)} FROM ({keys_sql}) AS k"
+        )
+
+    def reset(self, shard_sql: str) -> None:
+        """Segment's *Reset sync*: forget what was acknowledged (and expired), so everything is sent again."""
+        self.session.execute(f"DELETE FROM {LEDGER} WHERE mapping = {self._m} AND {shard_sql}")
+        self.session.execute(f"DELETE FROM {FAILED} WHERE mapping = {self._m} AND status = 'expired'")
+
+    def forget(self, keys_sql: str) -> None:
+        """Remove records from the ledger (acknowledged deletes); ``keys_sql`` selects record keys."""
+        self.session.execute(f"DELETE FROM {LEDGER} WHERE mapping = {self._m} AND record_key IN ({keys_sql})")
+        self.session.execute(f"DELETE FROM {FAILED} WHERE mapping = {self._m} AND record_key IN ({keys_sql})")
+
+    def fail(self, failures: Sequence[Failure], retry: RetryConfig) -> None:
+        """Upsert failed records: attempts count syncs of the *same* data; new data restarts the count."""
+        if not failures:
+            return
+        data = pa.table(
+            {
+                "record_key": pa.array([f.key for f in failures], type=pa.string()),
+                "checksum": pa.array([f.checksum for f in failures], type=pa.string()),
+                "kind": [f.kind for f in failures],
+                "reason": [f.reason for f in failures],
+                "sample_payload": pa.array([f.payload for f in failures], type=pa.string()),
+            }
+        )
+        now = literal(self.now)
+        oldest = literal(self.now - dt.timedelta(days=retry.max_days))
+        with self._scratch("failed", data) as scratch:
+            merged = f"{STATE_SCHEMA}.scratch__{self.mapping}__{self.shard}__merged"
+            self.session.execute(f"DROP TABLE IF EXISTS {merged}")
+            self.session.execute(
+                f"""CREATE TABLE {merged} AS
+                SELECT n.record_key, n.checksum, n.kind, n.reason, n.sample_payload,
+                       CASE WHEN o.mapping IS NOT NULL AND (o.checksum = n.checksum OR (o.checksum IS NULL AND n.checksum IS NULL))
+                            THEN o.attempts + 1 ELSE 1 END AS attempts,
+                       CASE WHEN o.mapping IS NOT NULL AND (o.checksum = n.checksum OR (o.checksum IS NULL AND n.checksum IS NULL))
+                            THEN o.first_failed_at ELSE {now} END AS first_failed_at
+                FROM {scratch} AS n
+                LEFT JOIN {FAILED} AS o
+                  ON o.mapping = {self._m} AND (o.record_key = n.record_key OR (o.record_key IS NULL AND n.record_key IS NULL))"""
+            )
+            try:
+                self.session.execute(
+                    f"DELETE FROM {FAILED} WHERE mapping = {self._m} AND "
+                    f"(record_key IN (SELECT record_key FROM {scratch} WHERE record_key IS NOT NULL) "
+                    f" OR (record_key IS NULL AND EXISTS (SELECT 1 FROM {scratch} WHERE record_key IS NULL)))"
+                )
+                self.session.execute(
+                    f"""INSERT INTO {FAILED} (mapping, record_key, checksum, kind, reason, attempts, first_failed_at,
+                        last_failed_at, last_sync_id, status, sample_payload)
+                    SELECT {self._m}, record_key, checksum, kind, reason, attempts, first_failed_at, {now},
+                           {literal(self.sync_id)},
+                           CASE WHEN attempts >= {retry.max_syncs} OR first_failed_at < {oldest}
+                                THEN 'expired' ELSE 'retrying' END,
+                           sample_payload
+                    FROM {merged}"""
+                )
+            finally:
+                self.session.execute(f"DROP TABLE IF EXISTS {merged}")
+
+    def outbox(self, rows: Sequence[tuple[str, str, str]]) -> None:
+        """Dry run: keep the payloads that would have been sent (key, operation, message JSON)."""
+        if not rows:
+            return
+        data = pa.table(
+            {
+                "mapping": [self.mapping] * len(rows),
+                "sync_id": [self.sync_id] * len(rows),
+                "record_key": [r[0] for r in rows],
+                "operation": [r[1] for r in rows],
+                "message": [r[2] for r in rows],
+                "created_at": pa.array([self.now.replace(tzinfo=None)] * len(rows), type=pa.timestamp("us")),
+            }
+        )
+        self.session.load(OUTBOX, data)
+
+    def clear_outbox(self) -> None:
+        self.session.execute(f"DELETE FROM {OUTBOX} WHERE mapping = {self._m}")
+
+    # history ---------------------------------------------------------------------------
+    def start_history(self, shards: int, dagster_run_id: str | None, dry_run: bool) -> None:
+        self.session.execute(
+            f"UPDATE {HISTORY} SET status = 'failed', finished_at = {literal(self.now)}, "
+            "error = 'interrupted: the process running this sync stopped before it finished' "
+            f"WHERE mapping = {self._m} AND shard = {self.shard} AND status = 'running'"
+        )
+        self.session.execute(
+            f"INSERT INTO {HISTORY} (sync_id, mapping, shard, shards, dagster_run_id, dry_run, started_at, status) "
+            f"VALUES ({literal(self.sync_id)}, {self._m}, {self.shard}, {shards}, {literal(dagster_run_id)}, "
+            f"{literal(dry_run)}, {literal(self.now)}, 'running')"
+        )
+
+    def finish_history(
+        self, status: str, counts: dict[str, int], delivery_rate: float | None, error: str | None
+    ) -> None:
+        sets = ", ".join(f"{k} = {int(v)}" for k, v in counts.items())
+        self.session.execute(
+            f"UPDATE {HISTORY} SET status = {literal(status)}, finished_at = {literal(dt.datetime.now(dt.UTC).replace(tzinfo=None))}, "
+            f"{sets}, delivery_rate = {literal(delivery_rate)}, error = {literal(error)} "
+            f"WHERE sync_id = {literal(self.sync_id)} AND mapping = {self._m} AND shard = {self.shard}"
+        )
+
+    # lock ------------------------------------------------------------------------------
+    def acquire_lock(self, stale_after: dt.timedelta) -> None:
+        """Insert-then-check lock: of concurrent claimants the earliest (then lowest id) wins.
+
+        Works without transactions (Snowflake DDL/DML autocommit); a lock whose heartbeat is
+        older than ``stale_after`` belonged to a dead process and is taken over.
+        """
+        where = f"mapping = {self._m} AND shard = {self.shard}"
+        self.session.execute(
+            f"DELETE FROM {LOCKS} WHERE {where} AND heartbeat_at < {literal(self.now - stale_after)}"
+        )
+        self.session.execute(
+            f"INSERT INTO {LOCKS} VALUES ({self._m}, {self.shard}, {literal(self.sync_id)}, {literal(self.now)}, {literal(self.now)})"
+        )
+        holder = self.session.query(
+            f"SELECT sync_id, acquired_at FROM {LOCKS} WHERE {where} ORDER BY acquired_at, sync_id LIMIT 1"
+        ).rows[0]
+        if holder[0] != self.sync_id:
+            self.session.execute(f"DELETE FROM {LOCKS} WHERE {where} AND sync_id = {literal(self.sync_id)}")
+            raise SyncError(
+                f"another sync of mapping '{self.mapping}' (shard {self.shard}) is running (sync {holder[0]}, "
+                f"started {holder[1]}). Two syncs of one mapping never run at once; wait for it to finish. "
+                f"A lock left by a dead process expires after {stale_after}."
+            )
+
+    def heartbeat(self) -> None:
+        self.session.execute(
+            f"UPDATE {LOCKS} SET heartbeat_at = {literal(dt.datetime.now(dt.UTC).replace(tzinfo=None))} "
+            f"WHERE sync_id = {literal(self.sync_id)}"
+        )
+
+    def release_lock(self) -> None:
+        self.session.execute(f"DELETE FROM {LOCKS} WHERE sync_id = {literal(self.sync_id)}")

@@ -1,0 +1,136 @@
+"""Change detection as set-based SQL in the warehouse. Pure: builds SQL strings, runs nothing.
+
+Per mapping (and shard) the plan compares the model against the ledger of acknowledged
+checksums, like Segment's ``records_<id>`` table:
+
+- ``add``: key not in the ledger; ``update``: checksum differs; ``delete``: in the ledger, gone
+  from the model; ``invalid_null_key`` / ``invalid_duplicate_key``: never sent, reported.
+- The checksum covers only the mapped columns (plus a fingerprint of the mapping itself, so
+  changing a mapping re-sends its records). Each value is length-prefixed so ``('a|', '')`` and
+  ``('a', '|')`` differ, and null differs from every string.
+- A record whose delivery expired (failed ``retry.max_syncs`` times) is left alone until its
+  data changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from segment_profiles_pipeline.config import MappingConfig
+from segment_profiles_pipeline.sync.state import FAILED, LEDGER, STATE_SCHEMA
+from segment_profiles_pipeline.warehouse.base import ident, literal
+
+OPS_SENT = {"upsert": ("add", "update"), "add": ("add",), "update": ("update",)}
+
+
+@dataclass(frozen=True)
+class PlanSpec:
+    """Everything the plan SQL depends on."""
+
+    mapping: MappingConfig
+    table: str
+    primary_key: str
+    mapped_columns: tuple[str, ...]  # every column the payload reads, in a fixed order
+    shard: int = 0
+    shards: int = 1
+
+    @property
+    def plan_table(self) -> str:
+        return f"{STATE_SCHEMA}.plan__{self.mapping.name}__{self.shard}"
+
+    @property
+    def fingerprint(self) -> str:
+        """Changes when the mapping's payload-shaping fields change."""
+        shape = self.mapping.model_dump(
+            include={
+                "action",
+                "user_id",
+                "anonymous_id",
+                "group_id",
+                "traits",
+                "all_columns_as_traits",
+                "timestamp",
+                "message_id",
+                "nulls",
+                "integrations",
+            }
+        )
+        return hashlib.sha256((repr(sorted(shape.items())) + repr(self.mapped_columns)).encode()).hexdigest()[
+            :16
+        ]
+
+
+def shard_predicate(key_sql: str, spec: PlanSpec) -> str:
+    """Rows of this shard. Applied to the model *and* the ledger with the same expression, so a
+    record always lands in the same shard on both sides."""
+    if spec.shards == 1:
+        return "TRUE"
+    return f"abs(hash({key_sql})) % {spec.shards} = {spec.shard}"
+
+
+def checksum_sql(spec: PlanSpec) -> str:
+    parts = [literal(spec.fingerprint)]
+    for column in spec.mapped_columns:
+        text = f"CAST({ident(column)} AS VARCHAR)"
+        parts.append(f"coalesce(CAST(length({text}) AS VARCHAR) || ':' || {text}, '~')")
+    return "md5(" + " || '|' || ".join(parts) + ")"
+
+
+def build_plan_sql(spec: PlanSpec) -> str:
+    """CREATE the plan table: one row per record to add, update, delete or reject."""
+    pk = ident(spec.primary_key)
+    name = literal(spec.mapping.name)
+    key = f"CAST({pk} AS VARCHAR)"
+    cols = ", ".join(dict.fromkeys(ident(c) for c in spec.mapped_columns))
+    col_list = f", {cols}" if cols else ""
+    null_cols = "".join(f", s.{ident(c)}" for c in dict.fromkeys(spec.mapped_columns))
+    return f"""
+CREATE OR REPLACE TABLE {spec.plan_table} AS
+WITH src AS (
+    SELECT {key} AS __key, {checksum_sql(spec)} AS __checksum,
+           count(*) OVER (PARTITION BY {pk}) AS __copies{col_list}
+    FROM {ident(spec.table)}
+    WHERE {shard_predicate(key, spec)} OR ({pk} IS NULL AND {spec.shard} = 0)
+), led AS (
+    SELECT record_key, checksum, identity FROM {LEDGER}
+    WHERE mapping = {name} AND {shard_predicate("record_key", spec)}
+), expired AS (
+    SELECT record_key, checksum FROM {FAILED}
+    WHERE mapping = {name} AND status = 'expired' AND record_key IS NOT NULL
+)
+SELECT
+    CASE WHEN s.__key IS NULL THEN 'invalid_null_key'
+         WHEN s.__copies > 1 THEN 'invalid_duplicate_key'
+         WHEN l.record_key IS NULL THEN 'add'
+         ELSE 'update' END AS __op,
+    s.__key, s.__checksum, s.__copies, CAST(NULL AS VARCHAR) AS __identity{null_cols}
+FROM src AS s
+LEFT JOIN led AS l ON l.record_key = s.__key
+LEFT JOIN expired AS e ON e.record_key = s.__key AND e.checksum = s.__checksum
+WHERE (s.__key IS NULL OR s.__copies > 1 OR l.checksum IS NULL OR l.checksum <> s.__checksum)
+  AND e.record_key IS NULL
+UNION ALL
+SELECT 'delete', l.record_key, l.checksum, 0, l.identity{", NULL" * len(dict.fromkeys(spec.mapped_columns))}
+FROM led AS l
+WHERE NOT EXISTS (SELECT 1 FROM src AS s WHERE s.__key = l.record_key)
+"""
+
+
+def counts_sql(spec: PlanSpec) -> str:
+    return f"SELECT __op, count(*) AS n FROM {spec.plan_table} GROUP BY __op"
+
+
+def extracted_sql(spec: PlanSpec) -> str:
+    key = f"CAST({ident(spec.primary_key)} AS VARCHAR)"
+    pk = ident(spec.primary_key)
+    return f"SELECT count(*) FROM {ident(spec.table)} WHERE {shard_predicate(key, spec)} OR ({pk} IS NULL AND {spec.shard} = 0)"
+
+
+def sendable_sql(spec: PlanSpec, ops: tuple[str, ...]) -> str:
+    """The plan rows to turn into messages, in key order (stable resumption and batching)."""
+    if not ops:
+        ops = ("__none__",)
+    return (
+        f"SELECT * FROM {spec.plan_table} WHERE __op IN ({', '.join(literal(o) for o in ops)}) ORDER BY __key"
+    )

@@ -1,0 +1,60 @@
+"""The Segment destination resource: endpoint, write key (an ``EnvVar``), delivery tuning.
+
+Without a write key every sync is a dry run: this is what the Quickstart does, so a new user
+sees exactly what would be sent before anything is.
+"""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from dagster import ConfigurableResource, EnvVar
+from pydantic import Field
+
+from segment_profiles_pipeline.segment.client import SegmentClient
+from segment_profiles_pipeline.segment.spec import resolve_endpoint
+from segment_profiles_pipeline.settings import env
+
+
+class SegmentDestination(ConfigurableResource):
+    write_key: str | None = Field(default=None, description="Source write key; None = dry run.")
+    region: str = Field(default="north_america", description="north_america or europe.")
+    endpoint: str | None = Field(
+        default=None, description="Explicit Tracking API base URL (overrides region)."
+    )
+    max_in_flight: int = Field(default=4, ge=1, le=64, description="Concurrent HTTP requests.")
+    max_requests_per_second: float = Field(
+        default=500.0, gt=0, description="Below Segment's ~1,000 req/s guidance."
+    )
+    timeout_s: float = Field(default=30.0, gt=0)
+    max_retries: int = Field(default=6, ge=0)
+
+    @property
+    def endpoint_url(self) -> str:
+        return resolve_endpoint(self.region, self.endpoint)
+
+    @contextmanager
+    def sender(self, force_dry_run: bool = False) -> Iterator[SegmentClient | None]:
+        if not self.write_key or force_dry_run:
+            yield None
+            return
+        with SegmentClient(
+            self.endpoint_url,
+            self.write_key,
+            max_in_flight=self.max_in_flight,
+            max_requests_per_second=self.max_requests_per_second,
+            timeout_s=self.timeout_s,
+            max_retries=self.max_retries,
+        ) as client:
+            yield client
+
+
+def segment_from_env() -> SegmentDestination:
+    """Region and endpoint are plain settings (validated now); the write key stays an EnvVar."""
+    region = env("SEGMENT_REGION") or "north_america"
+    endpoint = env("SEGMENT_ENDPOINT")
+    resolve_endpoint(region, endpoint)  # fail at load time on a bad region or a non-loopback http URL
+    return SegmentDestination(
+        write_key=EnvVar("SEGMENT_WRITE_KEY") if env("SEGMENT_WRITE_KEY") else None,
+        region=region,
+        endpoint=endpoint,
+    )
