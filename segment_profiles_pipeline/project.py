@@ -6,8 +6,7 @@ fails the load with a message naming the file and field, instead of failing a ru
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from functools import cached_property
+from dataclasses import dataclass
 from pathlib import Path
 
 import sqlglot
@@ -54,34 +53,32 @@ class MappingSpec:
     mapping: MappingConfig
 
 
-@dataclass
+@dataclass(frozen=True)
 class Project:
     models_dir: Path
     models: dict[str, ModelSpec]
-    extra_mappings: list[MappingSpec] = field(default_factory=list)
+    mappings: list[MappingSpec]
 
-    @cached_property
-    def mappings(self) -> list[MappingSpec]:
-        out = [
-            MappingSpec(
-                SyncSource(m.name, (m.name,), m.table, m.config.primary_key, str(m.yml_path)),
-                mapping,
+
+def collect_mappings(models: dict[str, ModelSpec], extra: list[MappingSpec]) -> list[MappingSpec]:
+    """Every mapping of the project; names are unique because each becomes an asset key."""
+    out = [
+        MappingSpec(SyncSource(m.name, (m.name,), m.table, m.config.primary_key, str(m.yml_path)), mapping)
+        for m in models.values()
+        for mapping in m.config.mappings
+    ] + extra
+    seen: dict[str, str] = {}
+    for spec in out:
+        other = seen.get(spec.mapping.name)
+        if other:
+            raise ConfigError(
+                f"mapping name '{spec.mapping.name}' is also used in {other}.",
+                file=spec.source.file,
+                field="mappings.name",
+                fix="give every mapping a unique name (it becomes the sync asset key).",
             )
-            for m in self.models.values()
-            for mapping in m.config.mappings
-        ] + list(self.extra_mappings)
-        seen: dict[str, str] = {}
-        for spec in out:
-            other = seen.get(spec.mapping.name)
-            if other:
-                raise ConfigError(
-                    f"mapping name '{spec.mapping.name}' is also used in {other}.",
-                    file=spec.source.file,
-                    field="mappings.name",
-                    fix="give every mapping a unique name (it becomes the sync asset key).",
-                )
-            seen[spec.mapping.name] = spec.source.file
-        return out
+        seen[spec.mapping.name] = spec.source.file
+    return out
 
 
 def _read_sql(path: Path) -> tuple[str, tuple[tuple[str | None, str], ...]]:
@@ -155,4 +152,4 @@ def load_project(models_dir: Path) -> Project:
                 file=str(yml_path),
                 fix=f"add {yml_path.with_suffix('.sql').name}, or rename it if it belongs to another model.",
             )
-    return Project(models_dir, models)
+    return Project(models_dir, models, collect_mappings(models, []))

@@ -130,7 +130,8 @@ def build_model_asset(spec: ModelSpec, kind: str) -> AssetsDefinition:
             except WarehouseError as exc:
                 raise Failure(
                     description=f"{spec.sql_path}: the model's query failed in the warehouse: {exc}. "
-                    "Fix the SQL and materialize again; the previous table was kept."
+                    "Fix the SQL and materialize again; the previous table was kept.",
+                    allow_retries=False,  # a user error: retrying cannot fix it
                 ) from None
             columns = [c for c, _ in session.columns(MODELS_SCHEMA, f"{spec.name}__staging")]
             if pk.lower() not in columns:
@@ -138,7 +139,8 @@ def build_model_asset(spec: ModelSpec, kind: str) -> AssetsDefinition:
                 raise Failure(
                     description=f"{spec.yml_path} (field 'primary_key'): column '{pk}' is not returned by "
                     f"{spec.sql_path.name}; it returns {', '.join(columns)}. Select the column in the query or "
-                    "fix primary_key. The previous table was kept."
+                    "fix primary_key. The previous table was kept.",
+                    allow_retries=False,
                 )
             session.execute(f"DROP TABLE IF EXISTS {ident(spec.table)}")
             session.execute(f"ALTER TABLE {ident(staging)} RENAME TO {ident(spec.name)}")

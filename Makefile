@@ -1,0 +1,35 @@
+# Two commands set everything up on a fresh machine with Python 3.11+:
+#   make run    install into .venv, then materialize the whole asset graph on the embedded DuckDB
+#   make test   install into .venv, then run the test suite (what .ci/run calls)
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+
+.PHONY: install run dev test lint bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(BIN)/.installed
+
+run: install
+	mkdir -p "$(DAGSTER_HOME)"
+	$(BIN)/dagster asset materialize -m segment_profiles_pipeline.definitions --select '*'
+
+dev: install
+	mkdir -p "$(DAGSTER_HOME)"
+	$(BIN)/dagster dev -w workspace.yaml
+
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/pytest -n 2 --durations=10
+
+bench: install
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) data .dagster_home

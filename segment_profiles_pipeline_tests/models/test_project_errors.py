@@ -1,0 +1,116 @@
+"""Bad project files fail the load with a message naming the file and field, and how to fix it."""
+
+from pathlib import Path
+
+import pytest
+
+from segment_profiles_pipeline.errors import ConfigError
+from segment_profiles_pipeline.project import load_project
+from segment_profiles_pipeline_tests.conftest import write
+
+USERS_SQL = "SELECT user_id, email FROM app.users"
+
+
+def test_shipped_models_load() -> None:
+    project = load_project(Path(__file__).parents[2] / "models")
+    assert {"users", "account_memberships"} <= set(project.models)
+    assert project.models["users"].upstream == (("app", "users"),)
+    assert {m.mapping.name for m in project.mappings} >= {"users_identify", "account_memberships_group"}
+
+
+def test_unknown_key_names_file_and_field(models_dir: Path) -> None:
+    write(models_dir, {"users.sql": USERS_SQL, "users.yml": "primary_key: user_id\nprimay_key: x\n"})
+    with pytest.raises(ConfigError) as err:
+        load_project(models_dir)
+    assert "users.yml" in str(err.value)
+    assert "field 'primay_key': unknown key" in str(err.value)
+
+
+def test_missing_primary_key(models_dir: Path) -> None:
+    write(models_dir, {"users.sql": USERS_SQL, "users.yml": "description: no key here\n"})
+    with pytest.raises(ConfigError, match=r"users\.yml.*field 'primary_key': required key is missing"):
+        load_project(models_dir)
+
+
+def test_mapping_field_errors_name_the_path(models_dir: Path) -> None:
+    write(
+        models_dir,
+        {
+            "users.sql": USERS_SQL,
+            "users.yml": """
+                primary_key: user_id
+                mappings:
+                  - name: accounts
+                    action: group
+                    user_id: user_id
+            """,
+        },
+    )
+    with pytest.raises(ConfigError, match=r"field 'mappings\.0': a `group` mapping needs `group_id`"):
+        load_project(models_dir)
+
+
+def test_mapping_needs_an_identity(models_dir: Path) -> None:
+    write(
+        models_dir,
+        {
+            "users.sql": USERS_SQL,
+            "users.yml": "primary_key: user_id\nmappings:\n  - {name: m, action: identify}\n",
+        },
+    )
+    with pytest.raises(ConfigError, match="set `user_id` and/or `anonymous_id`"):
+        load_project(models_dir)
+
+
+def test_two_models_with_the_same_name(models_dir: Path) -> None:
+    write(
+        models_dir,
+        {
+            "users.sql": USERS_SQL,
+            "users.yml": "primary_key: user_id\n",
+            "crm/users.sql": USERS_SQL,
+            "crm/users.yml": "primary_key: user_id\n",
+        },
+    )
+    with pytest.raises(ConfigError, match="two models are named 'users'") as err:
+        load_project(models_dir)
+    assert "rename one of the files" in str(err.value)
+
+
+def test_duplicate_mapping_names_across_models(models_dir: Path) -> None:
+    mapping = "primary_key: user_id\nmappings:\n  - {name: same, action: identify, user_id: user_id}\n"
+    write(models_dir, {"a.sql": USERS_SQL, "a.yml": mapping, "b.sql": USERS_SQL, "b.yml": mapping})
+    with pytest.raises(ConfigError, match="mapping name 'same' is also used in"):
+        load_project(models_dir)
+
+
+@pytest.mark.parametrize(
+    ("sql", "message"),
+    [
+        ("SELECT FROM WHERE", "does not parse"),
+        ("SELECT 1 AS a; SELECT 2 AS b", "found 2 statements"),
+        ("DELETE FROM app.users", "must be a SELECT"),
+        ("", "the file is empty"),
+    ],
+)
+def test_bad_sql_is_a_load_error_naming_the_file(models_dir: Path, sql: str, message: str) -> None:
+    write(models_dir, {"users.sql": sql or "\n", "users.yml": "primary_key: user_id\n"})
+    with pytest.raises(ConfigError, match=message) as err:
+        load_project(models_dir)
+    assert "users.sql" in str(err.value)
+
+
+def test_sql_without_yaml_and_yaml_without_sql(models_dir: Path) -> None:
+    write(models_dir, {"users.sql": USERS_SQL})
+    with pytest.raises(ConfigError, match=r"users\.sql: the model has no YAML companion.*users\.yml"):
+        load_project(models_dir)
+    (models_dir / "users.sql").unlink()
+    write(models_dir, {"userz.yml": "primary_key: user_id\n"})
+    with pytest.raises(ConfigError, match=r"userz\.yml: this YAML file has no SQL model"):
+        load_project(models_dir)
+
+
+def test_bad_yaml_syntax(models_dir: Path) -> None:
+    write(models_dir, {"users.sql": USERS_SQL, "users.yml": "primary_key: [unclosed\n"})
+    with pytest.raises(ConfigError, match=r"users\.yml: the YAML does not parse"):
+        load_project(models_dir)
