@@ -187,10 +187,11 @@ class StateWriter:
     def finish_history(
         self, status: str, counts: dict[str, int], delivery_rate: float | None, error: str | None
     ) -> None:
-        sets = ", ".join(f"{k} = {int(v)}" for k, v in counts.items())
+        sets = "".join(f"{k} = {int(v)}, " for k, v in counts.items())
+        finished = literal(dt.datetime.now(dt.UTC).replace(tzinfo=None))
         self.session.execute(
-            f"UPDATE {HISTORY} SET status = {literal(status)}, finished_at = {literal(dt.datetime.now(dt.UTC).replace(tzinfo=None))}, "
-            f"{sets}, delivery_rate = {literal(delivery_rate)}, error = {literal(error)} "
+            f"UPDATE {HISTORY} SET status = {literal(status)}, finished_at = {finished}, {sets}"
+            f"delivery_rate = {literal(delivery_rate)}, error = {literal(error)} "
             f"WHERE sync_id = {literal(self.sync_id)} AND mapping = {self._m} AND shard = {self.shard}"
         )
 
