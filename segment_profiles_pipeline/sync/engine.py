@@ -115,7 +115,8 @@ def run_sync(
     report = SyncReport(mapping.name, sync_id, shard, dry_run)
     ensure_state(session)
     writer = StateWriter(session, mapping.name, shard, sync_id, now)
-    writer.acquire_lock(LOCK_STALE_AFTER)
+    # Under DuckDB's file lock no other sync can be alive, so any lock row is a dead process's.
+    writer.acquire_lock(dt.timedelta(0) if session.exclusive else LOCK_STALE_AFTER)
     writer.start_history(mapping.shards, dagster_run_id, dry_run)
     try:
         _run(session, spec, sender, writer, report, shard, reset, log, now)

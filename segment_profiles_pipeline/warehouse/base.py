@@ -39,6 +39,8 @@ class WarehouseSession(Protocol):
     """One short-lived connection. SQL is DuckDB dialect; implementations translate."""
 
     dialect: Dialect
+    exclusive: bool
+    """True when no other writer can run while this session is open (DuckDB's file lock)."""
 
     def execute(self, sql: str) -> None: ...
 

@@ -34,6 +34,7 @@ class DuckDBSession:
     """A session over one DuckDB connection."""
 
     dialect = "duckdb"
+    exclusive = True  # read-write sessions hold the file lock: no other writer exists meanwhile
 
     def __init__(self, con: duckdb.DuckDBPyConnection):
         self.con = con

@@ -24,6 +24,7 @@ REQUIRED = ("SNOWFLAKE_ACCOUNT", "SNOWFLAKE_USER", "SNOWFLAKE_DATABASE", "SNOWFL
 
 class SnowflakeSession:
     dialect = "snowflake"
+    exclusive = False
 
     def __init__(self, con: Any):
         self.con = con

@@ -210,7 +210,20 @@ def test_shards_together_deliver_exactly_what_one_shard_delivers(warehouse) -> N
         assert sorted(u for p in again for u in p.user_ids()) == ["u7"]
 
 
+class SharedSession:
+    """A session as on Snowflake: other writers may be running at the same time."""
+
+    exclusive = False
+
+    def __init__(self, inner):
+        self._inner = inner
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+
 def test_a_second_sync_of_the_same_mapping_is_refused(session) -> None:
+    session = SharedSession(session)
     ensure_state(session)
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     StateWriter(session, "people_identify", 0, "other-sync", now).acquire_lock(dt.timedelta(hours=2))
@@ -221,6 +234,15 @@ def test_a_second_sync_of_the_same_mapping_is_refused(session) -> None:
     # a lock whose holder stopped heart-beating long ago is taken over
     session.execute("UPDATE _segment_profiles.sync_locks SET heartbeat_at = TIMESTAMP '2026-01-01'")
     run_sync(session, people_spec(), sender)
+    assert sender.user_ids() == ["u1", "u2", "u3"]
+
+
+def test_on_duckdb_a_lock_row_left_by_a_killed_process_is_taken_over(session) -> None:
+    ensure_state(session)
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    StateWriter(session, "people_identify", 0, "killed-sync", now).acquire_lock(dt.timedelta(hours=2))
+    sender = ScriptedSender()
+    run_sync(session, people_spec(), sender)  # we hold the file lock: the row cannot be a live sync's
     assert sender.user_ids() == ["u1", "u2", "u3"]
 
 
