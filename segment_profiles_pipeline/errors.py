@@ -22,10 +22,9 @@ class ConfigError(PipelineError):
         self.fix = fix
         where = ""
         if file:
-            where = f"{file}"
-            if field:
-                where += f" (field '{field}')"
-            where += ": "
+            where = f"{file} (field '{field}'): " if field else f"{file}: "
+        elif field:
+            where = f"{field}: "
         text = f"{where}{message}"
         if fix:
             text += f" Fix: {fix}"

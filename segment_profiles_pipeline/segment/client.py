@@ -1,0 +1,369 @@
+"""Deliver serialised messages to Segment's ``/v1/batch`` with bounded concurrency and honest retries.
+
+The sync engine runs in ordinary (synchronous) Dagster steps but needs several requests in flight
+over kept-alive connections to reach tens of thousands of messages per second. So
+:class:`SegmentClient` owns one asyncio loop in a background thread plus one ``httpx.AsyncClient``
+for its whole lifetime, and ``deliver`` is a blocking call that runs one delivery on that loop.
+
+Outcome rules (a record is acknowledged only when Segment answered 200 for its batch):
+
+* 200: every message of the batch is acknowledged.
+* 429: wait ``Retry-After`` / ``X-RateLimit-Reset`` (capped), then retry.
+* 5xx, 408, timeouts, connection errors: exponential backoff with full jitter, bounded retries.
+* 401/403: the key is wrong for every message, so the batch fails as a whole (and the rest of the
+  delivery is not even sent) with a reason pointing at ``SEGMENT_WRITE_KEY``.
+* other 4xx (400, 413, ...): Segment rejects a whole request for one bad message, so the batch is
+  split in halves recursively until the bad message(s) are isolated and the rest is delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import random
+import threading
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, replace
+from email.utils import parsedate_to_datetime
+from types import TracebackType
+from typing import Self, TypeVar
+
+import httpx
+
+from segment_profiles_pipeline import __version__
+from segment_profiles_pipeline.segment.batching import format_sent_at, plan_batches, request_body
+from segment_profiles_pipeline.segment.spec import batch_url
+
+Sleep = Callable[[float], Awaitable[None]]
+T = TypeVar("T")
+
+USER_AGENT = f"segment-profiles-pipeline/{__version__} (httpx/{httpx.__version__})"
+REASON_BODY_CHARS = 300
+_RETRY_BODY_CHARS = 120
+_EPOCH_THRESHOLD_S = 1_000_000_000
+"""An ``X-RateLimit-Reset`` above this is a Unix timestamp, not a number of seconds to wait."""
+
+
+@dataclass
+class DeliveryStats:
+    """Counters over the client's lifetime, for run metadata and benchmarks."""
+
+    requests: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    server_errors: int = 0
+    connection_errors: int = 0
+    client_errors: int = 0
+    splits: int = 0
+    bytes_sent: int = 0
+    messages_acknowledged: int = 0
+    messages_failed: int = 0
+
+
+class _Retry(Exception):
+    """One attempt failed in a retryable way: what failed (``HTTP 503``), details, and a wait hint."""
+
+    def __init__(self, label: str, detail: str, wait_s: float | None):
+        super().__init__(label)
+        self.label = label
+        self.detail = detail
+        self.wait_s = wait_s
+
+
+class _TokenBucket:
+    """Caps the request rate. It sleeps with the real ``asyncio.sleep``: it paces, it is not backoff."""
+
+    def __init__(self, rate: float, burst: float):
+        self._rate = rate
+        self._burst = burst
+        self._tokens = burst
+        self._updated = time.monotonic()
+
+    async def acquire(self) -> None:
+        while True:
+            now = time.monotonic()
+            self._tokens = min(self._burst, self._tokens + (now - self._updated) * self._rate)
+            self._updated = now
+            if self._tokens >= 1.0:
+                self._tokens -= 1.0
+                return
+            await asyncio.sleep((1.0 - self._tokens) / self._rate)
+
+
+class _Delivery:
+    """State of one ``deliver`` call: the per-message reasons and an auth failure that stops the rest."""
+
+    def __init__(self, messages: list[bytes]):
+        self.messages = messages
+        self.reasons: list[str | None] = [None] * len(messages)
+        self.auth_failure: str | None = None
+
+    def fail(self, start: int, stop: int, reason: str) -> None:
+        self.reasons[start:stop] = [reason] * (stop - start)
+
+
+class SegmentClient:
+    """Blocking facade over an async batch sender; use it as a context manager.
+
+    ``sleep`` replaces the wait used for backoff and ``Retry-After`` so tests can run retries
+    instantly and check the delays asked for. The write key is kept out of ``repr`` and every message.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        write_key: str,
+        *,
+        max_in_flight: int = 4,
+        max_requests_per_second: float = 500.0,
+        timeout_s: float = 30.0,
+        max_retries: int = 6,
+        backoff_base_s: float = 0.5,
+        backoff_max_s: float = 30.0,
+        max_retry_after_s: float = 300.0,
+        sleep: Sleep | None = None,
+    ):
+        if not write_key:
+            raise ValueError(
+                "SegmentClient needs a write key; without SEGMENT_WRITE_KEY the sync is a dry run"
+            )
+        if max_in_flight < 1 or max_requests_per_second <= 0 or max_retries < 0:
+            raise ValueError(
+                "max_in_flight >= 1, max_requests_per_second > 0 and max_retries >= 0 are required"
+            )
+        self.endpoint = endpoint.rstrip("/")
+        self._write_key = write_key
+        self._url = batch_url(self.endpoint)
+        self._headers = {
+            "Authorization": "Basic " + base64.b64encode(f"{write_key}:".encode()).decode("ascii"),
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+        }
+        self.max_in_flight = max_in_flight
+        self.max_requests_per_second = max_requests_per_second
+        self._timeout_s = timeout_s
+        self.max_retries = max_retries
+        self._backoff_base_s = backoff_base_s
+        self._backoff_max_s = backoff_max_s
+        self._max_retry_after_s = max_retry_after_s
+        self._sleep: Sleep = sleep or asyncio.sleep
+        self._random = random.Random()
+        self._stats = DeliveryStats()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._http: httpx.AsyncClient | None = None
+        self._semaphore: asyncio.Semaphore | None = None
+        self._bucket: _TokenBucket | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"SegmentClient(endpoint={self.endpoint!r}, write_key='***', max_in_flight={self.max_in_flight})"
+        )
+
+    __str__ = __repr__
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def __enter__(self) -> Self:
+        self.open()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def open(self) -> None:
+        """Start the loop thread and the HTTP client; connections are then reused across ``deliver`` calls."""
+        if self._loop is not None:
+            raise RuntimeError("SegmentClient is already open")
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, name="segment-client-loop", daemon=True)
+        thread.start()
+        self._loop, self._thread = loop, thread
+        self._run(self._open_async())
+
+    async def _open_async(self) -> None:
+        self._http = httpx.AsyncClient(
+            headers=self._headers,
+            timeout=httpx.Timeout(self._timeout_s),
+            limits=httpx.Limits(
+                max_connections=self.max_in_flight, max_keepalive_connections=self.max_in_flight
+            ),
+        )
+        self._semaphore = asyncio.Semaphore(self.max_in_flight)
+        self._bucket = _TokenBucket(self.max_requests_per_second, burst=float(self.max_in_flight))
+
+    def close(self) -> None:
+        """Close connections and stop the loop thread; safe to call twice."""
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        try:
+            if self._http is not None:
+                self._run(self._http.aclose())
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join()
+            loop.close()
+            self._loop = self._thread = self._http = None
+
+    def _run(self, coroutine: Awaitable[T]) -> T:
+        """Run ``coroutine`` on the loop thread and wait; an interrupt of the caller cancels it."""
+        assert self._loop is not None
+        future: Future[T] = asyncio.run_coroutine_threadsafe(coroutine, self._loop)  # type: ignore[arg-type]
+        try:
+            return future.result()
+        except BaseException:
+            future.cancel()
+            raise
+
+    # -- public API ------------------------------------------------------------------------------
+
+    @property
+    def stats(self) -> DeliveryStats:
+        """A snapshot of the counters (a copy, so callers can diff two snapshots)."""
+        return replace(self._stats)
+
+    def deliver(self, messages: Sequence[bytes]) -> list[str | None]:
+        """Send ``messages`` (serialised JSON objects) and wait for the outcome of every one.
+
+        Returns one entry per message, in order: ``None`` when its batch got HTTP 200, otherwise a
+        human-readable failure reason. Raises ``MessageTooLargeError`` if a message is over 32 KB
+        (the caller rejects those per record before delivering).
+        """
+        if self._loop is None:
+            raise RuntimeError("SegmentClient is not open; use `with SegmentClient(...) as client:`")
+        batch = messages if isinstance(messages, list) else list(messages)
+        if not batch:
+            return []
+        return self._run(self._deliver(batch))
+
+    # -- async implementation --------------------------------------------------------------------
+
+    async def _deliver(self, messages: list[bytes]) -> list[str | None]:
+        delivery = _Delivery(messages)
+        ranges = plan_batches(messages)
+        await asyncio.gather(*(self._send_range(delivery, start, stop) for start, stop in ranges))
+        failed = sum(reason is not None for reason in delivery.reasons)
+        self._stats.messages_failed += failed
+        self._stats.messages_acknowledged += len(messages) - failed
+        return delivery.reasons
+
+    async def _send_range(self, delivery: _Delivery, start: int, stop: int) -> None:
+        """Deliver ``messages[start:stop]`` with retries; split it on a per-message 4xx."""
+        attempts = self.max_retries + 1
+        for attempt in range(1, attempts + 1):
+            try:
+                response = await self._post(delivery, start, stop)
+            except _Retry as retry:
+                if attempt == attempts:
+                    delivery.fail(start, stop, f"{retry.label} after {attempts} attempts: {retry.detail}")
+                    return
+                self._stats.retries += 1
+                await self._sleep(self._backoff(attempt) if retry.wait_s is None else retry.wait_s)
+                continue
+            if response is None:
+                delivery.fail(start, stop, delivery.auth_failure or "not sent")
+                return
+            status = response.status_code
+            if status == 200:
+                return
+            body = self._short(response.text, REASON_BODY_CHARS)
+            if status < 400:
+                delivery.fail(
+                    start,
+                    stop,
+                    f"HTTP {status}: unexpected answer, only 200 acknowledges a batch ({body}). "
+                    "Check that SEGMENT_ENDPOINT points at a Segment Tracking API.",
+                )
+                return
+            self._stats.client_errors += 1
+            if status in (401, 403):
+                delivery.auth_failure = (
+                    f"HTTP {status}: Segment refused the write key ({body}). Check SEGMENT_WRITE_KEY "
+                    "(Segment app > Connections > Sources > your source > Settings > API Keys) and that "
+                    "SEGMENT_REGION/SEGMENT_ENDPOINT match the workspace's region."
+                )
+                delivery.fail(start, stop, delivery.auth_failure)
+                return
+            if stop - start == 1:
+                delivery.fail(start, stop, f"HTTP {status}: {body}")
+                return
+            self._stats.splits += 1
+            middle = (start + stop) // 2
+            await asyncio.gather(
+                self._send_range(delivery, start, middle), self._send_range(delivery, middle, stop)
+            )
+            return
+
+    async def _post(self, delivery: _Delivery, start: int, stop: int) -> httpx.Response | None:
+        """One HTTP attempt. Returns final responses (2xx/4xx), or None when not sent because the
+        write key was already refused in this delivery; raises ``_Retry`` for retryable answers."""
+        assert self._http is not None and self._semaphore is not None and self._bucket is not None
+        async with self._semaphore:
+            if delivery.auth_failure is not None:
+                return None
+            await self._bucket.acquire()
+            body = request_body(delivery.messages[start:stop], format_sent_at())
+            self._stats.requests += 1
+            self._stats.bytes_sent += len(body)
+            try:
+                response = await self._http.post(self._url, content=body)
+            except httpx.TransportError as error:
+                self._stats.connection_errors += 1
+                raise _Retry("connection error", type(error).__name__, None) from None
+        status = response.status_code
+        if status == 429:
+            self._stats.rate_limited += 1
+            raise _Retry(
+                "HTTP 429", self._short(response.text, _RETRY_BODY_CHARS), self._retry_after(response)
+            )
+        if status >= 500 or status == 408:
+            self._stats.server_errors += 1
+            raise _Retry(f"HTTP {status}", self._short(response.text, _RETRY_BODY_CHARS), None)
+        return response
+
+    def _short(self, text: str, limit: int) -> str:
+        """Response body on one line, truncated, with the write key masked should a server echo it."""
+        flat = " ".join(text.replace(self._write_key, "***").split())
+        return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+    def _backoff(self, attempt: int) -> float:
+        """Full-jitter exponential backoff: spreads retries of concurrent batches apart."""
+        ceiling = min(self._backoff_max_s, self._backoff_base_s * 2 ** (attempt - 1))
+        return self._random.uniform(0.0, ceiling)
+
+    def _retry_after(self, response: httpx.Response) -> float | None:
+        """Seconds to wait from ``Retry-After`` (seconds or HTTP date) or ``X-RateLimit-Reset``."""
+        wait = _parse_retry_after(response.headers.get("retry-after"))
+        if wait is None:
+            wait = _parse_rate_limit_reset(response.headers.get("x-ratelimit-reset"))
+        if wait is None:
+            return None
+        return min(max(wait, 0.0), self._max_retry_after_s)
+
+
+def _parse_retry_after(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        return parsedate_to_datetime(value).timestamp() - time.time()
+    except (TypeError, ValueError):
+        return None
+
+
+def _parse_rate_limit_reset(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return seconds - time.time() if seconds > _EPOCH_THRESHOLD_S else seconds
