@@ -1,0 +1,111 @@
+"""Dagster assets for computed traits and audiences.
+
+``computed_traits`` depends on the event tables it reads, ``audiences`` on ``computed_traits``
+and on the models it joins, so lineage shows exactly what feeds a profile trait. The work
+itself is in ``compute.py``; these functions only open a session, turn definition problems
+into a ``Failure`` that names the file, trait and fix (not retried: retrying cannot fix a
+definition), and report Segment-style preview metadata.
+"""
+
+import datetime as dt
+import hashlib
+
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    AssetsDefinition,
+    Config,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    ResourceParam,
+    asset,
+)
+from pydantic import Field
+
+from segment_profiles_pipeline.errors import ConfigError
+from segment_profiles_pipeline.metadata import table_metadata
+from segment_profiles_pipeline.models.assets import POOL, WAREHOUSE_RETRY
+from segment_profiles_pipeline.traits.compute import compute_audiences, compute_traits
+from segment_profiles_pipeline.traits.config import AUDIENCES_TABLE, TRAITS_TABLE, TraitsProject
+from segment_profiles_pipeline.traits.preview import audiences_preview, traits_preview
+from segment_profiles_pipeline.warehouse.base import Warehouse
+
+GROUP = "computed_traits"
+TRAITS_KEY = AssetKey("computed_traits")
+AUDIENCES_KEY = AssetKey("audiences")
+
+
+class ComputedTraitsConfig(Config):
+    full_refresh: bool = Field(
+        default=False,
+        description="Recompute every profile instead of only those with new events (the result is the same).",
+    )
+
+
+def build_traits_assets(traits: TraitsProject, kind: str) -> list[AssetsDefinition]:
+    """The ``computed_traits`` asset, plus ``audiences`` when the file defines any."""
+    version = hashlib.sha256(traits.path.read_bytes()).hexdigest()[:16]
+    file_metadata = {"traits_file": MetadataValue.path(traits.file)}
+
+    @asset(
+        key=TRAITS_KEY,
+        group_name=GROUP,
+        kinds={kind},
+        deps=[AssetKey([schema, table]) for schema, table in traits.event_tables()],
+        code_version=version,
+        pool=POOL,
+        retry_policy=WAREHOUSE_RETRY,
+        metadata=file_metadata,
+        description=f"`{TRAITS_TABLE}`: one row per profile, one column per computed trait "
+        f"({', '.join(t.key for t in traits.traits)}).",
+    )
+    def computed_traits(
+        context: AssetExecutionContext, config: ComputedTraitsConfig, warehouse: ResourceParam[Warehouse]
+    ) -> MaterializeResult:
+        with warehouse.session() as session:
+            try:
+                stats = compute_traits(session, traits, dt.datetime.now(dt.UTC), config.full_refresh)
+            except ConfigError as exc:
+                raise Failure(description=str(exc), allow_retries=False) from None
+            metadata = {**table_metadata(session, TRAITS_TABLE), **traits_preview(session, traits)}
+        context.log.info(
+            f"{TRAITS_TABLE}: {stats.mode} run ({stats.reason}), {stats.profiles_recomputed} profile(s) recomputed"
+        )
+        return MaterializeResult(
+            metadata={
+                **metadata,
+                "mode": stats.mode,
+                "reason": stats.reason,
+                "profiles_recomputed": MetadataValue.int(stats.profiles_recomputed),
+                "new_events": MetadataValue.int(stats.new_events),
+                "seconds": MetadataValue.float(round(stats.seconds, 3)),
+            }
+        )
+
+    if not traits.audiences:
+        return [computed_traits]
+
+    @asset(
+        key=AUDIENCES_KEY,
+        group_name=GROUP,
+        kinds={kind},
+        deps=[TRAITS_KEY, *(AssetKey(model) for model in traits.joined_models())],
+        code_version=version,
+        pool=POOL,
+        retry_policy=WAREHOUSE_RETRY,
+        metadata=file_metadata,
+        description=f"`{AUDIENCES_TABLE}`: one boolean column per audience "
+        f"({', '.join(a.key for a in traits.audiences)}); true = member, false = left, null = never a member.",
+    )
+    def audiences(context: AssetExecutionContext, warehouse: ResourceParam[Warehouse]) -> MaterializeResult:
+        with warehouse.session() as session:
+            try:
+                stats = compute_audiences(session, traits)
+            except ConfigError as exc:
+                raise Failure(description=str(exc), allow_retries=False) from None
+            metadata = table_metadata(session, AUDIENCES_TABLE)
+        context.log.info(f"{AUDIENCES_TABLE}: {stats.rows} profile(s), members {stats.members}")
+        return MaterializeResult(metadata={**metadata, **audiences_preview(stats)})
+
+    return [computed_traits, audiences]
