@@ -3,7 +3,10 @@
 DuckDB allows one read-write process per file. Rather than letting a second writer fail with
 "Could not set lock on file", every read-write session first takes an exclusive ``flock`` on a
 side file (``<db>.lock``): concurrent runs (a schedule firing during a manual run, parallel
-steps) queue for the file instead of failing. Sessions are short: open, work, close.
+steps) queue for the file instead of failing. Read-only sessions (sensors) take a *shared*
+lock on the same file without waiting: while a writer works they skip, and while they read a
+writer waits a moment instead of failing on DuckDB's own lock. Sessions are short: open, work,
+close.
 We do not use ``dagster_duckdb.DuckDBResource`` because it cannot queue across processes and
 always opens read-write, which sensors must never do.
 """
@@ -134,6 +137,23 @@ def _file_lock(path: Path, timeout_s: float) -> Iterator[None]:
         os.close(fd)
 
 
+@contextmanager
+def _shared_lock(path: Path) -> Iterator[None]:
+    """Shared lock on ``path`` or ``WarehouseBusy`` at once: a sensor tick never waits for a run."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise WarehouseBusy(f"a run is writing the DuckDB file (lock {path} is held)") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
 class DuckDBWarehouse(ConfigurableResource):
     """Embedded DuckDB file warehouse (the default)."""
 
@@ -169,6 +189,11 @@ class DuckDBWarehouse(ConfigurableResource):
         path = Path(self.database)
         if not path.exists():
             raise WarehouseBusy(f"DuckDB file {path} does not exist yet; materialize the sources first.")
+        with _shared_lock(path.with_name(path.name + ".lock")), self._open_read_only(path) as session:
+            yield session
+
+    @contextmanager
+    def _open_read_only(self, path: Path) -> Iterator[DuckDBSession]:
         try:
             con = duckdb.connect(str(path), read_only=True)
         except duckdb.IOException as exc:
