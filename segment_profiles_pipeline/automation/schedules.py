@@ -1,0 +1,95 @@
+"""One Dagster schedule per scheduled mapping, from the mapping's ``schedule`` block.
+
+A scheduled run materializes the mapping's sync asset *and what it reads* (its model, or the
+computed traits and the models behind them), so a sync never sends stale data because nobody
+refreshed the model; source tables are not part of it (they are the user's, or the sample
+data that is only ever created once). This matches Segment's Reverse ETL, where every sync runs
+its model query first.
+
+Sharded mappings (``shards > 1``) are the exception: their sync is a partitioned asset, one
+partition per shard, and Dagster cannot run one model refresh followed by N shard partitions as
+a single run. Rebuilding the model in every shard run would race the shards that read it, so a
+sharded schedule launches one run per shard that syncs the model as it stands; the model is
+refreshed by the source-change sensor (or a schedule of an unsharded mapping of the same model).
+"""
+
+from collections.abc import Iterator, Sequence
+
+from dagster import (
+    AssetSelection,
+    DefaultScheduleStatus,
+    RunRequest,
+    ScheduleDefinition,
+    ScheduleEvaluationContext,
+)
+
+from segment_profiles_pipeline.project import MappingSpec
+from segment_profiles_pipeline.sync.assets import shard_partitions, sync_asset_key
+
+SOURCES_GROUP = "sources"
+"""Group of the source-table assets (``models.assets.source_specs``): where the upstream walk stops."""
+
+
+def schedule_name(mapping_name: str) -> str:
+    return f"{mapping_name}_schedule"
+
+
+def sync_selection(spec: MappingSpec) -> AssetSelection:
+    """The sync asset plus everything upstream of it that this project computes."""
+    return AssetSelection.assets(sync_asset_key(spec.mapping.name)).upstream() - AssetSelection.groups(
+        SOURCES_GROUP
+    )
+
+
+def _sharded_schedule(spec: MappingSpec, cron: str, status: DefaultScheduleStatus) -> ScheduleDefinition:
+    mapping = spec.mapping
+    key = sync_asset_key(mapping.name)
+    partitions = shard_partitions(mapping.shards)
+    assert partitions is not None  # only called for shards > 1
+    shard_keys = partitions.get_partition_keys()
+
+    def every_shard(context: ScheduleEvaluationContext) -> Iterator[RunRequest]:
+        tick = context.scheduled_execution_time.isoformat() if context.scheduled_execution_time else "manual"
+        for shard in shard_keys:
+            yield RunRequest(run_key=f"{tick}:{shard}", partition_key=shard, asset_selection=[key])
+
+    return ScheduleDefinition(
+        name=schedule_name(mapping.name),
+        cron_schedule=cron,
+        execution_timezone=mapping.schedule.timezone,
+        default_status=status,
+        target=AssetSelection.assets(key),
+        execution_fn=every_shard,
+        description=f"Syncs mapping `{mapping.name}` ({spec.source.file}): one run per shard "
+        f"({mapping.shards}), from the model as last materialized.",
+    )
+
+
+def build_schedules(mappings: Sequence[MappingSpec]) -> list[ScheduleDefinition]:
+    """A schedule per mapping that is not ``manual``; running by default iff the mapping is enabled.
+
+    Cron expressions and time zones were validated when the project loaded (``config.py``), so a
+    bad schedule is a load error naming the YAML file, not a schedule that silently never runs.
+    """
+    schedules = []
+    for spec in mappings:
+        mapping = spec.mapping
+        cron = mapping.schedule.cron_schedule
+        if cron is None:
+            continue
+        status = DefaultScheduleStatus.RUNNING if mapping.enabled else DefaultScheduleStatus.STOPPED
+        if mapping.shards > 1:
+            schedules.append(_sharded_schedule(spec, cron, status))
+            continue
+        schedules.append(
+            ScheduleDefinition(
+                name=schedule_name(mapping.name),
+                cron_schedule=cron,
+                execution_timezone=mapping.schedule.timezone,
+                default_status=status,
+                target=sync_selection(spec),
+                description=f"Refreshes `{spec.source.table}` and what it reads, then syncs mapping "
+                f"`{mapping.name}` ({spec.source.file}).",
+            )
+        )
+    return schedules

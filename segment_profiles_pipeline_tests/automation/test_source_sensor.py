@@ -1,0 +1,217 @@
+"""The source-change sensor against a real DuckDB file (and the Snowflake fingerprint via fakesnow)."""
+
+import json
+import select
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import fakesnow
+import snowflake.connector
+from dagster import AssetKey, DagsterInstance, Definitions, build_sensor_context
+from dagster._core.definitions.sensor_definition import SensorExecutionData
+
+from segment_profiles_pipeline.automation import build_source_sensor
+from segment_profiles_pipeline.automation.source_sensor import (
+    changed_tables,
+    fingerprints,
+    load_cursor,
+    timestamp_column,
+)
+from segment_profiles_pipeline.models.sample_data import seed_missing
+from segment_profiles_pipeline.project import load_project
+from segment_profiles_pipeline.warehouse.duckdb import DuckDBWarehouse
+from segment_profiles_pipeline.warehouse.snowflake import SnowflakeSession
+from segment_profiles_pipeline_tests.conftest import write
+
+USERS = AssetKey("users")
+MEMBERSHIPS = AssetKey("account_memberships")
+SYNC_USERS = AssetKey(["profile_sync", "users_identify"])
+SYNC_MEMBERSHIPS = AssetKey(["profile_sync", "account_memberships_group"])
+
+
+def definitions(models: Path, settings_for, build) -> Definitions:
+    settings = settings_for(models, sample_data=False)
+    project = load_project(models)
+    tables = [t for m in project.models.values() for t in m.upstream if t[0] != "models"]
+    base = build(settings)  # the project's assets and resources, with only the sensor under test
+    sensor = build_source_sensor(tables, project.mappings)
+    return Definitions(assets=base.assets, resources=base.resources, executor=base.executor, sensors=[sensor])
+
+
+def tick(defs: Definitions, warehouse: DuckDBWarehouse, cursor: str | None) -> SensorExecutionData:
+    """One evaluation, through the same path the daemon uses (run requests validated against the target)."""
+    sensor = defs.resolve_sensor_def("source_change_sensor")
+    context = build_sensor_context(
+        instance=DagsterInstance.ephemeral(),
+        cursor=cursor,
+        resources={"warehouse": warehouse},
+        definitions=defs,
+    )
+    return sensor.evaluate_tick(context)
+
+
+def seeded(warehouse: DuckDBWarehouse) -> DuckDBWarehouse:
+    with warehouse.session() as session:
+        seed_missing(session, users=100)
+    return warehouse
+
+
+def execute(db: Path, sql: str) -> None:
+    """A short read-write connection, as another tool loading the warehouse would use."""
+    con = duckdb.connect(str(db))
+    try:
+        con.execute(sql)
+    finally:
+        con.close()
+
+
+def test_first_tick_records_then_runs_only_what_a_change_feeds(
+    sample_models, settings_for, build, warehouse, db_path
+):
+    defs = definitions(sample_models, settings_for, build)
+    seeded(warehouse)
+
+    first = tick(defs, warehouse, None)
+    assert first.run_requests == []
+    assert "first tick" in (first.skip_message or "")
+    recorded = load_cursor(first.cursor)
+    assert recorded is not None and sorted(recorded) == ["app.accounts", "app.users"]
+    assert recorded["app.users"].startswith("rows=100;max=")
+
+    same = tick(defs, warehouse, first.cursor)
+    assert same.run_requests == [] and same.skip_message == "no source table changed"
+    assert same.cursor == first.cursor
+
+    # a new account feeds only the memberships model and its sync (the users model does not read accounts)
+    execute(
+        db_path, "INSERT INTO app.accounts (account_id, name, updated_at) VALUES ('acc_new', 'New', now())"
+    )
+    accounts = tick(defs, warehouse, same.cursor)
+    [request] = accounts.run_requests or []
+    assert set(request.asset_selection or []) == {MEMBERSHIPS, SYNC_MEMBERSHIPS}
+    assert request.tags["segment_profiles/changed_sources"] == "app.accounts"
+    assert json.loads(accounts.cursor or "")["tables"]["app.accounts"].startswith("rows=11;")
+
+    # an update that keeps the row count still moves max(updated_at)
+    execute(
+        db_path,
+        "UPDATE app.users SET updated_at = TIMESTAMP '2030-01-01 00:00:00' WHERE user_id = 'u_0000001'",
+    )
+    users = tick(defs, warehouse, accounts.cursor)
+    [request] = users.run_requests or []
+    assert set(request.asset_selection or []) == {USERS, MEMBERSHIPS, SYNC_USERS, SYNC_MEMBERSHIPS}
+    assert load_cursor(users.cursor)["app.users"] == "rows=100;max=2030-01-01 00:00:00"  # type: ignore[index]
+    assert request.run_key != (accounts.run_requests or [])[0].run_key
+
+
+def test_missing_file_and_missing_table(sample_models, settings_for, build, warehouse, db_path):
+    defs = definitions(sample_models, settings_for, build)
+    nothing = tick(defs, warehouse, None)
+    assert nothing.run_requests == [] and "does not exist yet" in (nothing.skip_message or "")
+    assert nothing.cursor is None  # nothing recorded: the next tick is still a first tick
+    assert not db_path.exists()  # the sensor never creates the file
+
+    execute(db_path, "CREATE SCHEMA app; CREATE TABLE app.users AS SELECT 'u_1' AS user_id")
+    first = tick(defs, warehouse, None)
+    assert load_cursor(first.cursor) == {"app.accounts": "missing", "app.users": "rows=1;max=None"}
+    execute(
+        db_path, "CREATE TABLE app.accounts AS SELECT 'acc_1' AS account_id"
+    )  # a table appearing is a change
+    [request] = tick(defs, warehouse, first.cursor).run_requests or []
+    assert set(request.asset_selection or []) == {MEMBERSHIPS, SYNC_MEMBERSHIPS}
+
+
+HOLD_WRITE_LOCK = """
+import sys, duckdb
+con = duckdb.connect(sys.argv[1])
+con.execute("INSERT INTO app.users (user_id, updated_at) VALUES ('u_busy', now())")
+print("ready", flush=True)
+sys.stdin.read()  # hold the file until the test closes our stdin
+con.close()
+"""
+
+
+def test_busy_file_skips_without_touching_the_cursor(sample_models, settings_for, build, warehouse, db_path):
+    defs = definitions(sample_models, settings_for, build)
+    first = tick(defs, seeded(warehouse), None)
+    # another process (a run, a loader) holds the file read-write; only duckdb is imported there, so it starts fast
+    writer = subprocess.Popen(
+        [sys.executable, "-c", HOLD_WRITE_LOCK, str(db_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert select.select([writer.stdout], [], [], 60)[0], (
+            "the writer process did not open the file within 60s"
+        )
+        assert writer.stdout is not None and writer.stdout.readline() == "ready\n"
+        busy = tick(defs, warehouse, first.cursor)
+    finally:
+        writer.communicate(timeout=60)  # closes stdin: the writer releases the file and exits
+    assert writer.returncode == 0
+    assert busy.run_requests == []
+    assert "warehouse busy" in (busy.skip_message or "") and "locked by a writer" in (busy.skip_message or "")
+    assert busy.cursor == first.cursor  # a skip keeps the stored fingerprints...
+    # ...so the change the writer made while the file was busy is seen once it is gone
+    [request] = tick(defs, warehouse, busy.cursor).run_requests or []
+    assert set(request.asset_selection or []) == {USERS, MEMBERSHIPS, SYNC_USERS, SYNC_MEMBERSHIPS}
+
+
+PEOPLE = {
+    "people.sql": "SELECT user_id, email FROM app.users",
+    "people.yml": """
+        primary_key: user_id
+        mappings:
+          - {name: people_hourly, action: identify, user_id: user_id, schedule: {interval: 1h}}
+          - {name: people_disabled, action: identify, user_id: user_id, enabled: false, schedule: {interval: 1h}}
+          - {name: people_manual, action: identify, user_id: user_id, schedule: manual}
+          - {name: people_sharded, action: identify, user_id: user_id, shards: 2, schedule: {interval: 1h}}
+    """,
+}
+
+
+def test_disabled_manual_and_sharded_syncs_are_held_back(
+    sample_models, settings_for, build, warehouse, db_path
+):
+    write(sample_models, PEOPLE)
+    defs = definitions(sample_models, settings_for, build)
+    first = tick(defs, seeded(warehouse), None)
+    execute(db_path, "DELETE FROM app.users WHERE user_id = 'u_0000002'")
+    [request] = tick(defs, warehouse, first.cursor).run_requests or []
+    assert set(request.asset_selection or []) == {
+        USERS,
+        MEMBERSHIPS,
+        AssetKey("people"),
+        SYNC_USERS,
+        SYNC_MEMBERSHIPS,
+        AssetKey(["profile_sync", "people_hourly"]),
+    }
+
+
+def test_pure_helpers() -> None:
+    assert timestamp_column(["id", "timestamp", "received_at"]) == "received_at"
+    assert timestamp_column(["ID", "Updated_At", "timestamp"]) == "updated_at"
+    assert timestamp_column(["id", "email"]) is None
+    assert changed_tables(None, {"a": "1"}) == []
+    assert changed_tables({"a": "1", "b": "1"}, {"a": "1", "b": "2", "c": "9"}) == ["b"]
+    assert load_cursor("garbage") is None and load_cursor('{"version": 2, "tables": {}}') is None
+
+
+def test_snowflake_fingerprint_uses_information_schema() -> None:
+    with fakesnow.patch():
+        con = snowflake.connector.connect(database="ANALYTICS", schema="PUBLIC")
+        cur = con.cursor()
+        cur.execute("CREATE SCHEMA app")
+        cur.execute("CREATE TABLE app.users (user_id VARCHAR)")
+        cur.execute("INSERT INTO app.users VALUES ('u_1')")
+        session = SnowflakeSession(con)
+        before = fingerprints(session, ["app.accounts", "app.users"])
+        cur.execute("INSERT INTO app.users VALUES ('u_2')")
+        after = fingerprints(session, ["app.accounts", "app.users"])
+    assert before["app.accounts"] == "missing"
+    assert before["app.users"].startswith("rows=1;altered=")
+    assert after["app.users"].startswith("rows=2;altered=")
+    assert changed_tables(before, after) == ["app.users"]
