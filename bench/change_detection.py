@@ -1,0 +1,196 @@
+"""Scenario 2: change detection. How long does it take to know what to send?
+
+An already-synced ``users`` model of N records (1M; 10M with ``--large``) changes: 1% of the
+records get a new email, 0.1% are deleted, 0.1% are added. Two sides, each in its own process:
+
+- **ours**: the plan SQL of a sync (``build_plan_sql`` + ``counts_sql``) against a ledger holding
+  every record's acknowledged checksum, written with the engine's own ``checksum_sql`` (as a
+  previous sync would have left it, without sending N messages to build it);
+- **baseline**: the same diff as a hand-written pandas script: load the mapped columns and the
+  previous hashes, hash each row with ``pandas.util.hash_pandas_object``, outer-``merge`` on the
+  key, compare hashes. Its own ledger of hashes is prepared the same way, untimed.
+
+Both must find exactly the changes the generator made (``data.expected_changes``); a diff that
+does not is flagged in the table and the JSON, since a fast wrong diff is no result. Each side
+plans twice in a row and reports its best run (see ``harness.timed``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bench.harness import QUIET, Row, ScenarioResult, Sizes, in_child, timed
+
+MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
+MAPPING = "users_identify"
+PANDAS_LEDGER = "bench_pandas.ledger"
+REPEAT = 2
+TARGET_SPEEDUP = 10.0
+TARGET_SECONDS = 10.0
+TARGET_RECORDS = 10_000_000
+
+if TYPE_CHECKING:  # each child process imports only what its side needs (see harness.in_child)
+    import pandas as pd
+
+    from segment_profiles_pipeline.sync.plan import PlanSpec
+    from segment_profiles_pipeline.warehouse.base import WarehouseSession
+
+
+def _plan_spec(session: WarehouseSession) -> PlanSpec:
+    """The ``PlanSpec`` the engine builds for ``users_identify`` on this table."""
+    from segment_profiles_pipeline.project import load_project
+    from segment_profiles_pipeline.sync.engine import mapped_columns
+    from segment_profiles_pipeline.sync.plan import PlanSpec
+
+    spec = next(m for m in load_project(MODELS_DIR).mappings if m.mapping.name == MAPPING)
+    columns = [name for name, _ in session.columns("models", "users")]
+    return PlanSpec(
+        spec.mapping, spec.source.table, spec.source.primary_key, mapped_columns(spec, columns), 0, 1
+    )
+
+
+def _pandas_hashes(frame: pd.DataFrame, key: str) -> pd.DataFrame:
+    """Key and row hash of every record: the hand-written script's checksum."""
+    import pandas as pd
+
+    hashes = pd.util.hash_pandas_object(frame.drop(columns=[key]), index=False)
+    return pd.DataFrame({"record_key": frame[key].to_numpy(), "hash": hashes.to_numpy()})
+
+
+def _mapped_select(plan: PlanSpec) -> str:
+    return f"SELECT {', '.join(dict.fromkeys(plan.mapped_columns))} FROM models.users"
+
+
+def prepare(database: str, records: int) -> dict[str, Any]:
+    """Untimed: the model after one sync (both ledgers filled), then the changes on top of it."""
+    from bench.data import users_sql
+    from segment_profiles_pipeline.sync.plan import checksum_sql
+    from segment_profiles_pipeline.sync.state import LEDGER, ensure_state
+    from segment_profiles_pipeline.warehouse.duckdb import DuckDBWarehouse
+
+    started = time.perf_counter()
+    with DuckDBWarehouse(database=database).session() as session:
+        session.execute(QUIET)
+        session.execute("CREATE SCHEMA IF NOT EXISTS models")
+        session.execute(f"CREATE OR REPLACE TABLE models.users AS {users_sql(records)}")
+        ensure_state(session)
+        plan = _plan_spec(session)
+        synced_at = dt.datetime(2026, 10, 31).isoformat(sep=" ")
+        session.execute(
+            f"INSERT INTO {LEDGER} (mapping, record_key, checksum, identity, delivered, synced_at, sync_id) "
+            f"SELECT '{MAPPING}', CAST(user_id AS VARCHAR), {checksum_sql(plan)}, "
+            f"""'{{"userId":"' || user_id || '"}}', TRUE, TIMESTAMP '{synced_at}', 'bench' FROM models.users"""
+        )
+        previous = _pandas_hashes(session.con.sql(_mapped_select(plan)).df(), plan.primary_key)
+        session.execute("CREATE SCHEMA IF NOT EXISTS bench_pandas")
+        session.con.register("previous_hashes", previous)
+        session.execute(f"CREATE OR REPLACE TABLE {PANDAS_LEDGER} AS SELECT * FROM previous_hashes")
+        session.con.unregister("previous_hashes")
+        session.execute(f"CREATE OR REPLACE TABLE models.users AS {users_sql(records, changed=True)}")
+    return {
+        "seconds": time.perf_counter() - started,
+        "columns": list(dict.fromkeys(plan.mapped_columns)),
+        "key": plan.primary_key,
+    }
+
+
+def plan_ours(database: str, repeat: int) -> dict[str, Any]:
+    """Time the plan of one sync: the CREATE TABLE of the plan plus its counts."""
+    from segment_profiles_pipeline.sync.plan import build_plan_sql, counts_sql
+    from segment_profiles_pipeline.warehouse.duckdb import DuckDBWarehouse
+
+    with DuckDBWarehouse(database=database).session() as session:
+        session.execute(QUIET)
+        plan = _plan_spec(session)
+
+        def work() -> dict[str, int]:
+            session.execute(build_plan_sql(plan))
+            return {str(op): int(n) for op, n in session.query(counts_sql(plan)).rows}
+
+        runs, counts = timed(repeat, work)
+        session.execute(f"DROP TABLE {plan.plan_table}")
+    return {"seconds": min(runs), "runs": runs, "counts": counts}
+
+
+def plan_pandas(database: str, columns: list[str], key: str, repeat: int) -> dict[str, Any]:
+    """The diff a hand-written pandas script would do, timed from reading the tables to counts."""
+    import duckdb
+
+    with duckdb.connect(database, read_only=True) as con:
+        con.execute(QUIET)
+        phases: list[tuple[float, float]] = []
+
+        def work() -> dict[str, int]:
+            started = time.perf_counter()
+            current = con.sql(f"SELECT {', '.join(columns)} FROM models.users").df()
+            previous = con.sql(f"SELECT record_key, hash FROM {PANDAS_LEDGER}").df()
+            loaded = time.perf_counter()
+            hashed = _pandas_hashes(current, key)
+            merged = hashed.merge(
+                previous, on="record_key", how="outer", suffixes=("", "_before"), indicator=True
+            )
+            both = merged["_merge"] == "both"
+            counts = {
+                "add": int((merged["_merge"] == "left_only").sum()),
+                "update": int((both & (merged["hash"] != merged["hash_before"])).sum()),
+                "delete": int((merged["_merge"] == "right_only").sum()),
+            }
+            phases.append((loaded - started, time.perf_counter() - loaded))
+            return counts
+
+        runs, counts = timed(repeat, work)
+    best = runs.index(min(runs))
+    return {
+        "seconds": runs[best],
+        "runs": runs,
+        "load_seconds": phases[best][0],
+        "diff_seconds": phases[best][1],
+        "counts": counts,
+    }
+
+
+def run(sizes: Sizes, workdir: Path) -> ScenarioResult:
+    from bench.data import expected_changes
+
+    records = sizes.plan_records
+    database = str(workdir / "change_detection.duckdb")
+    setup = in_child(prepare, database=database, records=records)
+    ours = in_child(plan_ours, database=database, repeat=REPEAT)
+    baseline = in_child(
+        plan_pandas, database=database, columns=setup["columns"], key=setup["key"], repeat=REPEAT
+    )
+    expected = expected_changes(records)
+    agree = {op: ours["counts"].get(op, 0) for op in expected} == expected == baseline["counts"]
+    verdict = (
+        f"both found the {expected['update']:,} updated, {expected['add']:,} added and {expected['delete']:,} "
+        "deleted records the generator made."
+        if agree
+        else f"**DIFFS DISAGREE**: expected {expected}, plan SQL found {ours['counts']}, pandas {baseline['counts']}."
+    )
+    speedup = baseline["seconds"] / ours["seconds"]
+    fast_enough = ours["seconds"] < TARGET_SECONDS or records < TARGET_RECORDS
+    met = agree and speedup >= TARGET_SPEEDUP and fast_enough
+    title = f"2. change detection ({records:,} records)"
+    row = Row(
+        title,
+        "time to plan (1% updated, 0.1% added, 0.1% deleted)",
+        "s",
+        ours["seconds"],
+        baseline["seconds"],
+        "pandas hash + merge",
+        higher_is_better=False,
+        target=f"≥ {TARGET_SPEEDUP:.0f}x faster; < {TARGET_SECONDS:.0f} s at {TARGET_RECORDS:,} records",
+        met=met,
+        notes=(
+            f"{verdict} Best of {REPEAT} runs (first runs: ours {ours['runs'][0]:.2f} s, pandas "
+            f"{baseline['runs'][0]:.2f} s). pandas: {baseline['load_seconds']:.1f} s loading, "
+            f"{baseline['diff_seconds']:.1f} s hashing and merging, peak RSS {baseline['peak_rss_mb']:,.0f} MB; "
+            f"ours: peak RSS {ours['peak_rss_mb']:,.0f} MB."
+            + ("" if records >= TARGET_RECORDS else f" The < {TARGET_SECONDS:.0f} s target is for --large.")
+        ),
+    )
+    details = {"setup": setup, "ours": ours, "baseline": baseline, "expected": expected, "agree": agree}
+    return ScenarioResult("change_detection", title, [row], details)

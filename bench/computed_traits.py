@@ -1,0 +1,289 @@
+"""Scenario 3: computed traits. The six Flex recipes of ``models/computed_traits.yml``.
+
+N Flex events (1M; 10M with ``--large``; half initiated, half completed, 0.5% of messages held
+twice as Segment warehouses do) for N/20 profiles. Each side runs in its own process:
+
+- **ours**: ``compute_traits`` with ``full_refresh=True`` (the full computation), then again after
+  1% new events have landed above the watermark (the incremental run);
+- **baseline**: the same six traits as a hand-written pandas script (load, deduplicate by message
+  id, order events, ``groupby``), run on the same tables each time; such a script has no
+  incremental mode, so after the new events it recomputes everything.
+
+After each run both results are compared row by row in DuckDB (``EXCEPT ALL`` both ways, pandas
+values cast to the warehouse's column types). A mismatch is reported in the table and the JSON:
+timings of different answers would not be a comparison.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bench.data import ANCHOR, EVENTS_PER_USER
+from bench.harness import QUIET, Row, ScenarioResult, Sizes, in_child, timed
+
+MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
+INITIATED = "flex.flex_engagement_initiated"
+COMPLETED = "flex.flex_engagement_completed"
+NEW_EVENTS_SHARE = 0.01
+REPEAT = 2
+"""Full computations run twice in a row and report the best (see ``harness.timed``); the
+incremental run cannot be repeated (the second would find no new events)."""
+TARGET_SECONDS = 10.0
+TARGET_EVENTS = 10_000_000
+TARGET_INCREMENTAL_SHARE = 0.10
+if TYPE_CHECKING:  # each child process imports only what its side needs (see harness.in_child)
+    import pandas as pd
+
+NOW = dt.datetime.fromisoformat(ANCHOR)
+"""The full run's time; the incremental run happens an hour later (no recipe has a window)."""
+
+
+def add_events(database: str, events: int, users: int, first: int) -> dict[str, Any]:
+    """Untimed: append ``events`` messages numbered from ``first`` (creating the tables at first)."""
+    import duckdb
+
+    from bench.data import duplicates_sql, flex_sql
+
+    with duckdb.connect(database) as con:
+        con.execute(QUIET)
+        con.execute("CREATE SCHEMA IF NOT EXISTS flex")
+        for table, select in flex_sql(events, users=users, first=first).items():
+            verb = f"CREATE TABLE {table} AS" if first == 0 else f"INSERT INTO {table}"
+            con.execute(f"{verb} {select}")
+            con.execute(duplicates_sql(table, first))
+        rows = con.execute(
+            f"SELECT (SELECT count(*) FROM {INITIATED}) + (SELECT count(*) FROM {COMPLETED})"
+        ).fetchone()
+    return {"rows": rows[0] if rows else 0}
+
+
+def traits_ours(database: str, now: str, full_refresh: bool, repeat: int = 1) -> dict[str, Any]:
+    """``compute_traits``, timed around the call (``repeat`` times in a row)."""
+    from segment_profiles_pipeline.traits import compute_traits, load_traits
+    from segment_profiles_pipeline.warehouse.duckdb import DuckDBWarehouse
+
+    traits = load_traits(MODELS_DIR)
+    if traits is None:
+        raise RuntimeError(f"{MODELS_DIR}/computed_traits.yml is missing; the scenario runs its six recipes.")
+    with DuckDBWarehouse(database=database).session() as session:
+        session.execute(QUIET)
+        runs, stats = timed(
+            repeat,
+            lambda: compute_traits(
+                session, traits, dt.datetime.fromisoformat(now), full_refresh=full_refresh
+            ),
+        )
+    return {
+        "seconds": min(runs),
+        "runs": runs,
+        "mode": stats.mode,
+        "reason": stats.reason,
+        "profiles": stats.rows,
+        "profiles_recomputed": stats.profiles_recomputed,
+        "new_events": stats.new_events,
+    }
+
+
+def _events(frame: pd.DataFrame) -> pd.DataFrame:
+    """Deduplicate by message id (first received copy), attach the profile, order the events."""
+    import numpy as np
+    import pandas as pd
+
+    frame = frame.sort_values(["received_at", "timestamp", "user_id", "anonymous_id"], na_position="last")
+    frame = frame.drop_duplicates("id")
+    user = frame["user_id"].mask(frame["user_id"] == "")
+    anonymous = frame["anonymous_id"].mask(frame["anonymous_id"] == "").where(user.isna())
+    frame = frame.assign(
+        profile_key=np.where(user.notna(), "user:" + user.fillna(""), "anon:" + anonymous.fillna("")),
+        profile_user=user,
+        profile_anonymous=anonymous,
+    )
+    frame = frame[user.notna() | anonymous.notna()]
+    return frame.sort_values(["timestamp", "received_at", "id"], na_position="first").astype(
+        {"profile_key": pd.StringDtype()}
+    )
+
+
+def _compute_pandas(initiated: pd.DataFrame, completed: pd.DataFrame) -> pd.DataFrame:
+    """The six recipes with pandas, one row per profile, columns as ``traits.computed_traits``."""
+    import pandas as pd
+
+    initiated, completed = _events(initiated), _events(completed)
+    by_profile = initiated.groupby("profile_key", sort=False)
+    inbound = initiated["direction"] == "Inbound"
+    first = pd.DataFrame(
+        {
+            "user_id": by_profile["profile_user"].first(),
+            "anonymous_id": by_profile["profile_anonymous"].first(),
+            "total_inbounds": inbound.groupby(initiated["profile_key"], sort=False).sum(),
+            "total_outbounds": (initiated["direction"] == "Outbound")
+            .groupby(initiated["profile_key"], sort=False)
+            .sum(),
+            "last_known_service_agent": by_profile["last_known_agent_worker_sid"].last(),  # last non-null
+            "last_interaction_duration": by_profile["duration"].last(),
+        }
+    )
+    channels = (
+        initiated[inbound & initiated["channel_type"].notna()]
+        .groupby(["profile_key", "channel_type"], sort=False)
+        .size()
+        .reset_index(name="n")
+    )
+    frequent = (
+        channels[channels["n"] >= 2]
+        .sort_values(["profile_key", "n", "channel_type"], ascending=[True, False, True])
+        .drop_duplicates("profile_key")
+        .set_index("profile_key")["channel_type"]
+    )
+    first["frequent_inbound_channel"] = frequent
+    by_profile = completed.groupby("profile_key", sort=False)
+    second = pd.DataFrame(
+        {
+            "user_id": by_profile["profile_user"].first(),
+            "anonymous_id": by_profile["profile_anonymous"].first(),
+            "sentiment_in_last_interaction": by_profile["sentiment"].last(),
+        }
+    )
+    result = first.join(second, how="outer", rsuffix="_completed")
+    result["user_id"] = result["user_id"].fillna(result.pop("user_id_completed"))
+    result["anonymous_id"] = result["anonymous_id"].fillna(result.pop("anonymous_id_completed"))
+    return result.rename_axis("profile_key").reset_index()
+
+
+def traits_pandas(database: str, out: str, repeat: int = 1) -> dict[str, Any]:
+    """The hand-written pandas script, timed from reading the tables to the result (``repeat``
+    times in a row); the result is then written to ``out`` (Parquet, untimed) for the comparison."""
+    import duckdb
+
+    with duckdb.connect(database, read_only=True) as con:
+        con.execute(QUIET)
+        loads: list[float] = []
+
+        def work() -> pd.DataFrame:
+            started = time.perf_counter()
+            initiated = con.sql(
+                "SELECT id, user_id, anonymous_id, timestamp, received_at, direction, channel_type, "
+                f"last_known_agent_worker_sid, duration FROM {INITIATED}"
+            ).df()
+            completed = con.sql(
+                f"SELECT id, user_id, anonymous_id, timestamp, received_at, sentiment FROM {COMPLETED}"
+            ).df()
+            loads.append(time.perf_counter() - started)
+            return _compute_pandas(initiated, completed)
+
+        runs, result = timed(repeat, work)
+    result.to_parquet(out, index=False)
+    best = runs.index(min(runs))
+    return {"seconds": runs[best], "runs": runs, "load_seconds": loads[best], "profiles": len(result)}
+
+
+def compare(database: str, parquet: str) -> dict[str, Any]:
+    """Rows only in ours / only in the pandas result (values cast to the warehouse's types)."""
+    import duckdb
+
+    with duckdb.connect(database, read_only=True) as con:
+        con.execute(QUIET)
+        columns = con.execute(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = 'traits' AND table_name = 'computed_traits' ORDER BY ordinal_position"
+        ).fetchall()
+        ours = ", ".join(name for name, _ in columns)
+        theirs = ", ".join(f"CAST({name} AS {kind}) AS {name}" for name, kind in columns)
+        pandas_rows = f"SELECT {theirs} FROM read_parquet('{parquet}')"
+        only_ours = con.execute(
+            f"SELECT count(*) FROM (SELECT {ours} FROM traits.computed_traits EXCEPT ALL {pandas_rows})"
+        ).fetchone()
+        only_pandas = con.execute(
+            f"SELECT count(*) FROM ({pandas_rows} EXCEPT ALL SELECT {ours} FROM traits.computed_traits)"
+        ).fetchone()
+        example = con.execute(
+            f"SELECT * FROM (SELECT {ours} FROM traits.computed_traits EXCEPT ALL {pandas_rows}) LIMIT 1"
+        ).fetchall()
+    return {
+        "only_ours": only_ours[0] if only_ours else -1,
+        "only_pandas": only_pandas[0] if only_pandas else -1,
+        "example": [str(v) for v in example[0]] if example else None,
+    }
+
+
+def _agree(check: dict[str, Any]) -> bool:
+    return check["only_ours"] == 0 and check["only_pandas"] == 0
+
+
+def run(sizes: Sizes, workdir: Path) -> ScenarioResult:
+    events = sizes.trait_events
+    users = max(1, events // EVENTS_PER_USER)
+    new_events = max(2, int(events * NEW_EVENTS_SHARE))
+    database = str(workdir / "computed_traits.duckdb")
+    parquet = str(workdir / "pandas_traits.parquet")
+    setup = in_child(add_events, database=database, events=events, users=users, first=0)
+    ours_full = in_child(
+        traits_ours, database=database, now=NOW.isoformat(), full_refresh=True, repeat=REPEAT
+    )
+    pandas_full = in_child(traits_pandas, database=database, out=parquet, repeat=REPEAT)
+    check_full = in_child(compare, database=database, parquet=parquet)
+    appended = in_child(add_events, database=database, events=new_events, users=users, first=events // 2)
+    later = (NOW + dt.timedelta(hours=1)).isoformat()
+    ours_incremental = in_child(traits_ours, database=database, now=later, full_refresh=False)
+    pandas_again = in_child(traits_pandas, database=database, out=parquet)
+    check_incremental = in_child(compare, database=database, parquet=parquet)
+
+    agree = _agree(check_full) and _agree(check_incremental)
+    verdict = (
+        f"pandas and ours agree on all {ours_incremental['profiles']:,} profiles, after the full and the incremental run."
+        if agree
+        else f"**RESULTS DIFFER** (full: {check_full}, incremental: {check_incremental}): fix before trusting timings."
+    )
+    share = ours_incremental["seconds"] / ours_full["seconds"]
+    incremental_ok = ours_incremental["mode"] == "incremental"
+    title = f"3. computed traits ({events:,} events)"
+    rows = [
+        Row(
+            title,
+            "six traits, full computation",
+            "s",
+            ours_full["seconds"],
+            pandas_full["seconds"],
+            "pandas groupby",
+            higher_is_better=False,
+            target=f"< {TARGET_SECONDS:.0f} s at {TARGET_EVENTS:,} events",
+            met=(ours_full["seconds"] < TARGET_SECONDS and agree) if events >= TARGET_EVENTS else None,
+            notes=(
+                f"{ours_full['profiles']:,} profiles; {setup['rows']:,} rows incl. duplicate copies. Best of "
+                f"{REPEAT} runs (first runs: ours {ours_full['runs'][0]:.2f} s, pandas {pandas_full['runs'][0]:.2f} s). pandas: "
+                f"{pandas_full['load_seconds']:.1f} s loading, peak RSS {pandas_full['peak_rss_mb']:,.0f} MB; "
+                f"ours: peak RSS {ours_full['peak_rss_mb']:,.0f} MB. {verdict}"
+            ),
+        ),
+        Row(
+            title,
+            f"incremental after {NEW_EVENTS_SHARE:.0%} new events",
+            "s",
+            ours_incremental["seconds"],
+            pandas_again["seconds"],
+            "pandas groupby, full recompute",
+            higher_is_better=False,
+            target=f"≤ {TARGET_INCREMENTAL_SHARE:.0%} of our full time",
+            met=incremental_ok and share <= TARGET_INCREMENTAL_SHARE and agree,
+            notes=(
+                f"{share:.1%} of our full time; single runs (a rerun would find nothing new); mode {ours_incremental['mode']} ({ours_incremental['reason']}), "
+                f"{ours_incremental['profiles_recomputed']:,} profiles recomputed for "
+                f"{ours_incremental['new_events']:,} new rows."
+            ),
+        ),
+    ]
+    details = {
+        "setup": setup,
+        "appended": appended,
+        "ours_full": ours_full,
+        "pandas_full": pandas_full,
+        "check_full": check_full,
+        "ours_incremental": ours_incremental,
+        "pandas_recompute": pandas_again,
+        "check_incremental": check_incremental,
+        "agree": agree,
+    }
+    return ScenarioResult("computed_traits", title, rows, details)
