@@ -120,7 +120,7 @@ def build_alert_sensor(
                 rows = session.query(latest_rows_sql(list(thresholds))).dicts()
         except WarehouseBusy as exc:
             context.log.info(f"skipped: {exc}")
-            return SkipReason(f"warehouse busy, will look again next tick: {exc}")
+            return SkipReason(f"cannot read the warehouse now, will look again next tick: {exc}")
         outcomes = {m: o for m, results in shard_results(rows).items() if (o := combine(results)) is not None}
         state, alerts = evaluate(load_state(context.cursor), outcomes, thresholds)
         url = env("ALERT_WEBHOOK_URL")

@@ -172,7 +172,7 @@ def build_source_sensor(
                 current = fingerprints(session, sorted(keys))
         except WarehouseBusy as exc:
             context.log.info(f"skipped: {exc}")
-            return SkipReason(f"warehouse busy, will look again next tick: {exc}")
+            return SkipReason(f"cannot read the warehouse now, will look again next tick: {exc}")
         cursor = dump_cursor(current)
         if previous is None:
             return SensorResult(

@@ -98,7 +98,7 @@ def record(
 
 def test_before_any_sync(sensor, warehouse) -> None:
     missing = tick(sensor, warehouse, None)
-    assert "warehouse busy" in (missing.skip_message or "") and "does not exist yet" in (
+    assert "cannot read the warehouse now" in (missing.skip_message or "") and "does not exist yet" in (
         missing.skip_message or ""
     )
     with warehouse.session() as session:
