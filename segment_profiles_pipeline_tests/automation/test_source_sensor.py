@@ -153,7 +153,9 @@ def test_busy_file_skips_without_touching_the_cursor(sample_models, settings_for
         writer.communicate(timeout=60)  # closes stdin: the writer releases the file and exits
     assert writer.returncode == 0
     assert busy.run_requests == []
-    assert "cannot read the warehouse now" in (busy.skip_message or "") and "locked by a writer" in (busy.skip_message or "")
+    assert "cannot read the warehouse now" in (busy.skip_message or "") and "locked by a writer" in (
+        busy.skip_message or ""
+    )
     assert busy.cursor == first.cursor  # a skip keeps the stored fingerprints...
     # ...so the change the writer made while the file was busy is seen once it is gone
     [request] = tick(defs, warehouse, busy.cursor).run_requests or []
