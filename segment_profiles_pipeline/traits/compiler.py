@@ -4,15 +4,22 @@ The compiler takes the validated definitions plus the warehouse's column types (
 the caller at run time) and returns SQL strings. Keeping it pure makes every semantic rule
 testable on its own and lets the fingerprint of the SQL stand for "the definitions changed".
 
-Shape of the traits query, per event table ``i`` (one scan of the table for all its traits):
+An event table without windowed traits is *stateful*: its traits are kept per profile in state
+tables (``_segment_profiles.trait_state__<schema>__<table>``: counts, sums, min/max, first/last
+values with their event's order key; ``trait_values__<key>``: (profile, value) counts of
+most_frequent / unique_list traits). A full run builds them from the events (``state_sql``,
+``values_sql``); an incremental run merges the new events' state into them (``merge_sql``,
+``values_merge_sql``); the traits query reads them (``a<i>``, the same SQL after either run).
+
+Tables with a windowed trait are computed from their events by the traits query itself:
 
 - ``e<i>``: the needed columns, one row per message ``id`` (first received copy wins);
 - ``a<i>``: one row per profile with every trait of the table as a conditional aggregate
   (``count(*) FILTER``, ``arg_max`` over an order key, ``list(DISTINCT)``…);
 - ``m<i>_<key>``: most_frequent traits (value counts per profile, best value per profile);
 
-then one row per profile across tables. In incremental mode every ``e<i>`` only reads the
-messages of the affected profiles (``_touched``) and the result holds only those profiles.
+then one row per profile across tables. In incremental mode the query reads only the profiles
+listed in a ``touched`` relation, and ``e<i>`` only the messages of those profiles.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from segment_profiles_pipeline.errors import ConfigError
+from segment_profiles_pipeline.sync.state import STATE_SCHEMA
 from segment_profiles_pipeline.traits.config import (
     AUDIENCES_TABLE,
     KEY_COLUMNS,
@@ -44,7 +52,7 @@ Columns = Mapping[str, str]
 
 REQUIRED_EVENT_COLUMNS = ("id", "user_id", "anonymous_id", "timestamp", "received_at")
 FINGERPRINT_NOW = dt.datetime(2000, 1, 1)
-COMPILER_VERSION = "1"
+COMPILER_VERSION = "2"
 """Bump when the generated SQL changes meaning, so stored results are rebuilt once."""
 
 # Raw event rows → profile identity. A profile is its user_id when the event has one, else its
@@ -53,12 +61,17 @@ RAW_UID = "nullif(user_id, '')"
 RAW_AID = "CASE WHEN nullif(user_id, '') IS NULL THEN nullif(anonymous_id, '') END"
 PROFILE_KEY_SQL = "CASE WHEN _uid IS NOT NULL THEN 'user:' || _uid ELSE 'anon:' || _aid END"
 HAS_PROFILE = "(_uid IS NOT NULL OR _aid IS NOT NULL)"
-IN_TOUCHED = "(_uid IN (SELECT user_id FROM _touched) OR (_uid IS NULL AND _aid IN (SELECT anonymous_id FROM _touched)))"
-# On raw columns (no expression on the probe side) so the warehouse can prune with the join's keys.
-RAW_IN_TOUCHED = (
-    "(user_id IN (SELECT user_id FROM _touched) OR "
-    f"({RAW_UID} IS NULL AND anonymous_id IN (SELECT anonymous_id FROM _touched)))"
+
+STATE_PREFIX = "trait_state__"
+VALUES_PREFIX = "trait_values__"
+VALUE_TYPES = ("most_frequent", "unique_list", "unique_list_count")
+"""Traits whose state is a set of (profile, value) counts, in a table of their own."""
+ORDER_KEY = (("ts", "_ts", True), ("received_at", "_received_at", True), ("id", "_id", False))
+"""Event order (rule 3) as first/last state keeps it: (column suffix, event column, nulls first)."""
+NULL_KEY_PARTS = " + ".join(
+    f"CASE WHEN {source} IS NULL THEN {2**bit} ELSE 0 END" for bit, (_, source, _) in enumerate(ORDER_KEY)
 )
+"""Which parts of an event's order key are null, as bits (1: timestamp, 2: received_at, 4: id)."""
 
 
 def type_family(sql_type: str) -> str:
@@ -186,9 +199,45 @@ class EventTable:
     def windows(self) -> list[dt.timedelta]:
         return sorted({t.window.length for t in self.traits if t.window})
 
+    @property
+    def stateful(self) -> bool:
+        """True when no trait has a window. No event ever leaves such traits, so they are kept as
+        per-profile state that incremental runs merge new events into; windowed traits change
+        with the run time and are recomputed from the profiles' events instead."""
+        return not self.windows
+
+    @property
+    def state_table(self) -> str:
+        """One row per profile: counts, sums, min/max, first/last values with their order keys."""
+        return f"{STATE_SCHEMA}.{STATE_PREFIX}{self.schema}__{self.table}"
+
+    @property
+    def value_traits(self) -> tuple[TraitConfig, ...]:
+        return tuple(t for t in self.traits if t.type in VALUE_TYPES)
+
+    @property
+    def state_columns(self) -> list[str]:
+        return [*KEY_COLUMNS, *(column for t in self.traits for column, _ in _state_aggregates(t, None))]
+
+    @property
+    def properties(self) -> list[str]:
+        """The property columns the traits read (values and conditions), in order of first use."""
+        needed: dict[str, None] = {}
+        for trait in self.traits:
+            if trait.column():
+                needed[ident(trait.column() or "")] = None
+            for leaf in leaves(trait.conditions):
+                needed[ident(snake_case(leaf.property or ""))] = None
+        return list(needed)
+
     def boundary(self, moment: dt.datetime) -> str:
         """Literal of ``moment`` typed to compare with this table's ``timestamp`` column."""
         return timestamp_literal(moment, _tz_aware(self.columns["timestamp"]))
+
+
+def values_table(trait: TraitConfig) -> str:
+    """(profile, value) → number of matching events, for a most_frequent / unique_list(_count) trait."""
+    return f"{STATE_SCHEMA}.{VALUES_PREFIX}{trait.key}"
 
 
 @dataclass(frozen=True)
@@ -214,10 +263,24 @@ class CompiledTraits:
     def columns(self) -> list[str]:
         return [*KEY_COLUMNS, *(t.key for t in self.project.traits)]
 
+    @property
+    def state_tables(self) -> list[str]:
+        """Every state table the traits need (empty when every table has a windowed trait)."""
+        return [
+            name
+            for t in self.tables
+            if t.stateful
+            for name in (t.state_table, *(values_table(v) for v in t.value_traits))
+        ]
+
     def fingerprint(self) -> str:
         """Changes whenever the computation would: definitions, column types, compiler version."""
-        text = "\n".join([COMPILER_VERSION, self.watermark_column, self.select(FINGERPRINT_NOW)])
-        return hashlib.sha256(text.encode()).hexdigest()[:32]
+        parts = [COMPILER_VERSION, self.watermark_column, self.select(FINGERPRINT_NOW)]
+        for table in self.tables:
+            if table.stateful:
+                parts.append(self.state_sql(table, "e"))
+                parts += [self.values_sql(table, trait, "e") for trait in table.value_traits]
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
 
     def stats_sql(self, table: EventTable, high_water: dt.datetime | None) -> str:
         """Row count, high-water mark and rows above the previous high water of one event table."""
@@ -227,61 +290,62 @@ class CompiledTraits:
             f"SELECT count(*) AS total_rows, max({wm}) AS high_water, {newer} AS newer_rows FROM {table.name}"
         )
 
-    def select(self, now: dt.datetime, scope: IncrementalScope | None = None) -> str:
-        """The query producing the traits table (all profiles, or only those ``scope`` touched)."""
+    def select(self, now: dt.datetime, touched: str | None = None) -> str:
+        """The query producing the traits table: all profiles, or only those listed in ``touched``
+        (a relation with a ``profile_key`` column). Windowless tables read their state tables."""
         ctes: list[str] = []
-        if scope is not None:
-            ctes.append(f"_touched AS (\n{self._touched(now, scope)}\n)")
         for table in self.tables:
-            ctes.append(f"e{table.index} AS (\n{self._events(table, scope is not None)}\n)")
-            ctes.append(f"a{table.index} AS (\n{self._aggregate(table, now, scope is not None)}\n)")
+            if table.stateful:
+                ctes.append(f"a{table.index} AS (\n{self._finalize(table, touched)}\n)")
+                continue
+            ctes.append(f"e{table.index} AS (\n{self._events(table, touched)}\n)")
+            ctes.append(f"a{table.index} AS (\n{self._aggregate(table, now, touched)}\n)")
             for trait in table.traits:
                 if trait.type == "most_frequent":
                     ctes.append(
-                        f"{_mf_name(table, trait)} AS (\n{self._most_frequent(table, trait, now, scope is not None)}\n)"
+                        f"{_mf_name(table, trait)} AS (\n{self._most_frequent(table, trait, now, touched)}\n)"
                     )
-        if len(self.tables) == 1:
-            base = "a1"
-        else:
-            ctes.append(
-                "_profiles AS (\n"
-                + "\nUNION\n".join(
-                    f"SELECT profile_key, user_id, anonymous_id FROM a{t.index}" for t in self.tables
-                )
-                + "\n)"
-            )
-            base = "_profiles"
-        joins = (
-            []
-            if base == "a1"
-            else [f"LEFT JOIN a{t.index} ON a{t.index}.profile_key = p.profile_key" for t in self.tables]
-        )
-        selects = ["p.profile_key", "p.user_id", "p.anonymous_id"]
+
+        # One row per profile across tables: a chain of full joins (cheaper than a union of the keys
+        # followed by a left join per table).
+        def coalesced(column: str, tables: tuple[EventTable, ...]) -> str:
+            names = [f"a{t.index}.{column}" for t in tables]
+            return names[0] if len(names) == 1 else f"coalesce({', '.join(names)})"
+
+        first, *others = self.tables
+        joins = [
+            f"FULL JOIN a{t.index} ON a{t.index}.profile_key = {coalesced('profile_key', self.tables[:n])}"
+            for n, t in enumerate(others, start=1)
+        ]
+        selects = [f"{coalesced(c, self.tables)} AS {c}" for c in KEY_COLUMNS]
         for trait in self.project.traits:
             table = self._table_of(trait)
-            if trait.type == "most_frequent":
+            if trait.type == "most_frequent" and not table.stateful:
                 name = _mf_name(table, trait)
-                joins.append(f"LEFT JOIN {name} ON {name}.profile_key = p.profile_key")
+                joins.append(f"LEFT JOIN {name} ON {name}.profile_key = a{table.index}.profile_key")
                 selects.append(f"{name}._value AS {trait.key}")
             else:
-                selects.append(f"{'p' if base == 'a1' else f'a{table.index}'}.{trait.key}")
+                selects.append(f"a{table.index}.{trait.key}")
         return (
             "WITH\n"
             + ",\n".join(ctes)
             + "\nSELECT "
             + ", ".join(selects)
-            + f"\nFROM {base} AS p"
+            + f"\nFROM a{first.index}"
             + "".join(f"\n{j}" for j in joins)
         )
 
     def _table_of(self, trait: TraitConfig) -> EventTable:
         return next(t for t in self.tables if trait in t.traits)
 
-    def _touched(self, now: dt.datetime, scope: IncrementalScope) -> str:
-        """Profiles to recompute: every copy of a new message, and events the windows' lower edge passed."""
+    def touched_by_windows(self, now: dt.datetime, scope: IncrementalScope) -> str | None:
+        """Profiles of the windowed tables to recompute from their events: every copy of a new
+        message, and events the windows' lower edge passed. None when no table has a window."""
         wm = ident(self.watermark_column)
         parts = []
         for table in self.tables:
+            if table.stateful:
+                continue
             high_water = scope.high_water[table.name]
             predicates = [f"id IN (SELECT id FROM {table.name} WHERE {wm} > {timestamp_literal(high_water)})"]
             for length in table.windows:
@@ -290,76 +354,212 @@ class CompiledTraits:
                     f"AND timestamp < {table.boundary(now - length)})"
                 )
             parts.append(
-                f"SELECT {RAW_UID} AS user_id, {RAW_AID} AS anonymous_id FROM {table.name}\nWHERE "
+                f"SELECT {PROFILE_KEY_SQL} AS profile_key, _uid AS user_id, _aid AS anonymous_id FROM (\n"
+                f"  SELECT {RAW_UID} AS _uid, {RAW_AID} AS _aid FROM {table.name}\n  WHERE "
                 + " OR ".join(predicates)
+                + f"\n) AS r\nWHERE {HAS_PROFILE}"
             )
-        return "\nUNION\n".join(parts)
+        return "\nUNION\n".join(parts) or None
 
-    def _events(self, table: EventTable, scoped: bool) -> str:
-        needed: dict[str, None] = {}
-        for trait in table.traits:
-            if trait.column():
-                needed[trait.column()] = None
-            for leaf in leaves(trait.conditions):
-                needed[snake_case(leaf.property or "")] = None
+    def new_rows_sql(self, table: EventTable, high_water: dt.datetime) -> str:
+        """The rows loaded since the last run (the columns ``events_sql`` reads): one filter on the
+        watermark column, which grows with loading, so the warehouse skips older blocks by min/max."""
+        columns = ", ".join([*REQUIRED_EVENT_COLUMNS, *table.properties])
+        wm = ident(self.watermark_column)
+        return f"SELECT {columns} FROM {table.name} WHERE {wm} > {timestamp_literal(high_water)}"
+
+    def redo_sql(self, table: EventTable, new_rows: str, high_water: dt.datetime) -> str:
+        """Profiles of every copy of a new message that also has an older copy: the new copy may
+        win deduplication over the stored one, so these profiles are recomputed from their events."""
+        newer = f"coalesce({ident(self.watermark_column)} > {timestamp_literal(high_water)}, FALSE)"
+        return (
+            f"WITH c AS (\n  SELECT id, {RAW_UID} AS _uid, {RAW_AID} AS _aid, {newer} AS _new FROM {table.name}\n"
+            f"  WHERE id IN (SELECT id FROM {new_rows})\n)\n"
+            f"SELECT DISTINCT {PROFILE_KEY_SQL} AS profile_key, _uid AS user_id, _aid AS anonymous_id FROM c\n"
+            f"WHERE {HAS_PROFILE} AND id IN (SELECT id FROM c WHERE NOT _new)"
+        )
+
+    def fresh_sql(self, table: EventTable, new_rows: str, redo: str) -> str:
+        """The new messages, deduplicated (all their copies are new), of profiles not in ``redo``."""
+        return (
+            f"SELECT * FROM (\n{self.events_sql(table, new_rows)}\n) AS e\n"
+            f"WHERE {HAS_PROFILE} AND {PROFILE_KEY_SQL} NOT IN (SELECT profile_key FROM {redo})"
+        )
+
+    def history_sql(self, table: EventTable, redo: str) -> str:
+        """Every event of the profiles in ``redo``, deduplicated against all copies of their messages."""
+        events = self.events_sql(
+            table, table.name, f"id IN (SELECT id FROM {table.name} WHERE {_raw_in(redo)})"
+        )
+        return f"SELECT * FROM (\n{events}\n) AS e\nWHERE {_in(redo)}"
+
+    def events_sql(self, table: EventTable, source: str, where: str | None = None) -> str:
+        """The columns the traits need, one row per message ``id`` of ``source`` (first received copy wins)."""
         select = [f"{RAW_UID} AS _uid", f"{RAW_AID} AS _aid"]
         if table.windows or table.ordered:
             select.append("timestamp AS _ts")
         if table.ordered:
             select += ["received_at AS _received_at", "id AS _id"]
-        select += [ident(c) for c in needed]
-        where = f"\nWHERE id IN (SELECT id FROM {table.name} WHERE {RAW_IN_TOUCHED})" if scoped else ""
+        select += table.properties
         return (
-            "SELECT " + ", ".join(select) + f"\nFROM {table.name}{where}\n"
+            "SELECT " + ", ".join(select) + f"\nFROM {source}" + (f"\nWHERE {where}" if where else "") + "\n"
             "QUALIFY row_number() OVER (PARTITION BY id ORDER BY received_at NULLS LAST, timestamp NULLS LAST, "
             "user_id NULLS LAST, anonymous_id NULLS LAST) = 1"
         )
 
+    def state_sql(self, table: EventTable, events: str) -> str:
+        """A windowless table's per-profile state from deduplicated ``events`` (a relation)."""
+        select = [f"{PROFILE_KEY_SQL} AS profile_key", "_uid AS user_id", "_aid AS anonymous_id"]
+        for trait in table.traits:
+            select += [f"{agg} AS {column}" for column, agg in _state_aggregates(trait, _condition(trait))]
+        return (
+            "SELECT "
+            + ",\n  ".join(select)
+            + f"\nFROM {_profile_rows(table, events, None)}\nGROUP BY _uid, _aid"
+        )
+
+    def values_sql(
+        self,
+        table: EventTable,
+        trait: TraitConfig,
+        events: str,
+        keep: str | None = None,
+        now: dt.datetime | None = None,
+    ) -> str:
+        """Matching events per (profile, non-null value) of ``events`` (windows apply when ``now`` is given)."""
+        column = ident(trait.column() or "")
+        where = [HAS_PROFILE, f"{column} IS NOT NULL"]
+        condition = self._filter(table, trait, now) if now else _condition(trait)
+        if condition:
+            where.append(f"({condition})")
+        if keep:
+            where.append(keep)
+        return (
+            f"SELECT {PROFILE_KEY_SQL} AS profile_key, {column} AS _value, count(*) AS _n\n"
+            f"FROM {events}\nWHERE " + " AND ".join(where) + f"\nGROUP BY _uid, _aid, {column}"
+        )
+
+    def merge_sql(self, table: EventTable, fresh: str) -> str:
+        """The next state rows of the profiles in ``fresh`` (new deduplicated events): stored state
+        combined with the new events' state, so the cost follows the new events, not the history."""
+        merged = [f"{expr} AS {column}" for t in table.traits for column, expr in _state_merges(t)]
+        return (
+            "SELECT d.profile_key, d.user_id, d.anonymous_id"
+            + "".join(f",\n  {m}" for m in merged)
+            + f"\nFROM (\n{self.state_sql(table, fresh)}\n) AS d\n"
+            f"LEFT JOIN {table.state_table} AS s ON s.profile_key = d.profile_key"
+        )
+
+    def values_merge_sql(self, table: EventTable, trait: TraitConfig, fresh: str) -> str:
+        """The next count of each (profile, value) pair the new events match: stored plus new."""
+        return (
+            f"SELECT n.profile_key, n._value, n._n + coalesce(v._n, 0) AS _n\nFROM (\n"
+            f"{self.values_sql(table, trait, fresh)}\n) AS n\nLEFT JOIN {values_table(trait)} AS v "
+            "ON v.profile_key = n.profile_key AND v._value = n._value"
+        )
+
+    def _events(self, table: EventTable, touched: str | None) -> str:
+        where = f"id IN (SELECT id FROM {table.name} WHERE {_raw_in(touched)})" if touched else None
+        return self.events_sql(table, table.name, where)
+
     def _filter(self, table: EventTable, trait: TraitConfig, now: dt.datetime) -> str | None:
-        parts = []
-        if trait.conditions is not None:
-            parts.append(condition_sql(trait.conditions, lambda leaf: ident(snake_case(leaf.property or ""))))
+        parts = [c] if (c := _condition(trait)) else []
         if trait.window is not None:
             parts.append(f"_ts >= {table.boundary(now - trait.window.length)}")
         return " AND ".join(parts) or None
 
-    def _aggregate(self, table: EventTable, now: dt.datetime, scoped: bool) -> str:
+    def _aggregate(self, table: EventTable, now: dt.datetime, touched: str | None) -> str:
         select = [f"{PROFILE_KEY_SQL} AS profile_key", "_uid AS user_id", "_aid AS anonymous_id"]
         for trait in table.traits:
             if trait.type != "most_frequent":
                 select.append(f"{_trait_aggregate(trait, self._filter(table, trait, now))} AS {trait.key}")
-        where = HAS_PROFILE + (f" AND {IN_TOUCHED}" if scoped else "")
-        source = f"e{table.index}\nWHERE {where}"
-        if table.ordered:
-            # Each event's position in its profile's history (timestamp, then received_at, then id): a
-            # small integer key for arg_max/arg_min, cheaper than a composite key and exact on ties.
-            source = (
-                f"(SELECT *, row_number() OVER (PARTITION BY _uid, _aid ORDER BY _ts NULLS FIRST, "
-                f"_received_at NULLS FIRST, _id) AS _order FROM e{table.index} WHERE {where}) AS o"
-            )
-        return "SELECT " + ",\n  ".join(select) + f"\nFROM {source}\nGROUP BY _uid, _aid"
-
-    def _most_frequent(self, table: EventTable, trait: TraitConfig, now: dt.datetime, scoped: bool) -> str:
-        column = ident(trait.column() or "")
-        where = [HAS_PROFILE, f"{column} IS NOT NULL"]
-        condition = self._filter(table, trait, now)
-        if condition:
-            where.append(f"({condition})")
-        if scoped:
-            where.append(IN_TOUCHED)
+        keep = _in(touched) if touched else None
         return (
-            "SELECT profile_key, _value FROM (\n"
-            f"  SELECT {PROFILE_KEY_SQL} AS profile_key, {column} AS _value, count(*) AS _n\n"
-            f"  FROM e{table.index}\n  WHERE "
-            + " AND ".join(where)
-            + f"\n  GROUP BY _uid, _aid, {column}\n) AS c\n"
-            f"WHERE _n >= {trait.frequency()}\n"
-            "QUALIFY row_number() OVER (PARTITION BY profile_key ORDER BY _n DESC, _value) = 1"
+            "SELECT "
+            + ",\n  ".join(select)
+            + f"\nFROM {_profile_rows(table, f'e{table.index}', keep)}\nGROUP BY _uid, _aid"
         )
+
+    def _most_frequent(
+        self, table: EventTable, trait: TraitConfig, now: dt.datetime, touched: str | None
+    ) -> str:
+        counts = self.values_sql(table, trait, f"e{table.index}", _in(touched) if touched else None, now)
+        return f"SELECT profile_key, _value FROM (\n{counts}\n) AS c\n{_best_value(trait)}"
+
+    def _finalize(self, table: EventTable, touched: str | None) -> str:
+        """Trait values of a windowless table from its state tables (the same SQL after full and
+        incremental runs, so both give identical values)."""
+        only = f"profile_key IN (SELECT profile_key FROM {touched})" if touched else None
+        selects = ["s.profile_key", "s.user_id", "s.anonymous_id"]
+        joins = []
+        for trait in table.traits:
+            selects.append(f"{_finalized(trait)} AS {trait.key}")
+            if trait.type not in VALUE_TYPES:
+                continue
+            if trait.type == "most_frequent":
+                value = f"SELECT profile_key, _value FROM {values_table(trait)}\n{_best_value(trait, only)}"
+            else:
+                aggregate = "list_sort(list(_value))" if trait.type == "unique_list" else "count(*)"
+                where = f"\nWHERE {only}" if only else ""
+                value = (
+                    f"SELECT profile_key, {aggregate} AS _value FROM {values_table(trait)}{where}\n"
+                    "GROUP BY profile_key"
+                )
+            joins.append(
+                f"LEFT JOIN (\n{value}\n) AS v_{trait.key} ON v_{trait.key}.profile_key = s.profile_key"
+            )
+        return (
+            "SELECT "
+            + ", ".join(selects)
+            + f"\nFROM {table.state_table} AS s"
+            + "".join(f"\n{j}" for j in joins)
+            + (f"\nWHERE s.{only}" if only else "")
+        )
+
+
+def _raw_in(profiles: str) -> str:
+    """Raw event rows of the profiles in ``profiles``, on the raw columns (no expression on the
+    probe side) so the warehouse can prune with the join's keys."""
+    return (
+        f"(user_id IN (SELECT user_id FROM {profiles}) OR "
+        f"({RAW_UID} IS NULL AND anonymous_id IN (SELECT anonymous_id FROM {profiles})))"
+    )
+
+
+def _in(profiles: str) -> str:
+    """Deduplicated event rows of the profiles in ``profiles``."""
+    return f"{PROFILE_KEY_SQL} IN (SELECT profile_key FROM {profiles})"
+
+
+def _profile_rows(table: EventTable, events: str, keep: str | None) -> str:
+    """The FROM clause over the events that belong to a (kept) profile, with each event's position
+    in its profile's history (timestamp, then received_at, then id) when first/last traits need it:
+    a small integer key for arg_max/arg_min, cheaper than a composite key and exact on ties."""
+    where = HAS_PROFILE + (f" AND {keep}" if keep else "")
+    if not table.ordered:
+        return f"{events}\nWHERE {where}"
+    return (
+        f"(SELECT *, row_number() OVER (PARTITION BY _uid, _aid ORDER BY _ts NULLS FIRST, "
+        f"_received_at NULLS FIRST, _id) AS _order, {NULL_KEY_PARTS} AS _nulls FROM {events} WHERE {where}) AS o"
+    )
+
+
+def _best_value(trait: TraitConfig, only: str | None = None) -> str:
+    """most_frequent over (profile_key, _value, _n) rows: frequent enough, most counted, then smallest."""
+    return (
+        f"WHERE _n >= {trait.frequency()}{f' AND {only}' if only else ''}\n"
+        "QUALIFY row_number() OVER (PARTITION BY profile_key ORDER BY _n DESC, _value) = 1"
+    )
 
 
 def _mf_name(table: EventTable, trait: TraitConfig) -> str:
     return f"m{table.index}_{trait.key}"
+
+
+def _condition(trait: TraitConfig) -> str | None:
+    if trait.conditions is None:
+        return None
+    return condition_sql(trait.conditions, lambda leaf: ident(snake_case(leaf.property or "")))
 
 
 def _trait_aggregate(trait: TraitConfig, condition: str | None) -> str:
@@ -378,8 +578,97 @@ def _trait_aggregate(trait: TraitConfig, condition: str | None) -> str:
         return f"CASE WHEN count({column}){where} = 0 THEN NULL ELSE list_sort(list(DISTINCT {column}) FILTER (WHERE {keep})) END"
     # first / last: the value of the earliest / latest matching event that has one. The filter sits in
     # the ordering argument, which both arg_max (DuckDB) and MAX_BY (Snowflake) skip when null.
-    order = f"CASE WHEN {column} IS NOT NULL{f' AND ({condition})' if condition else ''} THEN _order END"
-    return f"{'arg_min' if trait.type == 'first' else 'arg_max'}({column}, {order})"
+    return (
+        f"{'arg_min' if trait.type == 'first' else 'arg_max'}({column}, {_candidate_order(trait, condition)})"
+    )
+
+
+def _candidate_order(trait: TraitConfig, condition: str | None) -> str:
+    """An event's ``_order`` when it can be the trait's first/last event (matching, with a value), else null."""
+    column = ident(trait.column() or "")
+    return f"CASE WHEN {column} IS NOT NULL{f' AND ({condition})' if condition else ''} THEN _order END"
+
+
+def _state_aggregates(trait: TraitConfig, condition: str | None) -> list[tuple[str, str]]:
+    """(state column, aggregate over a profile's events) of a windowless trait. Each column can be
+    merged with the same column over new events (``_state_merges``); value traits keep their state
+    in their own table instead."""
+    where = f" FILTER (WHERE {condition})" if condition else ""
+    if trait.type == "event_counter":
+        return [(trait.key, f"count(*){where}")]
+    column = ident(trait.column() or "")
+    if trait.type == "aggregation":
+        return [(f"{trait.key}__{part}", f"{part}({column}){where}") for part in _aggregation_parts(trait)]
+    if trait.type not in ("first", "last"):
+        return []
+    # The value and its event's order key, to compare with new events. arg_max/arg_min skip null
+    # arguments, so the winning event's key parts that are null (bits of _nulls) are set explicitly.
+    pick = "arg_min" if trait.type == "first" else "arg_max"
+    order = _candidate_order(trait, condition)
+    out = [(trait.key, f"{pick}({column}, {order})")]
+    for bit, (suffix, source, _) in enumerate(ORDER_KEY):
+        null = f"{pick}(_nulls, {order}) % {2 ** (bit + 1)} >= {2**bit}"
+        out.append(
+            (f"{trait.key}__{suffix}", f"CASE WHEN {null} THEN NULL ELSE {pick}({source}, {order}) END")
+        )
+    return out
+
+
+def _aggregation_parts(trait: TraitConfig) -> tuple[str, ...]:
+    """The mergeable aggregates an aggregation keeps: avg is sum / count."""
+    return ("sum", "count") if trait.function == "avg" else (trait.function or "",)
+
+
+def _state_merges(trait: TraitConfig) -> list[tuple[str, str]]:
+    """(state column, merged value) combining a profile's stored state ``s`` (null columns for a new
+    profile) with the state ``d`` of its new events, column for column with ``_state_aggregates``."""
+    key = trait.key
+    if trait.type == "event_counter":
+        return [(key, f"coalesce(s.{key}, 0) + d.{key}")]
+    if trait.type == "aggregation":
+        merged = {
+            "sum": "CASE WHEN s.{c} IS NULL THEN d.{c} WHEN d.{c} IS NULL THEN s.{c} ELSE s.{c} + d.{c} END",
+            "count": "coalesce(s.{c}, 0) + d.{c}",
+            "min": "CASE WHEN s.{c} IS NULL OR d.{c} < s.{c} THEN d.{c} ELSE s.{c} END",
+            "max": "CASE WHEN s.{c} IS NULL OR d.{c} > s.{c} THEN d.{c} ELSE s.{c} END",
+        }
+        return [
+            (f"{key}__{part}", merged[part].format(c=f"{key}__{part}")) for part in _aggregation_parts(trait)
+        ]
+    if trait.type not in ("first", "last"):
+        return []
+    later, earlier = ("d", "s") if trait.type == "last" else ("s", "d")
+    wins = f"d.{key} IS NOT NULL AND (s.{key} IS NULL OR {_after(key, later, earlier)})"
+    columns = [key, *(f"{key}__{suffix}" for suffix, _, _ in ORDER_KEY)]
+    return [(c, f"CASE WHEN {wins} THEN d.{c} ELSE s.{c} END") for c in columns]
+
+
+def _after(key: str, a: str, b: str) -> str:
+    """True when the event stored in ``a``'s order key of trait ``key`` comes after ``b``'s (rule 3:
+    timestamp, then received_at, then id; nulls as the full run's ``_order`` sorts them)."""
+    expr = ""
+    for suffix, _, nulls_first in reversed(ORDER_KEY):
+        x, y = f"{a}.{key}__{suffix}", f"{b}.{key}__{suffix}"
+        if nulls_first:
+            greater = f"({x} IS NOT NULL AND ({y} IS NULL OR {x} > {y}))"
+        else:
+            greater = f"({y} IS NOT NULL AND ({x} IS NULL OR {x} > {y}))"
+        expr = f"({greater} OR ({x} IS NOT DISTINCT FROM {y} AND {expr}))" if expr else greater
+    return expr
+
+
+def _finalized(trait: TraitConfig) -> str:
+    """A trait's value from its state (``s``, and ``v_<key>`` for value traits)."""
+    if trait.type == "aggregation":
+        if trait.function == "avg":
+            return f"s.{trait.key}__sum / s.{trait.key}__count"
+        return f"s.{trait.key}__{trait.function}"
+    if trait.type == "unique_list_count":
+        # 0 once the profile has an event in the table (it has a state row), like count(DISTINCT).
+        return f"coalesce(v_{trait.key}._value, 0)"
+    if trait.type in VALUE_TYPES:
+        return f"v_{trait.key}._value"
+    return f"s.{trait.key}"
 
 
 def compile_traits(project: TraitsProject, schemas: Mapping[tuple[str, str], Columns]) -> CompiledTraits:

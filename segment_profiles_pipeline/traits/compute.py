@@ -1,13 +1,22 @@
 """Run compiled traits and audiences in the warehouse: full rebuilds, incremental merges, state.
 
 Incremental runs rest on one invariant: a profile's traits depend only on its own events (and
-on the run time, through windows). So when the only change since the last run is new events
-(rows above the stored high-water mark of the watermark column), recomputing the profiles
-that own a copy of a new message, plus those with an event the windows' lower edge passed,
-and replacing their rows gives exactly what a full rebuild would. Anything else (changed
-definitions or column types, rows that appeared below the watermark or disappeared, a run
-time earlier than the last one, no state yet) falls back to a full rebuild, which is always
-correct. State lives in ``_segment_profiles.trait_watermarks``, next to the sync state.
+on the run time, through windows). When the only change since the last run is new events
+(rows above the stored high-water mark of the watermark column), an incremental run:
+
+- for each table without windowed traits, merges the state of the new events into the stored
+  per-profile state (counts and sums add up, min/max and first/last compare, value counts add
+  up), so it costs about the new events, not the profiles' history. Deduplication by message id
+  stays exact: a new message that also has an older copy may change which copy counts, so the
+  profiles of all its copies are recomputed from their events instead (rare);
+- for each table with a windowed trait, recomputes from their events the profiles that own a
+  copy of a new message, plus those with an event the windows' lower edge passed;
+
+then rewrites the traits rows of every affected profile, which gives exactly what a full rebuild
+would. Anything else (changed definitions or column types, rows that appeared below the
+watermark or disappeared, a run time earlier than the last one, no state yet) falls back to a
+full rebuild, which is always correct. State lives in ``_segment_profiles``
+(``trait_watermarks`` and the per-profile state tables), next to the sync state.
 """
 
 from __future__ import annotations
@@ -15,16 +24,19 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from segment_profiles_pipeline.errors import ConfigError, WarehouseError
 from segment_profiles_pipeline.sync.state import STATE_SCHEMA
 from segment_profiles_pipeline.traits.compiler import (
+    STATE_PREFIX,
+    VALUES_PREFIX,
     CompiledTraits,
     IncrementalScope,
     compile_audiences,
     compile_traits,
+    values_table,
 )
 from segment_profiles_pipeline.traits.config import (
     AUDIENCES_TABLE,
@@ -32,10 +44,9 @@ from segment_profiles_pipeline.traits.config import (
     TRAITS_TABLE,
     TraitsProject,
 )
-from segment_profiles_pipeline.warehouse.base import WarehouseSession, literal
+from segment_profiles_pipeline.warehouse.base import WarehouseSession, ident, literal
 
 STATE_TABLE = f"{STATE_SCHEMA}.trait_watermarks"
-DELTA_TABLE = f"{TRAITS_TABLE}__delta"
 NEXT_AUDIENCES = f"{AUDIENCES_TABLE}__next"
 STATE_DDL = f"""CREATE TABLE IF NOT EXISTS {STATE_TABLE} (
     event_table VARCHAR NOT NULL,
@@ -45,6 +56,10 @@ STATE_DDL = f"""CREATE TABLE IF NOT EXISTS {STATE_TABLE} (
     definition_fingerprint VARCHAR NOT NULL,
     computed_at TIMESTAMP NOT NULL
 )"""
+VALUE_COLUMNS = ["profile_key", "_value", "_n"]
+
+Scratch = Callable[[str, str], str]
+"""Creates a working table of the run from a SELECT and returns its name (see ``scratch_tables``)."""
 
 
 @dataclass(frozen=True)
@@ -54,7 +69,8 @@ class TraitsRunStats:
     mode: str  # "full" or "incremental"
     reason: str  # why a full rebuild was needed, or what the incremental run picked up
     rows: int  # profiles in the traits table afterwards
-    profiles_recomputed: int
+    profiles_recomputed: int  # profiles whose row was rewritten or removed
+    profiles_from_history: int  # of those, profiles whose events were read again (windows, id copies)
     new_events: int  # rows above the previous high-water marks (all rows on a full rebuild)
     seconds: float
 
@@ -83,6 +99,27 @@ def transaction(session: WarehouseSession) -> Iterator[None]:
             session.execute("ROLLBACK")
         raise
     session.execute("COMMIT")
+
+
+@contextlib.contextmanager
+def scratch_tables(session: WarehouseSession) -> Iterator[Scratch]:
+    """Working tables for one run, dropped when it ends. On DuckDB they are TEMP tables (in memory,
+    never written to the file); Snowflake cannot create unqualified temporary tables in a session
+    without a current schema, so there they are ordinary tables in the state schema."""
+    created: list[str] = []
+
+    def create(name: str, select: str) -> str:
+        table = name if session.dialect == "duckdb" else f"{STATE_SCHEMA}.{name}"
+        kind = "TEMP TABLE" if session.dialect == "duckdb" else "TABLE"
+        session.execute(f"CREATE OR REPLACE {kind} {table} AS {select}")
+        created.append(table)
+        return table
+
+    try:
+        yield create
+    finally:
+        for table in created:
+            session.execute(f"DROP TABLE IF EXISTS {table}")
 
 
 def _split(table: str) -> tuple[str, str]:
@@ -144,44 +181,156 @@ def compute_traits(
         for name, snap in snapshots.items()
     ]
     if reason is not None:
-        with transaction(session):
-            session.execute(f"CREATE OR REPLACE TABLE {TRAITS_TABLE} AS {compiled.select(now)}")
-            _write_state(session, state)
+        _rebuild(session, compiled, now, state)
         rows = _count(session, TRAITS_TABLE)
         new_events = sum(int(s["total_rows"]) for s in snapshots.values())
-        return TraitsRunStats("full", reason, rows, rows, new_events, time.perf_counter() - started)
+        return TraitsRunStats("full", reason, rows, rows, rows, new_events, time.perf_counter() - started)
 
     new_events = sum(int(s["newer_rows"]) for s in snapshots.values())
-    if new_events == 0 and not any(t.windows for t in compiled.tables):
+    if new_events == 0 and all(t.stateful for t in compiled.tables):
         with transaction(session):
             _write_state(session, state)
         rows = _count(session, TRAITS_TABLE)
         return TraitsRunStats(
-            "incremental", "no new events since the last run", rows, 0, 0, time.perf_counter() - started
+            "incremental", "no new events since the last run", rows, 0, 0, 0, time.perf_counter() - started
         )
 
-    previous_now = min(r["computed_at"] for r in previous.values())
-    scope = IncrementalScope(high_water=high_water, previous_now=previous_now)
-    columns = ", ".join(compiled.columns)
-    session.execute(f"CREATE OR REPLACE TABLE {DELTA_TABLE} AS {compiled.select(now, scope)}")
-    try:
-        recomputed = _count(session, DELTA_TABLE)
+    scope = IncrementalScope(
+        high_water=high_water, previous_now=min(r["computed_at"] for r in previous.values())
+    )
+    with scratch_tables(session) as scratch:
+        writes, touched, redone = _merge_new_events(compiled, scope, now, scratch, session)
         with transaction(session):
+            for statement in writes:
+                session.execute(statement)
             session.execute(
-                f"DELETE FROM {TRAITS_TABLE} WHERE profile_key IN (SELECT profile_key FROM {DELTA_TABLE})"
+                f"DELETE FROM {TRAITS_TABLE} WHERE profile_key IN (SELECT profile_key FROM {touched})"
             )
-            session.execute(f"INSERT INTO {TRAITS_TABLE} ({columns}) SELECT {columns} FROM {DELTA_TABLE}")
+            columns = ", ".join(compiled.columns)
+            session.execute(f"INSERT INTO {TRAITS_TABLE} ({columns}) {compiled.select(now, touched)}")
             _write_state(session, state)
-    finally:
-        session.execute(f"DROP TABLE IF EXISTS {DELTA_TABLE}")
+        recomputed = _count(session, touched)
+        from_history = redone if all(t.stateful for t in compiled.tables) else recomputed
     return TraitsRunStats(
         "incremental",
         f"{new_events} new event(s) since the last run",
         _count(session, TRAITS_TABLE),
         recomputed,
+        from_history,
         new_events,
         time.perf_counter() - started,
     )
+
+
+def _merge_new_events(
+    compiled: CompiledTraits,
+    scope: IncrementalScope,
+    now: dt.datetime,
+    scratch: Scratch,
+    session: WarehouseSession,
+) -> tuple[list[str], str, int]:
+    """Stage the next state rows of the profiles the new events touch (in scratch tables, so the
+    transaction only moves rows). Returns the statements that write them, the scratch table of
+    every profile whose traits row must be rewritten, and how many profiles were recomputed from
+    their events because a new message also had an older copy."""
+    writes: list[str] = []
+    touched: list[str] = []
+    redone = 0
+    for table in compiled.tables:
+        if not table.stateful:
+            continue
+        mark = scope.high_water[table.name]
+        new_rows = scratch(f"_traits_new_{table.index}", compiled.new_rows_sql(table, mark))
+        redo = scratch(f"_traits_redo_{table.index}", compiled.redo_sql(table, new_rows, mark))
+        fresh = compiled.fresh_sql(table, new_rows, redo)
+        # Value traits read the new events too: deduplicate them once.
+        fresh = (
+            scratch(f"_traits_fresh_{table.index}", fresh) if table.value_traits else f"(\n{fresh}\n) AS f"
+        )
+        state_select = compiled.merge_sql(table, fresh)
+        history = None
+        if redo_count := _count(session, redo):
+            redone += redo_count
+            history = scratch(f"_traits_history_{table.index}", compiled.history_sql(table, redo))
+            state_select += f"\nUNION ALL\n{compiled.state_sql(table, history)}"
+        next_state = scratch(f"_traits_next_{table.index}", state_select)
+        writes += _replace(
+            table.state_table, ["profile_key"], table.state_columns, next_state, redo if history else None
+        )
+        for trait in table.value_traits:
+            values_select = compiled.values_merge_sql(table, trait, fresh)
+            if history:
+                values_select += f"\nUNION ALL\n{compiled.values_sql(table, trait, history)}"
+            next_values = scratch(f"_traits_next_{trait.key}", values_select)
+            writes += _replace(
+                values_table(trait), VALUE_COLUMNS[:2], VALUE_COLUMNS, next_values, redo if history else None
+            )
+        touched += [f"SELECT profile_key, user_id, anonymous_id FROM {t}" for t in (next_state, redo)]
+    windowed = compiled.touched_by_windows(now, scope)
+    if windowed:
+        touched.append(windowed)
+    return writes, scratch("_traits_touched", "\nUNION\n".join(touched)), redone
+
+
+def _replace(table: str, keys: list[str], columns: list[str], rows: str, redo: str | None) -> list[str]:
+    """Statements replacing the rows of ``table`` that ``rows`` has (matched on ``keys``) with
+    ``rows``, after removing every row of the profiles in ``redo``: recomputed from their events,
+    they may have lost values, or all their events to another copy."""
+    match = " AND ".join(f"t.{key} = r.{key}" for key in keys)
+    names = ", ".join(columns)
+    return [
+        *([f"DELETE FROM {table} WHERE profile_key IN (SELECT profile_key FROM {redo})"] if redo else []),
+        f"DELETE FROM {table} AS t USING {rows} AS r WHERE {match}",
+        f"INSERT INTO {table} ({names}) SELECT {names} FROM {rows}",
+    ]
+
+
+def _rebuild(
+    session: WarehouseSession, compiled: CompiledTraits, now: dt.datetime, state: list[tuple]
+) -> None:
+    """Full rebuild: the state tables from every event, then the traits table from them."""
+    # Forget the watermarks first: on warehouses where DDL commits (Snowflake), a crash halfway would
+    # otherwise leave new state tables under old watermarks, and the next run would merge events twice.
+    session.execute(f"DELETE FROM {STATE_TABLE}")
+    with scratch_tables(session) as scratch:
+        sources: dict[int, str] = {}
+        for table in compiled.tables:
+            if table.stateful:
+                events = compiled.events_sql(table, table.name)
+                # Value traits read the same deduplicated events as the state table: deduplicate once.
+                sources[table.index] = (
+                    scratch(f"_traits_events_{table.index}", events)
+                    if table.value_traits
+                    else f"(\n{events}\n) AS e"
+                )
+        with transaction(session):
+            for table in compiled.tables:
+                if not table.stateful:
+                    continue
+                source = sources[table.index]
+                session.execute(
+                    f"CREATE OR REPLACE TABLE {table.state_table} AS {compiled.state_sql(table, source)}"
+                )
+                for trait in table.value_traits:
+                    session.execute(
+                        f"CREATE OR REPLACE TABLE {values_table(trait)} AS {compiled.values_sql(table, trait, source)}"
+                    )
+            session.execute(f"CREATE OR REPLACE TABLE {TRAITS_TABLE} AS {compiled.select(now)}")
+            _drop_stale_state(session, compiled)
+            _write_state(session, state)
+
+
+def _drop_stale_state(session: WarehouseSession, compiled: CompiledTraits) -> None:
+    """Drop the state tables of traits (or windowless tables) the definitions no longer have."""
+    current = {_split(t)[1] for t in compiled.state_tables}
+    stored = session.query(
+        "SELECT lower(table_name) FROM information_schema.tables "
+        f"WHERE lower(table_schema) = {literal(STATE_SCHEMA)} AND (starts_with(lower(table_name), "
+        f"{literal(STATE_PREFIX)}) OR starts_with(lower(table_name), {literal(VALUES_PREFIX)}))"
+    )
+    for (name,) in stored.rows:
+        if name not in current:
+            session.execute(f"DROP TABLE IF EXISTS {STATE_SCHEMA}.{ident(name)}")
 
 
 def _full_rebuild_reason(
@@ -206,6 +355,9 @@ def _full_rebuild_reason(
         t.name for t in compiled.tables
     }:
         return "trait definitions (or event column types) changed since the last run"
+    missing = [t for t in compiled.state_tables if not session.table_exists(*_split(t))]
+    if missing:
+        return f"state table(s) {', '.join(missing)} missing"
     if any(r["computed_at"] > now for r in previous.values()):
         return "this run's time is earlier than the last run's, so windows cannot move forward"
     return None
