@@ -5,15 +5,32 @@ over kept-alive connections to reach tens of thousands of messages per second. S
 :class:`SegmentClient` owns one asyncio loop in a background thread plus one ``httpx.AsyncClient``
 for its whole lifetime, and ``deliver`` is a blocking call that runs one delivery on that loop.
 
-Outcome rules (a record is acknowledged only when Segment answered 200 for its batch):
+``deliver`` returns one :data:`~segment_profiles_pipeline.segment.outcomes.Outcome` per message.
+A message is acknowledged (``None``) only when its request got HTTP 200 *and* the Tracking API's
+documented success body, ``{"success": true}``. Everything else is a ``DeliveryFailure``:
 
-* 200: every message of the batch is acknowledged.
-* 429: wait ``Retry-After`` / ``X-RateLimit-Reset`` (capped), then retry.
-* 5xx, 408, timeouts, connection errors: exponential backoff with full jitter, bounded retries.
-* 401/403: the key is wrong for every message, so the batch fails as a whole (and the rest of the
-  delivery is not even sent) with a reason pointing at ``SEGMENT_WRITE_KEY``.
+* 429: wait ``Retry-After`` / ``X-RateLimit-Reset`` (capped), then retry; ``rate_limited`` once
+  the retries are spent.
+* 5xx, 408: exponential backoff with full jitter, bounded retries, then ``server_error``.
+* timeouts, refused or dropped connections: the same backoff, then ``transport``.
+* 401/403: the key is wrong for every message, so the batch fails as ``auth_refused`` and the rest
+  of the delivery is not even sent (``not_sent``), with a reason pointing at ``SEGMENT_WRITE_KEY``.
 * other 4xx (400, 413, ...): Segment rejects a whole request for one bad message, so the batch is
-  split in halves recursively until the bad message(s) are isolated and the rest is delivered.
+  split in halves recursively until the bad message is alone; that message is ``rejected``, the
+  only record-level outcome (it alone consumes the record's retry budget).
+* any other 2xx or a 3xx (redirects are not followed: a redirect would replay the write key to
+  wherever it points), or a 200 whose body is not ``{"success": true}`` (a proxy's HTML page,
+  ``{"success": false}``, an empty or non-JSON body): ``not_acknowledged``, with the status and the
+  body's first bytes in the reason.
+
+``not_acknowledged`` is *not* retried within the call. Such an answer comes from something
+deterministic (a wrong ``SEGMENT_ENDPOINT``, a proxy or captive portal, a redirect), so retrying at
+once would only delay the sync by the whole backoff budget for the same answer. Nothing is lost:
+the records stay unacknowledged, the next sync plans them again, and since the failure is not
+record-level it never expires them. Nor does it split the batch: it says nothing about a message.
+
+Every reason passes through :meth:`SegmentClient._short`, which masks the write key in each form a
+server may echo (raw, Basic-auth base64, URL-encoded, any letter case).
 """
 
 from __future__ import annotations
@@ -21,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import random
+import re
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -29,12 +47,16 @@ from dataclasses import dataclass, replace
 from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Self, TypeVar
+from urllib.parse import quote, quote_plus
 
 import httpx
+import orjson
 
 from segment_profiles_pipeline import __version__
+from segment_profiles_pipeline.segment import outcomes
 from segment_profiles_pipeline.segment.batching import format_sent_at, plan_batches, request_body
-from segment_profiles_pipeline.segment.spec import batch_url
+from segment_profiles_pipeline.segment.outcomes import DeliveryFailure, Outcome
+from segment_profiles_pipeline.segment.spec import batch_url, destination_salt
 
 Sleep = Callable[[float], Awaitable[None]]
 T = TypeVar("T")
@@ -42,6 +64,8 @@ T = TypeVar("T")
 USER_AGENT = f"segment-profiles-pipeline/{__version__} (httpx/{httpx.__version__})"
 REASON_BODY_CHARS = 300
 _RETRY_BODY_CHARS = 120
+MASK = "***"
+_CHECK_ENDPOINT = "Check that SEGMENT_ENDPOINT points at a Segment Tracking API (or unset it)."
 _EPOCH_THRESHOLD_S = 1_000_000_000
 """An ``X-RateLimit-Reset`` above this is a Unix timestamp, not a number of seconds to wait."""
 
@@ -57,16 +81,19 @@ class DeliveryStats:
     connection_errors: int = 0
     client_errors: int = 0
     splits: int = 0
+    not_acknowledged: int = 0
     bytes_sent: int = 0
     messages_acknowledged: int = 0
     messages_failed: int = 0
 
 
 class _Retry(Exception):
-    """One attempt failed in a retryable way: what failed (``HTTP 503``), details, and a wait hint."""
+    """One attempt failed in a retryable way: its outcome code, what failed (``HTTP 503``), details,
+    and a wait hint."""
 
-    def __init__(self, label: str, detail: str, wait_s: float | None):
+    def __init__(self, code: str, label: str, detail: str, wait_s: float | None):
         super().__init__(label)
+        self.code = code
         self.label = label
         self.detail = detail
         self.wait_s = wait_s
@@ -93,15 +120,15 @@ class _TokenBucket:
 
 
 class _Delivery:
-    """State of one ``deliver`` call: the per-message reasons and an auth failure that stops the rest."""
+    """State of one ``deliver`` call: the per-message outcomes and an auth failure that stops the rest."""
 
     def __init__(self, messages: list[bytes]):
         self.messages = messages
-        self.reasons: list[str | None] = [None] * len(messages)
-        self.auth_failure: str | None = None
+        self.outcomes: list[Outcome] = [None] * len(messages)
+        self.auth_failure: DeliveryFailure | None = None
 
-    def fail(self, start: int, stop: int, reason: str) -> None:
-        self.reasons[start:stop] = [reason] * (stop - start)
+    def fail(self, start: int, stop: int, failure: DeliveryFailure) -> None:
+        self.outcomes[start:stop] = [failure] * (stop - start)
 
 
 class SegmentClient:
@@ -135,6 +162,7 @@ class SegmentClient:
             )
         self.endpoint = endpoint.rstrip("/")
         self._write_key = write_key
+        self._secrets = _secret_pattern(write_key)
         self._url = batch_url(self.endpoint)
         self._headers = {
             "Authorization": "Basic " + base64.b64encode(f"{write_key}:".encode()).decode("ascii"),
@@ -188,6 +216,7 @@ class SegmentClient:
     async def _open_async(self) -> None:
         self._http = httpx.AsyncClient(
             headers=self._headers,
+            follow_redirects=False,
             timeout=httpx.Timeout(self._timeout_s),
             limits=httpx.Limits(
                 max_connections=self.max_in_flight, max_keepalive_connections=self.max_in_flight
@@ -223,16 +252,22 @@ class SegmentClient:
     # -- public API ------------------------------------------------------------------------------
 
     @property
+    def destination_salt(self) -> str:
+        """Salt for message ids: a hash of the write key (the key itself never leaves this object)."""
+        return destination_salt(self._write_key)
+
+    @property
     def stats(self) -> DeliveryStats:
         """A snapshot of the counters (a copy, so callers can diff two snapshots)."""
         return replace(self._stats)
 
-    def deliver(self, messages: Sequence[bytes]) -> list[str | None]:
+    def deliver(self, messages: Sequence[bytes]) -> list[Outcome]:
         """Send ``messages`` (serialised JSON objects) and wait for the outcome of every one.
 
-        Returns one entry per message, in order: ``None`` when its batch got HTTP 200, otherwise a
-        human-readable failure reason. Raises ``MessageTooLargeError`` if a message is over 32 KB
-        (the caller rejects those per record before delivering).
+        Returns one entry per message, in order: ``None`` when its batch got Segment's success
+        answer, otherwise a ``DeliveryFailure`` (see the module docstring for the codes). Raises
+        ``MessageTooLargeError`` if a message is over 32 KB (the caller rejects those per record
+        before delivering).
         """
         if self._loop is None:
             raise RuntimeError("SegmentClient is not open; use `with SegmentClient(...) as client:`")
@@ -243,14 +278,14 @@ class SegmentClient:
 
     # -- async implementation --------------------------------------------------------------------
 
-    async def _deliver(self, messages: list[bytes]) -> list[str | None]:
+    async def _deliver(self, messages: list[bytes]) -> list[Outcome]:
         delivery = _Delivery(messages)
         ranges = plan_batches(messages)
         await asyncio.gather(*(self._send_range(delivery, start, stop) for start, stop in ranges))
-        failed = sum(reason is not None for reason in delivery.reasons)
+        failed = sum(outcome is not None for outcome in delivery.outcomes)
         self._stats.messages_failed += failed
         self._stats.messages_acknowledged += len(messages) - failed
-        return delivery.reasons
+        return delivery.outcomes
 
     async def _send_range(self, delivery: _Delivery, start: int, stop: int) -> None:
         """Deliver ``messages[start:stop]`` with retries; split it on a per-message 4xx."""
@@ -260,48 +295,70 @@ class SegmentClient:
                 response = await self._post(delivery, start, stop)
             except _Retry as retry:
                 if attempt == attempts:
-                    delivery.fail(start, stop, f"{retry.label} after {attempts} attempts: {retry.detail}")
+                    reason = f"{retry.label} after {attempts} attempts: {retry.detail}"
+                    delivery.fail(start, stop, DeliveryFailure(retry.code, reason))
                     return
                 self._stats.retries += 1
                 await self._sleep(self._backoff(attempt) if retry.wait_s is None else retry.wait_s)
                 continue
             if response is None:
-                delivery.fail(start, stop, delivery.auth_failure or "not sent")
+                assert delivery.auth_failure is not None
+                refused = delivery.auth_failure.reason
+                reason = f"not sent: an earlier request of this delivery was refused. {refused}"
+                delivery.fail(start, stop, DeliveryFailure(outcomes.NOT_SENT, reason))
                 return
-            status = response.status_code
-            if status == 200:
-                return
-            body = self._short(response.text, REASON_BODY_CHARS)
-            if status < 400:
-                delivery.fail(
-                    start,
-                    stop,
-                    f"HTTP {status}: unexpected answer, only 200 acknowledges a batch ({body}). "
-                    "Check that SEGMENT_ENDPOINT points at a Segment Tracking API.",
-                )
-                return
-            self._stats.client_errors += 1
-            if status in (401, 403):
-                delivery.auth_failure = (
-                    f"HTTP {status}: Segment refused the write key ({body}). Check SEGMENT_WRITE_KEY "
-                    "(Segment app > Connections > Sources > your source > Settings > API Keys) and that "
-                    "SEGMENT_REGION/SEGMENT_ENDPOINT match the workspace's region."
-                )
-                delivery.fail(start, stop, delivery.auth_failure)
-                return
-            if stop - start == 1:
-                delivery.fail(start, stop, f"HTTP {status}: {body}")
-                return
-            self._stats.splits += 1
-            middle = (start + stop) // 2
-            await asyncio.gather(
-                self._send_range(delivery, start, middle), self._send_range(delivery, middle, stop)
-            )
+            await self._settle(delivery, start, stop, response)
             return
 
+    async def _settle(self, delivery: _Delivery, start: int, stop: int, response: httpx.Response) -> None:
+        """Turn a final (non-retryable) answer into outcomes; a per-message 4xx splits the range."""
+        status = response.status_code
+        if status < 400:
+            failure = self._not_acknowledged(response)
+            if failure is not None:
+                self._stats.not_acknowledged += stop - start
+                delivery.fail(start, stop, failure)
+            return
+        self._stats.client_errors += 1
+        body = self._short(response.text, REASON_BODY_CHARS)
+        if status in (401, 403):
+            delivery.auth_failure = DeliveryFailure(
+                outcomes.AUTH,
+                f"HTTP {status}: Segment refused the write key ({body}). Check SEGMENT_WRITE_KEY "
+                "(Segment app > Connections > Sources > your source > Settings > API Keys) and that "
+                "SEGMENT_REGION/SEGMENT_ENDPOINT match the workspace's region.",
+            )
+            delivery.fail(start, stop, delivery.auth_failure)
+            return
+        if stop - start == 1:
+            reason = f"HTTP {status}: Segment rejected this message: {body}"
+            delivery.fail(start, stop, DeliveryFailure(outcomes.REJECTED, reason, record_level=True))
+            return
+        self._stats.splits += 1
+        middle = (start + stop) // 2
+        await asyncio.gather(
+            self._send_range(delivery, start, middle), self._send_range(delivery, middle, stop)
+        )
+
+    def _not_acknowledged(self, response: httpx.Response) -> DeliveryFailure | None:
+        """None for Segment's success answer (200 + ``{"success": true}``), else why it is not one."""
+        status = response.status_code
+        if status == 200 and _is_success_body(response.content):
+            return None
+        body = self._short(response.text, REASON_BODY_CHARS) if response.content else "empty body"
+        if status == 200:
+            what = 'HTTP 200 without Segment\'s success answer {"success": true}'
+        elif status < 300:
+            what = f'HTTP {status}: only 200 with {{"success": true}} acknowledges a batch'
+        else:
+            location = self._short(response.headers.get("location", "nowhere"), REASON_BODY_CHARS)
+            what = f"HTTP {status}: redirect to {location} not followed"
+        reason = f"{what}; nothing is acknowledged (body: {body}). {_CHECK_ENDPOINT}"
+        return DeliveryFailure(outcomes.NOT_ACKNOWLEDGED, reason)
+
     async def _post(self, delivery: _Delivery, start: int, stop: int) -> httpx.Response | None:
-        """One HTTP attempt. Returns final responses (2xx/4xx), or None when not sent because the
-        write key was already refused in this delivery; raises ``_Retry`` for retryable answers."""
+        """One HTTP attempt. Returns final responses (2xx/3xx/4xx), or None when not sent because
+        the write key was already refused in this delivery; raises ``_Retry`` for retryable answers."""
         assert self._http is not None and self._semaphore is not None and self._bucket is not None
         async with self._semaphore:
             if delivery.auth_failure is not None:
@@ -314,21 +371,24 @@ class SegmentClient:
                 response = await self._http.post(self._url, content=body)
             except httpx.TransportError as error:
                 self._stats.connection_errors += 1
-                raise _Retry("connection error", type(error).__name__, None) from None
+                raise _Retry(outcomes.TRANSPORT, "connection error", type(error).__name__, None) from None
         status = response.status_code
         if status == 429:
             self._stats.rate_limited += 1
-            raise _Retry(
-                "HTTP 429", self._short(response.text, _RETRY_BODY_CHARS), self._retry_after(response)
-            )
+            detail = self._short(response.text, _RETRY_BODY_CHARS)
+            raise _Retry(outcomes.RATE_LIMITED, "HTTP 429", detail, self._retry_after(response))
         if status >= 500 or status == 408:
             self._stats.server_errors += 1
-            raise _Retry(f"HTTP {status}", self._short(response.text, _RETRY_BODY_CHARS), None)
+            detail = self._short(response.text, _RETRY_BODY_CHARS)
+            raise _Retry(outcomes.SERVER_ERROR, f"HTTP {status}", detail, None)
         return response
 
     def _short(self, text: str, limit: int) -> str:
-        """Response body on one line, truncated, with the write key masked should a server echo it."""
-        flat = " ".join(text.replace(self._write_key, "***").split())
+        """``text`` on one line, truncated, with the write key masked in every form a server may echo.
+
+        Masking happens before truncating, so a key cut at the limit cannot leak its first half.
+        """
+        flat = " ".join(self._secrets.sub(MASK, text).split())
         return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
     def _backoff(self, attempt: int) -> float:
@@ -344,6 +404,29 @@ class SegmentClient:
         if wait is None:
             return None
         return min(max(wait, 0.0), self._max_retry_after_s)
+
+
+def _secret_pattern(write_key: str) -> re.Pattern[str]:
+    """A case-insensitive pattern for the write key as it may come back from a server.
+
+    Covers the raw key, its URL encodings and the base64 of ``key:`` (the Basic-auth credential) and
+    of ``key`` alone. Base64 is matched without its ``=`` padding, which also covers the padded form.
+    Case-insensitive matching catches servers that lower- or upper-case what they echo.
+    """
+    forms = {write_key, quote(write_key, safe=""), quote_plus(write_key)}
+    for raw in (f"{write_key}:", write_key):
+        forms.add(base64.b64encode(raw.encode()).decode("ascii").rstrip("="))
+    ordered = sorted(forms - {""}, key=len, reverse=True)
+    return re.compile("|".join(map(re.escape, ordered)), re.IGNORECASE)
+
+
+def _is_success_body(body: bytes) -> bool:
+    """True only for the Tracking API's documented success answer, a JSON object with ``success: true``."""
+    try:
+        answer = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(answer, dict) and answer.get("success") is True
 
 
 def _parse_retry_after(value: str | None) -> float | None:

@@ -1,18 +1,33 @@
-"""A Segment-compatible Tracking API server on loopback, for the test suite and the benchmarks.
+"""A Segment-compatible Tracking API server on loopback, for the test suite, benchmarks and users.
 
 It answers like Segment does where it matters to a sender (Basic auth or ``writeKey`` in the body,
 400 for invalid JSON or oversized payloads, 200-but-dropped for batches over 2,500 messages) and is a
 little stricter where that helps tests (every message needs ``type`` and ``userId``/``anonymousId``).
-Faults are scripted per request, in the order they were scheduled: ``fail_next``, ``rate_limit_next``,
-``drop_next`` (connection closed with no response at all) and ``delay_next``.
 
-In tests: ``with FakeSegmentServer(write_key="wk") as srv: ... srv.url``. For benchmarks, run it as a
-separate process so the sender is measured, not the server sharing its interpreter::
+It also *applies* messages the way Segment silently does not, so a test can tell "answered 200"
+from "reached the profile":
+
+* deduplication: a message whose ``messageId`` was already seen, under any write key the server
+  knows (Segment's check is not scoped to a source or workspace), is answered 200 and not applied;
+* Unify limits: an identify with 300+ traits, a group whose ``groupId`` is empty or over 500
+  characters, a ``messageId`` of 100+ characters: answered 200, not applied.
+
+An id counts as seen as soon as the message is accepted, even if a Unify limit then drops it,
+because Segment deduplicates in its pipeline before profiles are built [inferred]. What was applied
+feeds a profile view (latest traits per identity, nulls kept as Segment stores them).
+
+Faults are scripted per request, in the order they were scheduled: ``fail_next``, ``rate_limit_next``,
+``drop_next`` (connection closed with no response at all), ``delay_next`` and ``answer_next`` (any
+status, body and content type, e.g. a proxy's HTML page with 200).
+
+In tests: ``with FakeSegmentServer(write_keys=["wk"]) as srv: ... srv.url``. For benchmarks, run it
+as a separate process so the sender is measured, not the server sharing its interpreter::
 
     python -m segment_profiles_pipeline.testing.segment_server --port 0 --write-key wk --record count
 
 It prints ``READY http://127.0.0.1:PORT`` once it accepts requests and serves until killed.
-``GET /stats`` returns the counters as JSON.
+``GET /stats`` returns the counters as JSON, ``GET /messages`` what was received and applied.
+User documentation: ``docs/test-server.md``.
 """
 
 from __future__ import annotations
@@ -21,12 +36,13 @@ import argparse
 import asyncio
 import base64
 import binascii
+import hashlib
 import socket
 import sys
 import threading
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, Self
 
@@ -37,10 +53,47 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from segment_profiles_pipeline.segment.spec import MAX_BATCH_MESSAGES, MAX_MESSAGE_BYTES, MAX_REQUEST_BYTES
+from segment_profiles_pipeline.segment.spec import (
+    MAX_BATCH_MESSAGES,
+    MAX_GROUP_ID_CHARS,
+    MAX_MESSAGE_BYTES,
+    MAX_MESSAGE_ID_CHARS,
+    MAX_REQUEST_BYTES,
+    MAX_TRAITS,
+)
 
 RecordMode = Literal["all", "count", "none"]
 Predicate = Callable[[dict[str, Any]], bool]
+ProfileKey = tuple[str, str]
+"""``("identify", userId or anonymousId)`` or ``("group", groupId)``."""
+
+
+def key_fingerprint(write_key: str) -> str:
+    """A short stable hash of a write key: tells destinations apart without exposing the key."""
+    return hashlib.sha256(write_key.encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class ReceivedMessage:
+    """One message of an accepted request, and what the server did with it."""
+
+    message: dict[str, Any]
+    write_key: str
+    """:func:`key_fingerprint` of the write key it was sent with (never the key itself)."""
+    dropped: str | None
+    """Why it was answered 200 but not applied (duplicate, Unify limit); None when applied."""
+
+    @property
+    def applied(self) -> bool:
+        return self.dropped is None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "writeKey": self.write_key,
+            "applied": self.applied,
+            "dropped": self.dropped,
+            "message": self.message,
+        }
 
 
 @dataclass(frozen=True)
@@ -54,15 +107,30 @@ class RequestRecord:
     auth: Literal["basic", "body"] | None
     user_agent: str | None
     content_type: str | None
+    body_bytes: int = 0
+    """Size of the request body as received (0 when a fault answered before reading it)."""
 
 
 @dataclass(frozen=True)
 class _Fault:
-    kind: Literal["fail", "rate_limit", "drop", "delay"]
+    kind: Literal["fail", "rate_limit", "drop", "delay", "answer"]
     status: int = 500
     retry_after: str | None = None
     reset_after: str | None = None
     seconds: float = 0.0
+    body: bytes = b""
+    content_type: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """What ``_respond`` decided: the response, messages accepted, auth method, body size read."""
+
+    response: Response
+    messages: int = 0
+    auth: Literal["basic", "body"] | None = None
+    body_bytes: int = 0
 
 
 def _json(status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
@@ -76,15 +144,42 @@ def _error(status: int, message: str) -> Response:
 class FakeSegmentServer:
     """Segment Tracking API stand-in listening on ``127.0.0.1`` (port 0 picks a free port).
 
+    ``write_keys`` are the keys it accepts (``write_key`` alone still works; default ``"wk"``): one
+    server can stand for several sources or workspaces, which share one deduplication space.
+    ``record`` is ``"all"`` (keep every message and the profile view), ``"count"`` (counters only,
+    deduplication and Unify limits still applied, for benchmarks) or ``"none"`` (answer only).
+    ``on_message`` is called with each received message, outside the server's lock.
+
     All accessors are thread-safe: the server runs on its own loop thread while tests read counters.
     """
 
-    def __init__(self, write_key: str = "wk", *, port: int = 0, record: RecordMode = "all"):
-        self.write_key = write_key
+    def __init__(
+        self,
+        write_key: str | None = None,
+        *,
+        write_keys: Iterable[str] = (),
+        port: int = 0,
+        record: RecordMode = "all",
+        on_message: Callable[[ReceivedMessage], None] | None = None,
+    ):
+        keys = list(dict.fromkeys([*([write_key] if write_key is not None else []), *write_keys]))
+        if not keys:
+            keys = ["wk"]
+        if not all(keys):
+            raise ValueError("write keys must be non-empty strings")
+        self.write_keys: tuple[str, ...] = tuple(keys)
+        self.write_key = keys[0]
+        """The first accepted key, for callers that use one."""
+        self._fingerprints = {key: key_fingerprint(key) for key in keys}
         self.record = record
+        self._on_message = on_message
         self._lock = threading.Lock()
-        self._messages: list[dict[str, Any]] = []
+        self._received: list[ReceivedMessage] = []
+        self._seen_ids: set[str] = set()
+        self._profiles: dict[str, dict[ProfileKey, dict[str, Any]]] = {}
         self._message_count = 0
+        self._applied_count = 0
+        self._dropped_count = 0
         self._requests = 0
         self._dropped_oversized_batches = 0
         self._rejected_requests = 0
@@ -116,6 +211,7 @@ class FakeSegmentServer:
                 Route("/v1/identify", self._identify, methods=["POST"]),
                 Route("/v1/group", self._group, methods=["POST"]),
                 Route("/stats", self._stats, methods=["GET"]),
+                Route("/messages", self._messages_endpoint, methods=["GET"]),
                 Route("/health", self._health, methods=["GET"]),
             ]
         )
@@ -207,6 +303,25 @@ class FakeSegmentServer:
             ),
         )
 
+    def answer_next(
+        self,
+        n: int,
+        status: int = 200,
+        body: bytes = b"",
+        content_type: str | None = "text/html; charset=utf-8",
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """Answer the next ``n`` requests with exactly this status, body, content type (None: no
+        header) and extra headers, recording nothing: a proxy, captive portal or redirect in front of
+        Segment, e.g. ``answer_next(1, 200, b"<html>Sign in</html>")`` or ``answer_next(1, 301,
+        headers={"Location": "https://elsewhere"})``."""
+        self._schedule(
+            n,
+            _Fault(
+                "answer", status=status, body=body, content_type=content_type, headers=dict(headers or {})
+            ),
+        )
+
     def drop_next(self, n: int) -> None:
         """Close the connection of the next ``n`` requests without sending a single byte back."""
         self._schedule(n, _Fault("drop"))
@@ -246,13 +361,48 @@ class FakeSegmentServer:
 
     @property
     def messages(self) -> list[dict[str, Any]]:
-        """Accepted messages in arrival order (only with ``record="all"``)."""
+        """Every message of an accepted request, in arrival order, applied or silently dropped
+        (only with ``record="all"``): what a sender got a 200 for."""
         with self._lock:
-            return list(self._messages)
+            return [received.message for received in self._received]
 
     def message_ids(self) -> list[Any]:
-        """``messageId`` of every accepted message, in arrival order."""
+        """``messageId`` of every received message (see :attr:`messages`), in arrival order."""
         return [message.get("messageId") for message in self.messages]
+
+    @property
+    def received(self) -> list[ReceivedMessage]:
+        """Every received message with its write-key fingerprint and whether it was applied."""
+        with self._lock:
+            return list(self._received)
+
+    @property
+    def applied_messages(self) -> list[dict[str, Any]]:
+        """Messages that Segment would have applied to profiles, in arrival order."""
+        with self._lock:
+            return [received.message for received in self._received if received.applied]
+
+    @property
+    def silently_dropped(self) -> list[ReceivedMessage]:
+        """Messages answered 200 but not applied, each with its reason."""
+        with self._lock:
+            return [received for received in self._received if not received.applied]
+
+    def profiles(self, write_key: str | None = None) -> dict[ProfileKey, dict[str, Any]]:
+        """Latest traits per identity from the applied identify/group calls sent with ``write_key``.
+
+        Traits are merged in arrival order; a trait sent as null is kept as null, as Segment stores
+        it. Identity resolution (merging an anonymousId into a userId) is not emulated. With several
+        accepted keys, ``write_key`` is required: each key stands for its own destination.
+        """
+        if write_key is None:
+            if len(self.write_keys) > 1:
+                raise ValueError("this server accepts several write keys: say whose profiles you want")
+            write_key = self.write_key
+        fingerprint = self._fingerprints[write_key]
+        with self._lock:
+            profiles = self._profiles.get(fingerprint, {})
+            return {key: dict(traits) for key, traits in profiles.items()}
 
     @property
     def requests(self) -> int:
@@ -290,10 +440,13 @@ class FakeSegmentServer:
             return list(self._log)
 
     def stats(self) -> dict[str, int]:
+        """Counters; ``messages`` counts received messages, ``applied`` + ``silently_dropped`` split them."""
         with self._lock:
             return {
                 "requests": self._requests,
                 "messages": self._message_count,
+                "applied": self._applied_count,
+                "silently_dropped": self._dropped_count,
                 "dropped_oversized_batches": self._dropped_oversized_batches,
                 "rejected_requests": self._rejected_requests,
                 "max_in_flight": self._max_in_flight,
@@ -312,6 +465,24 @@ class FakeSegmentServer:
 
     async def _stats(self, request: Request) -> Response:
         return _json(200, self.stats())
+
+    async def _messages_endpoint(self, request: Request) -> Response:
+        """What was received and applied; ``?limit=N`` keeps the last N messages."""
+        limit = request.query_params.get("limit")
+        if limit is not None and not limit.isdigit():
+            return _error(400, "limit must be a non-negative integer")
+        received = self.received
+        if limit is not None:
+            received = received[len(received) - int(limit) :] if int(limit) else []
+        stats = self.stats()
+        payload = {
+            "record": self.record,
+            "received": stats["messages"],
+            "applied": stats["applied"],
+            "silently_dropped": stats["silently_dropped"],
+            "messages": [message.to_json() for message in received],
+        }
+        return _json(200, payload)
 
     async def _health(self, request: Request) -> Response:
         return Response(b"ok", media_type="text/plain")
@@ -334,7 +505,7 @@ class FakeSegmentServer:
                 except TimeoutError:
                     with self._lock:
                         self._hold_target = None
-            response, count, auth = await self._respond(request, single_type, fault)
+            answer = await self._respond(request, single_type, fault)
         finally:
             with self._lock:
                 self._in_flight -= 1
@@ -342,62 +513,66 @@ class FakeSegmentServer:
             self._log.append(
                 RequestRecord(
                     path=request.url.path,
-                    status=response.status_code,
-                    messages=count,
-                    auth=auth,
+                    status=answer.response.status_code,
+                    messages=answer.messages,
+                    auth=answer.auth,
                     user_agent=request.headers.get("user-agent"),
                     content_type=request.headers.get("content-type"),
+                    body_bytes=answer.body_bytes,
                 )
             )
-        return response
+        return answer.response
 
-    async def _respond(
-        self, request: Request, single_type: str | None, fault: _Fault | None
-    ) -> tuple[Response, int, Literal["basic", "body"] | None]:
-        """Validate like Segment, then record; returns the response, messages accepted, auth method."""
+    async def _respond(self, request: Request, single_type: str | None, fault: _Fault | None) -> _Answer:
+        """Validate like Segment, then record what was received and applied."""
+        body_bytes = 0
         if fault is not None:
             if fault.kind == "drop":
                 await self._drop_connection(request)
-                return Response(status_code=499), 0, None
+                return _Answer(Response(status_code=499))
             if fault.kind == "delay":
-                await request.body()
+                body_bytes = len(await request.body())
                 if await self._client_left_within(request, fault.seconds):
-                    return Response(status_code=499), 0, None
+                    return _Answer(Response(status_code=499), body_bytes=body_bytes)
             elif fault.kind == "rate_limit":
                 headers = {}
                 if fault.retry_after is not None:
                     headers["Retry-After"] = fault.retry_after
                 if fault.reset_after is not None:
                     headers["X-RateLimit-Reset"] = fault.reset_after
-                return (
-                    _json(429, {"success": False, "message": "Too Many Requests (injected)"}, headers),
-                    0,
-                    None,
+                payload = {"success": False, "message": "Too Many Requests (injected)"}
+                return _Answer(_json(429, payload, headers))
+            elif fault.kind == "answer":
+                response = Response(
+                    fault.body, status_code=fault.status, media_type=fault.content_type, headers=fault.headers
                 )
+                return _Answer(response)
             else:
-                return _error(fault.status, f"injected failure {fault.status}"), 0, None
+                return _Answer(_error(fault.status, f"injected failure {fault.status}"))
 
-        header_auth = self._check_basic_auth(request.headers.get("authorization"))
-        if header_auth is False:
-            return _error(401, "invalid write key"), 0, None
+        header_key = self._check_basic_auth(request.headers.get("authorization"))
+        if header_key is False:
+            return _Answer(_error(401, "invalid write key"))
         if not (request.headers.get("content-type") or "").startswith("application/json"):
-            return self._refuse("Content-Type must be application/json"), 0, None
+            return _Answer(self._refuse("Content-Type must be application/json"))
         body = await request.body()
+        body_bytes = len(body)
         limit = MAX_MESSAGE_BYTES if single_type else MAX_REQUEST_BYTES
         if len(body) > limit:
-            return self._refuse(f"request body of {len(body)} bytes is over the {limit}-byte limit"), 0, None
+            refusal = self._refuse(f"request body of {len(body)} bytes is over the {limit}-byte limit")
+            return _Answer(refusal, body_bytes=body_bytes)
         try:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError:
-            return self._refuse("invalid JSON"), 0, None
+            return _Answer(self._refuse("invalid JSON"), body_bytes=body_bytes)
         if not isinstance(payload, dict):
-            return self._refuse("the body must be a JSON object"), 0, None
+            return _Answer(self._refuse("the body must be a JSON object"), body_bytes=body_bytes)
         auth: Literal["basic", "body"] = "basic"
         body_key = payload.pop("writeKey", None)
-        if header_auth is None:
-            if body_key != self.write_key:
-                return _error(401, "missing or invalid write key"), 0, None
-            auth = "body"
+        if header_key is None:
+            if body_key not in self._fingerprints:
+                return _Answer(_error(401, "missing or invalid write key"), body_bytes=body_bytes)
+            header_key, auth = body_key, "body"
 
         if single_type:
             messages = [payload]
@@ -405,28 +580,71 @@ class FakeSegmentServer:
         else:
             batch = payload.get("batch")
             if not isinstance(batch, list):
-                return self._refuse("'batch' must be a list of messages"), 0, auth
+                return _Answer(self._refuse("'batch' must be a list of messages"), 0, auth, body_bytes)
             messages = batch
         problem = self._invalid(messages, check_sizes=len(body) > MAX_MESSAGE_BYTES and not single_type)
         if problem:
-            return self._refuse(problem), 0, auth
+            return _Answer(self._refuse(problem), 0, auth, body_bytes)
         with self._lock:
             rule = self._reject
         if rule is not None and any(rule[0](message) for message in messages):
-            return self._refuse(rule[2], status=rule[1]), 0, auth
+            return _Answer(self._refuse(rule[2], status=rule[1]), 0, auth, body_bytes)
         if len(messages) > MAX_BATCH_MESSAGES:
             with self._lock:
                 self._dropped_oversized_batches += 1
-            return _json(200, {"success": True}), 0, auth
-        with self._lock:
-            if self.record != "none":
-                self._message_count += len(messages)
-            if self.record == "all":
-                self._messages.extend(messages)
-        return _json(200, {"success": True}), len(messages), auth
+            return _Answer(_json(200, {"success": True}), 0, auth, body_bytes)
+        self._accept(messages, header_key)
+        return _Answer(_json(200, {"success": True}), len(messages), auth, body_bytes)
 
-    def _check_basic_auth(self, header: str | None) -> bool | None:
-        """True/False for a Basic header with the right/wrong key; None when there is none."""
+    def _accept(self, messages: list[dict[str, Any]], write_key: str) -> None:
+        """Count, deduplicate, apply Unify's limits and merge profiles, in arrival order."""
+        if self.record == "none":
+            return
+        fingerprint = self._fingerprints[write_key]
+        with self._lock:
+            self._message_count += len(messages)
+            received = []
+            for message in messages:
+                dropped = self._drop_reason(message)
+                if dropped is None:
+                    self._applied_count += 1
+                    if self.record == "all":
+                        self._merge_profile(fingerprint, message)
+                else:
+                    self._dropped_count += 1
+                received.append(ReceivedMessage(message, fingerprint, dropped))
+            if self.record == "all":
+                self._received.extend(received)
+        if self._on_message is not None:
+            for message in received:
+                self._on_message(message)
+
+    def _drop_reason(self, message: dict[str, Any]) -> str | None:
+        """Why Segment would answer 200 and not apply ``message``; marks its id as seen. Holds the lock."""
+        message_id = message.get("messageId")
+        if message_id is not None:
+            message_id = str(message_id)
+            if len(message_id) >= MAX_MESSAGE_ID_CHARS:
+                return (
+                    f"messageId of {len(message_id)} characters (Unify drops {MAX_MESSAGE_ID_CHARS} or more)"
+                )
+            if message_id in self._seen_ids:
+                return "duplicate messageId: already accepted (Segment deduplicates across sources and workspaces)"
+            self._seen_ids.add(message_id)
+        return _unify_limit(message)
+
+    def _merge_profile(self, fingerprint: str, message: dict[str, Any]) -> None:
+        """Merge an applied identify/group's traits into its profile (nulls kept). Holds the lock."""
+        key = _profile_key(message)
+        if key is None:
+            return
+        traits = message.get("traits")
+        profile = self._profiles.setdefault(fingerprint, {}).setdefault(key, {})
+        if isinstance(traits, dict):
+            profile.update(traits)
+
+    def _check_basic_auth(self, header: str | None) -> str | Literal[False] | None:
+        """The accepted key of a Basic header, False for a wrong one, None when there is none."""
         if header is None:
             return None
         scheme, _, encoded = header.partition(" ")
@@ -437,7 +655,7 @@ class FakeSegmentServer:
         except (binascii.Error, UnicodeDecodeError):
             return False
         username, colon, _password = decoded.partition(":")
-        return bool(colon) and username == self.write_key
+        return username if colon and username in self._fingerprints else False
 
     @staticmethod
     def _invalid(messages: list[Any], *, check_sizes: bool) -> str | None:
@@ -448,7 +666,7 @@ class FakeSegmentServer:
                 return f"message #{index} has no 'type'"
             if not (message.get("userId") or message.get("anonymousId")):
                 return f"message #{index} needs a userId or an anonymousId (no_user_anon_id)"
-            if message["type"] == "group" and not message.get("groupId"):
+            if message["type"] == "group" and message.get("groupId") is None:
                 return f"message #{index} is a group call without groupId"
             if check_sizes and len(orjson.dumps(message)) > MAX_MESSAGE_BYTES:
                 return f"message #{index} is over {MAX_MESSAGE_BYTES} bytes"
@@ -488,6 +706,30 @@ class FakeSegmentServer:
             pass
 
 
+def _unify_limit(message: dict[str, Any]) -> str | None:
+    """The Unify product limit ``message`` breaks, if any (Segment accepts it, then discards it)."""
+    traits = message.get("traits")
+    if message.get("type") == "identify" and isinstance(traits, dict) and len(traits) >= MAX_TRAITS:
+        return f"identify with {len(traits)} traits (Unify drops {MAX_TRAITS} or more)"
+    if message.get("type") == "group":
+        group_id = str(message.get("groupId"))
+        if not group_id:
+            return "group call with an empty groupId (Unify drops it)"
+        if len(group_id) > MAX_GROUP_ID_CHARS:
+            return f"groupId of {len(group_id)} characters (Unify drops over {MAX_GROUP_ID_CHARS})"
+    return None
+
+
+def _profile_key(message: dict[str, Any]) -> ProfileKey | None:
+    """The profile an identify or group call updates; None for other calls."""
+    kind = message.get("type")
+    if kind == "identify":
+        return ("identify", str(message.get("userId") or message.get("anonymousId")))
+    if kind == "group":
+        return ("group", str(message["groupId"]))
+    return None
+
+
 class _Server(uvicorn.Server):
     """uvicorn server that reports when it listens, so callers wait on an event instead of polling."""
 
@@ -503,14 +745,38 @@ class _Server(uvicorn.Server):
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        description="Segment-compatible Tracking API on 127.0.0.1 for benchmarks."
+        description="Segment-compatible Tracking API on 127.0.0.1, for tests, benchmarks and seeing what a sync "
+        "sends (GET /messages, GET /stats). See docs/test-server.md."
     )
     parser.add_argument("--port", type=int, default=0, help="port to listen on (0 = any free port)")
-    parser.add_argument("--write-key", default="wk", help="write key clients must use")
-    parser.add_argument("--record", choices=["none", "count", "all"], default="count")
+    parser.add_argument(
+        "--write-key",
+        action="append",
+        dest="write_keys",
+        metavar="KEY",
+        help="a write key clients may use; repeat for several sources (default: wk)",
+    )
+    parser.add_argument(
+        "--record",
+        choices=["none", "count", "all"],
+        default="all",
+        help="all: keep messages for GET /messages (default); count: counters only (benchmarks); none",
+    )
+    parser.add_argument(
+        "--print-messages",
+        action="store_true",
+        help="print each received message as one JSON line on stdout (writeKey fingerprint, applied, dropped)",
+    )
     args = parser.parse_args(argv)
-    server = FakeSegmentServer(write_key=args.write_key, port=args.port, record=args.record)
+    on_message = _print_message if args.print_messages else None
+    server = FakeSegmentServer(
+        write_keys=args.write_keys or ["wk"], port=args.port, record=args.record, on_message=on_message
+    )
     server.serve_forever(announce=lambda url: print(f"READY {url}", flush=True))
+
+
+def _print_message(received: ReceivedMessage) -> None:
+    print(orjson.dumps(received.to_json()).decode(), flush=True)
 
 
 if __name__ == "__main__":

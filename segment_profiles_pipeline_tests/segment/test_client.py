@@ -1,4 +1,4 @@
-"""SegmentClient against the fake Segment server over real loopback HTTP."""
+"""SegmentClient against the fake Segment server over real loopback HTTP: retries, concurrency, limits."""
 
 import base64
 import time
@@ -8,8 +8,10 @@ import orjson
 import pytest
 
 from segment_profiles_pipeline import __version__
+from segment_profiles_pipeline.segment import outcomes
 from segment_profiles_pipeline.segment.batching import MessageTooLargeError
 from segment_profiles_pipeline.segment.client import SegmentClient
+from segment_profiles_pipeline.segment.outcomes import DeliveryFailure
 from segment_profiles_pipeline.testing.segment_server import FakeSegmentServer
 
 WRITE_KEY = "wk-test-1234"
@@ -148,7 +150,8 @@ def test_exhausted_retries_fail_exactly_the_messages_of_that_batch(server, sleep
         reasons = client.deliver([identify(i) for i in range(3000)])
         stats = client.stats
     assert reasons[:2500] == [None] * 2500
-    assert set(reasons[2500:]) == {'HTTP 503 after 7 attempts: {"success":false,"message":"upstream down"}'}
+    reason = 'HTTP 503 after 7 attempts: {"success":false,"message":"upstream down"}'
+    assert set(reasons[2500:]) == {DeliveryFailure(outcomes.SERVER_ERROR, reason)}
     assert sorted(server.message_ids()) == sorted(ids(0, 2500))
     assert stats.requests == 1 + 7
     assert stats.messages_failed == 500 and stats.messages_acknowledged == 2500
@@ -158,7 +161,8 @@ def test_exhausted_connection_retries_name_the_error(server, sleep):
     server.drop_next(3)
     with client_for(server, sleep, max_retries=2) as client:
         reasons = client.deliver([identify(1), identify(2)])
-    assert reasons == ["connection error after 3 attempts: RemoteProtocolError"] * 2
+    reason = "connection error after 3 attempts: RemoteProtocolError"
+    assert reasons == [DeliveryFailure(outcomes.TRANSPORT, reason)] * 2
     assert server.messages == []
 
 
@@ -166,7 +170,10 @@ def test_a_bad_message_is_isolated_and_the_other_99_are_delivered(server, sleep)
     server.reject_when(lambda message: message["userId"] == "u37", message="bad trait value")
     with client_for(server, sleep) as client:
         reasons = client.deliver([identify(i) for i in range(100)])
-    assert reasons[37] == 'HTTP 400: {"success":false,"message":"bad trait value"}'
+    body = '{"success":false,"message":"bad trait value"}'
+    assert reasons[37] == DeliveryFailure(
+        outcomes.REJECTED, f"HTTP 400: Segment rejected this message: {body}", record_level=True
+    )
     assert reasons[:37] == [None] * 37 and reasons[38:] == [None] * 62
     assert sorted(server.message_ids()) == sorted(ids(0, 37) + ids(38, 100))
     # Halving [0,100) to reach #37: [0,100) [0,50) [50,100) [0,25) [25,50) [25,37) [37,50)
@@ -180,7 +187,7 @@ def test_4xx_reason_is_truncated_to_300_chars(server, sleep):
     with client_for(server, sleep) as client:
         (reason,) = client.deliver([identify(1)])
     body = '{"success":false,"message":"' + "x" * 1000 + '"}'
-    assert reason == "HTTP 400: " + body[:299] + "…"
+    assert reason.reason == "HTTP 400: Segment rejected this message: " + body[:299] + "…"
 
 
 def test_wrong_write_key_fails_everything_without_leaking_it(server, sleep):
@@ -190,11 +197,18 @@ def test_wrong_write_key_fails_everything_without_leaking_it(server, sleep):
         reasons = client.deliver(messages)
         assert secret not in repr(client) and secret not in str(client)
     assert len(reasons) == 6000
-    reason = reasons[0]
-    assert set(reasons) == {reason}
-    assert reason.startswith("HTTP 401") and "SEGMENT_WRITE_KEY" in reason
-    assert secret not in reason and base64.b64encode(f"{secret}:".encode()).decode() not in reason
-    # The first batch proved the key wrong; the two others were not sent.
+    refused = reasons[0]
+    assert refused.code == outcomes.AUTH and not refused.record_level
+    assert set(reasons[:2500]) == {refused}
+    assert refused.reason.startswith("HTTP 401") and "SEGMENT_WRITE_KEY" in refused.reason
+    # The first batch proved the key wrong; the two others were not sent, and say why.
+    not_sent = reasons[2500]
+    assert set(reasons[2500:]) == {not_sent}
+    assert not_sent.code == outcomes.NOT_SENT and not not_sent.record_level
+    assert not_sent.reason.startswith("not sent") and refused.reason in not_sent.reason
+    for failure in (refused, not_sent):
+        assert secret not in failure.reason
+        assert base64.b64encode(f"{secret}:".encode()).decode() not in failure.reason
     assert server.requests == 1
     assert server.messages == []
     assert sleep.delays == []

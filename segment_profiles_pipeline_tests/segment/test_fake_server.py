@@ -123,6 +123,8 @@ def test_stats_endpoint(server, http):
     assert http.get("/stats").json() == {
         "requests": 1,
         "messages": 2,
+        "applied": 2,
+        "silently_dropped": 0,
         "dropped_oversized_batches": 0,
         "rejected_requests": 0,
         "max_in_flight": 1,
