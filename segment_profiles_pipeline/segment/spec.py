@@ -7,8 +7,9 @@ client, the fake server used by tests) agrees on one set of numbers. Sources are
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from segment_profiles_pipeline.errors import ConfigError
 
@@ -38,6 +39,25 @@ MAX_BATCH_MESSAGES = 2500
 MAX_MESSAGE_ID_CHARS = 100
 """Segment deduplicates on ``messageId`` only when it is shorter than this."""
 
+MAX_TRAITS = 300
+"""Unify answers 200 but drops a profile update carrying this many traits or more."""
+
+MAX_GROUP_ID_CHARS = 500
+"""Unify answers 200 but drops a group call whose ``groupId`` is longer than this."""
+
+
+DRY_RUN_SALT = "dry-run"
+
+
+def destination_salt(write_key: str | None) -> str:
+    """A per-destination salt for message ids: a hash of the write key, never the key itself.
+
+    Segment deduplicates on ``messageId`` across sources and workspaces, so staging and
+    production sending the same data must not share ids."""
+    if not write_key:
+        return DRY_RUN_SALT
+    return hashlib.blake2b(write_key.encode(), digest_size=8, person=b"spp-dest").hexdigest()
+
 
 def resolve_endpoint(region: str | None, endpoint: str | None) -> str:
     """Tracking API base URL (no trailing slash) from ``SEGMENT_REGION`` / ``SEGMENT_ENDPOINT``.
@@ -65,6 +85,11 @@ def batch_url(base_url: str) -> str:
 
 
 def _validate_endpoint(endpoint: str) -> str:
+    """Normalise a valid endpoint or refuse it; a refused value is described, never repeated.
+
+    A value that is not a URL may well be a secret pasted into the wrong variable (the write key in
+    ``SEGMENT_ENDPOINT``), and the error ends up in logs and the Dagster UI.
+    """
     parts = urlsplit(endpoint)
     fix_url = "set SEGMENT_ENDPOINT to a base URL such as https://api.segment.io, or unset it to use SEGMENT_REGION."
     if parts.query or parts.fragment or parts.username or parts.password:
@@ -73,14 +98,14 @@ def _validate_endpoint(endpoint: str) -> str:
             field="SEGMENT_ENDPOINT",
             fix=fix_url + " The write key belongs in SEGMENT_WRITE_KEY.",
         )
-    try:
-        valid_port = parts.port is None or parts.port > 0
-    except ValueError:
-        valid_port = False
-    if parts.scheme not in {"http", "https"} or not parts.hostname or not valid_port:
+    problem = _url_problem(endpoint, parts)
+    if problem is not None:
         raise ConfigError(
-            f"SEGMENT_ENDPOINT: '{endpoint}' is not an http(s) URL.", field="SEGMENT_ENDPOINT", fix=fix_url
+            f"SEGMENT_ENDPOINT is not an http(s) URL: {problem} (the value is not repeated here in case it is a secret).",
+            field="SEGMENT_ENDPOINT",
+            fix=fix_url,
         )
+    assert parts.hostname is not None
     if parts.scheme == "http" and not is_loopback_host(parts.hostname):
         raise ConfigError(
             f"SEGMENT_ENDPOINT: plain http is only allowed for loopback hosts, not '{parts.hostname}': "
@@ -92,6 +117,24 @@ def _validate_endpoint(endpoint: str) -> str:
     path = path.removesuffix("/v1")
     netloc = parts.netloc.lower()
     return f"{parts.scheme}://{netloc}{path}"
+
+
+def _url_problem(endpoint: str, parts: SplitResult) -> str | None:
+    """What makes ``endpoint`` not an http(s) URL, in words that do not quote any part of it."""
+    if "://" not in endpoint:
+        return (
+            f"a {len(endpoint)}-character value without '://' "
+            "(if it is the write key, move it to SEGMENT_WRITE_KEY and rotate it if it was shared)"
+        )
+    if parts.scheme not in {"http", "https"}:
+        return "the scheme must be http or https"
+    if not parts.hostname:
+        return "it has no host name"
+    try:
+        valid_port = parts.port is None or parts.port > 0
+    except ValueError:
+        valid_port = False
+    return None if valid_port else "its port is not a number between 1 and 65535"
 
 
 def is_loopback_host(host: str) -> bool:

@@ -93,3 +93,37 @@ def test_credentials_in_the_endpoint_are_not_echoed():
     with pytest.raises(ConfigError) as error:
         resolve_endpoint(None, "ftp://user:s3cret@api.segment.io")
     assert "s3cret" not in str(error.value)
+
+
+SECRET = "wkLiveS3cretValue"
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        (SECRET, "without '://'"),
+        (f" {SECRET}\n", "without '://'"),
+        (f"{SECRET}:9000", "without '://'"),
+        (f"ftp://{SECRET}", "scheme must be http or https"),
+        (f"{SECRET}://api.segment.io", "scheme must be http or https"),
+        ("https://", "no host name"),
+        (f"https:///{SECRET}", "no host name"),
+        (f"http://127.0.0.1:{SECRET}", "port"),
+        ("http://127.0.0.1:99999", "port"),
+    ],
+)
+def test_a_non_url_endpoint_is_described_not_echoed(value, problem):
+    # A user may paste the write key into SEGMENT_ENDPOINT; the error lands in logs and the UI.
+    with pytest.raises(ConfigError) as error:
+        resolve_endpoint(None, value)
+    text = str(error.value)
+    assert "SEGMENT_ENDPOINT" in text and problem in text
+    assert SECRET not in text and SECRET.lower() not in text.lower()
+    assert "9000" not in text and "99999" not in text
+
+
+def test_a_bare_value_gets_a_hint_about_the_write_key():
+    with pytest.raises(ConfigError) as error:
+        resolve_endpoint(None, SECRET)
+    assert f"a {len(SECRET)}-character value" in str(error.value)
+    assert "SEGMENT_WRITE_KEY" in str(error.value)
