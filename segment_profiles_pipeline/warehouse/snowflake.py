@@ -6,8 +6,8 @@ lower-case so callers see the same rows on both warehouses. Tested through ``fak
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import pyarrow as pa
@@ -22,12 +22,32 @@ from segment_profiles_pipeline.warehouse.dialect import to_dialect
 REQUIRED = ("SNOWFLAKE_ACCOUNT", "SNOWFLAKE_USER", "SNOWFLAKE_DATABASE", "SNOWFLAKE_WAREHOUSE")
 
 
+Connect = Callable[[], AbstractContextManager[Any]]
+
+
 class SnowflakeSession:
     dialect = "snowflake"
     exclusive = False
 
-    def __init__(self, con: Any):
+    def __init__(self, con: Any, connect: Connect | None = None):
+        """``connect`` opens another connection like ``con`` (needed only for ``sibling``)."""
         self.con = con
+        self._connect = connect
+
+    @contextmanager
+    def sibling(self) -> Iterator[SnowflakeSession]:
+        """A session on a connection of its own, to the same account, database and role.
+
+        For work that must not queue behind this session's statements: the sync lock's
+        heartbeat runs in a thread while the sync's own connection is busy for minutes.
+        """
+        if self._connect is None:
+            raise WarehouseError(
+                "this Snowflake session was built from a bare connection and cannot open a second one; "
+                "open it with SnowflakeWarehouse.session() or pass `connect`."
+            )
+        with self._connect() as con:
+            yield SnowflakeSession(con, self._connect)
 
     def _run(self, sql: str) -> Any:
         cur = self.con.cursor()
@@ -105,7 +125,7 @@ class SnowflakeWarehouse(ConfigurableResource):
     @contextmanager
     def session(self) -> Iterator[SnowflakeSession]:
         with self.snowflake.get_connection() as con:
-            yield SnowflakeSession(con)
+            yield SnowflakeSession(con, self.snowflake.get_connection)
 
     @contextmanager
     def read_only_session(self) -> Iterator[SnowflakeSession]:
