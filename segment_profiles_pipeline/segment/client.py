@@ -410,12 +410,13 @@ def _secret_pattern(write_key: str) -> re.Pattern[str]:
     """A case-insensitive pattern for the write key as it may come back from a server.
 
     Covers the raw key, its URL encodings and the base64 of ``key:`` (the Basic-auth credential) and
-    of ``key`` alone. Base64 is matched without its ``=`` padding, which also covers the padded form.
+    of ``key`` alone, with and without ``=`` padding (longest forms first, so padding is masked too).
     Case-insensitive matching catches servers that lower- or upper-case what they echo.
     """
     forms = {write_key, quote(write_key, safe=""), quote_plus(write_key)}
     for raw in (f"{write_key}:", write_key):
-        forms.add(base64.b64encode(raw.encode()).decode("ascii").rstrip("="))
+        encoded = base64.b64encode(raw.encode()).decode("ascii")
+        forms.update((encoded, encoded.rstrip("=")))
     ordered = sorted(forms - {""}, key=len, reverse=True)
     return re.compile("|".join(map(re.escape, ordered)), re.IGNORECASE)
 
