@@ -1,16 +1,19 @@
 """The fake Segment server answers like Segment where senders can tell the difference."""
 
+import base64
 import os
+import queue
 import selectors
 import signal
 import subprocess
 import sys
+import threading
 
 import httpx
 import orjson
 import pytest
 
-from segment_profiles_pipeline.testing.segment_server import FakeSegmentServer
+from segment_profiles_pipeline.testing.segment_server import FakeSegmentServer, key_fingerprint
 
 KEY = "wk"
 BASIC = {"Authorization": "Basic d2s6", "Content-Type": "application/json"}  # base64("wk:")
@@ -157,3 +160,211 @@ def test_runs_as_a_separate_process_for_benchmarks():
         process.terminate()
         # uvicorn shuts down gracefully, then re-raises SIGTERM so the exit status stays conventional.
         assert process.wait(timeout=30) in (0, -signal.SIGTERM)
+
+
+# -- where Segment answers 200 but does not apply -------------------------------------------------
+
+
+def basic(key: str) -> dict[str, str]:
+    token = base64.b64encode(f"{key}:".encode()).decode()
+    return {"Authorization": f"Basic {token}", "Content-Type": "application/json"}
+
+
+def post(http: httpx.Client, *messages: dict, key: str = KEY) -> None:
+    response = http.post("/v1/batch", content=batch(*messages), headers=basic(key))
+    assert response.status_code == 200 and response.json() == {"success": True}
+
+
+def test_a_reused_message_id_is_answered_200_but_not_applied(server, http):
+    post(http, msg(1, traits={"plan": "pro"}))
+    post(http, msg(1, traits={"plan": "free"}), msg(2))
+    assert [m["traits"]["plan"] for m in server.messages if m["userId"] == "u1"] == ["pro", "free"]
+    assert [m["messageId"] for m in server.applied_messages] == ["m1", "m2"]
+    (dropped,) = server.silently_dropped
+    assert dropped.message["traits"] == {"plan": "free"} and "duplicate messageId" in dropped.dropped
+    assert server.profiles()[("identify", "u1")] == {"plan": "pro"}
+
+
+def test_a_message_id_repeated_within_one_batch_is_applied_once(server, http):
+    post(http, msg(1, traits={"n": 1}), msg(1, traits={"n": 2}))
+    assert [m["traits"] for m in server.applied_messages] == [{"n": 1}]
+
+
+def test_deduplication_spans_every_write_key():
+    # Segment's dedup is not scoped to a source or a workspace: staging and production collide.
+    with (
+        FakeSegmentServer(write_keys=["staging", "production"]) as srv,
+        httpx.Client(base_url=srv.url) as http,
+    ):
+        post(http, msg(1, traits={"env": "staging"}), key="staging")
+        post(http, msg(1, traits={"env": "production"}), msg(2), key="production")
+        assert [(r.write_key, r.applied) for r in srv.received] == [
+            (key_fingerprint("staging"), True),
+            (key_fingerprint("production"), False),
+            (key_fingerprint("production"), True),
+        ]
+        assert srv.profiles("staging") == {("identify", "u1"): {"env": "staging"}}
+        assert srv.profiles("production") == {("identify", "u2"): {}}
+        with pytest.raises(ValueError, match="several write keys"):
+            srv.profiles()
+
+
+def test_write_key_alone_still_works_and_combines_with_write_keys(http):
+    with FakeSegmentServer(write_key="a", write_keys=["b"]) as srv, httpx.Client(base_url=srv.url) as client:
+        assert srv.write_key == "a" and srv.write_keys == ("a", "b")
+        for key in ("a", "b"):
+            post(client, msg(ord(key)), key=key)
+        unknown = client.post("/v1/batch", content=batch(msg(9)), headers=basic("c"))
+        assert unknown.status_code == 401
+        assert len(srv.applied_messages) == 2
+
+
+def traits(n: int) -> dict[str, int]:
+    return {f"t{i}": i for i in range(n)}
+
+
+@pytest.mark.parametrize(
+    ("message", "reason"),
+    [
+        (msg(1, traits=traits(300)), "300 traits"),
+        (msg(1, traits=traits(301)), "301 traits"),
+        ({"type": "group", "userId": "u1", "groupId": "", "messageId": "m1"}, "empty groupId"),
+        ({"type": "group", "userId": "u1", "groupId": "g" * 501, "messageId": "m1"}, "groupId of 501"),
+        ({"type": "identify", "userId": "u1", "messageId": "m" * 100}, "messageId of 100"),
+    ],
+)
+def test_unify_limits_are_answered_200_and_not_applied(server, http, message, reason):
+    post(http, message)
+    assert server.applied_messages == []
+    (dropped,) = server.silently_dropped
+    assert reason in dropped.dropped
+    assert server.profiles() == {}
+    assert server.stats()["silently_dropped"] == 1
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        msg(1, traits=traits(299)),
+        {"type": "group", "userId": "u1", "groupId": "g" * 500, "messageId": "m1"},
+        {"type": "identify", "userId": "u1", "messageId": "m" * 99},
+    ],
+)
+def test_just_inside_the_unify_limits_is_applied(server, http, message):
+    post(http, message)
+    assert server.applied_messages == [message]
+    assert server.silently_dropped == []
+
+
+def test_an_id_dropped_by_a_unify_limit_is_still_seen(server, http):
+    # Dedup happens before profiles are built: fixing the record but keeping its id is not enough.
+    post(http, msg(1, traits=traits(300)))
+    post(http, msg(1, traits={"plan": "pro"}))
+    assert server.applied_messages == []
+    assert [r.dropped.split(" ")[0] for r in server.silently_dropped] == ["identify", "duplicate"]
+
+
+def test_the_profile_view_merges_traits_in_arrival_order_and_keeps_nulls(server, http):
+    post(http, msg(1, traits={"plan": "pro", "email": "a@x"}), msg(2, traits={"plan": "free"}))
+    post(http, msg(3, userId="u1", traits={"plan": "team", "email": None}))
+    post(http, {"type": "identify", "anonymousId": "anon-7", "messageId": "m4", "traits": {"seen": True}})
+    post(http, {"type": "group", "userId": "u1", "groupId": "g1", "messageId": "m5", "traits": {"seats": 3}})
+    post(http, {"type": "track", "userId": "u1", "event": "x", "messageId": "m6"})
+    assert server.profiles() == {
+        ("identify", "u1"): {"plan": "team", "email": None},
+        ("identify", "u2"): {"plan": "free"},
+        ("identify", "anon-7"): {"seen": True},
+        ("group", "g1"): {"seats": 3},
+    }
+
+
+def test_a_group_without_group_id_is_still_400(server, http):
+    response = http.post("/v1/batch", content=batch({"type": "group", "userId": "u1"}), headers=BASIC)
+    assert response.status_code == 400
+    assert server.received == []
+
+
+def test_count_mode_still_deduplicates():
+    with FakeSegmentServer(write_key=KEY, record="count") as srv, httpx.Client(base_url=srv.url) as http:
+        post(http, msg(1), msg(1), msg(2, traits=traits(300)))
+        assert srv.stats()["messages"] == 3
+        assert srv.stats()["applied"] == 1 and srv.stats()["silently_dropped"] == 2
+        assert srv.received == []
+
+
+# -- scripted answers and GET /messages -------------------------------------------------------------
+
+
+def test_answer_next_sends_exactly_the_scripted_answer_and_records_nothing(server, http):
+    server.answer_next(2, 200, b"<html>Sign in</html>", "text/html", headers={"X-Proxy": "corp"})
+    for _ in range(2):
+        response = http.post("/v1/batch", content=batch(msg(1)), headers=BASIC)
+        assert (response.status_code, response.content) == (200, b"<html>Sign in</html>")
+        assert response.headers["content-type"].startswith("text/html")
+        assert response.headers["x-proxy"] == "corp"
+    assert server.received == []
+    post(http, msg(1))
+    assert len(server.applied_messages) == 1
+
+
+def test_request_log_has_body_sizes(server, http):
+    content = batch(msg(1), msg(2))
+    http.post("/v1/batch", content=content, headers=BASIC)
+    assert server.request_log[0].body_bytes == len(content)
+
+
+def test_get_messages_lists_what_was_received_and_applied(server, http):
+    post(http, msg(1), msg(1), msg(2))
+    listing = http.get("/messages").json()
+    assert listing["record"] == "all"
+    assert (listing["received"], listing["applied"], listing["silently_dropped"]) == (3, 2, 1)
+    assert [(m["message"]["messageId"], m["applied"]) for m in listing["messages"]] == [
+        ("m1", True),
+        ("m1", False),
+        ("m2", True),
+    ]
+    assert {m["writeKey"] for m in listing["messages"]} == {key_fingerprint(KEY)}
+    assert "duplicate" in listing["messages"][1]["dropped"]
+    assert [m["message"]["messageId"] for m in http.get("/messages?limit=1").json()["messages"]] == ["m2"]
+    assert http.get("/messages?limit=0").json()["messages"] == []
+    assert http.get("/messages?limit=x").status_code == 400
+
+
+def test_the_write_key_is_never_listed():
+    secret = "S3cret-write-key"
+    with FakeSegmentServer(write_key=secret) as srv, httpx.Client(base_url=srv.url) as http:
+        post(http, msg(1), key=secret)
+        text = http.get("/messages").text + http.get("/stats").text
+    assert secret not in text and key_fingerprint(secret) in text
+
+
+def test_the_cli_prints_each_message_and_accepts_several_keys():
+    command = [
+        sys.executable,
+        "-m",
+        "segment_profiles_pipeline.testing.segment_server",
+        "--write-key",
+        "one",
+        "--write-key",
+        "two",
+        "--print-messages",
+    ]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line.strip()) for line in process.stdout], daemon=True).start()
+    try:
+        url = lines.get(timeout=30).removeprefix("READY ")
+        with httpx.Client(base_url=url) as http:
+            post(http, msg(1), key="one")
+            post(http, msg(1), key="two")
+            printed = [orjson.loads(lines.get(timeout=30)) for _ in range(2)]
+            assert http.get("/messages").json()["applied"] == 1
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert [(line["writeKey"], line["applied"]) for line in printed] == [
+        (key_fingerprint("one"), True),
+        (key_fingerprint("two"), False),
+    ]
