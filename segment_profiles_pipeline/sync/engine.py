@@ -1,9 +1,11 @@
 """Run one sync of one mapping shard: plan → build → send → acknowledge → record.
 
-The invariant everything here protects: **a record enters the ledger only after the batch
-holding it got HTTP 200**. Everything else (crash, 429, 5xx, timeout, bad row) leaves the
-record out of the ledger, so the next sync plans it again with the latest data, under the same
-deterministic ``messageId`` when the data did not change (Segment deduplicates the resend).
+The invariant everything here protects: **a record enters the ledger only after Segment
+answered its batch with the documented success answer**. Everything else (crash, 429, 5xx,
+timeout, an answer that is not Segment's, bad row) leaves the record out of the ledger, so the
+next sync plans it again with the latest data, under the same deterministic ``messageId`` when
+neither the data nor the ledger changed (Segment deduplicates the resend), and under a new one
+once anything for the record was acknowledged (see ``payloads.message_id``).
 """
 
 from __future__ import annotations
@@ -19,8 +21,17 @@ import orjson
 
 from segment_profiles_pipeline.errors import SyncError
 from segment_profiles_pipeline.project import MappingSpec
+from segment_profiles_pipeline.segment.outcomes import Outcome
+from segment_profiles_pipeline.segment.spec import DRY_RUN_SALT
 from segment_profiles_pipeline.sync.ledger import Ack, Failure, StateWriter
-from segment_profiles_pipeline.sync.payloads import InvalidRecord, PayloadBuilder, encode, identity_of
+from segment_profiles_pipeline.sync.lock import SyncLock, ensure_held
+from segment_profiles_pipeline.sync.payloads import (
+    InvalidRecord,
+    PayloadBuilder,
+    encode,
+    identity_of,
+    message_id,
+)
 from segment_profiles_pipeline.sync.plan import (
     OPS_SENT,
     PlanSpec,
@@ -30,16 +41,22 @@ from segment_profiles_pipeline.sync.plan import (
     sendable_sql,
     shard_predicate,
 )
-from segment_profiles_pipeline.sync.state import ensure_state
+from segment_profiles_pipeline.sync.state import TOMBSTONE_DAYS, ensure_state
 from segment_profiles_pipeline.warehouse.base import WarehouseSession
 
 CHUNK_ROWS = 20_000
 SAMPLE_PAYLOADS = 5
-LOCK_STALE_AFTER = dt.timedelta(hours=2)
 
 
 class Sender(Protocol):
-    def deliver(self, messages: Sequence[bytes]) -> list[str | None]: ...
+    """Delivers serialised messages; one outcome per message (None = acknowledged)."""
+
+    @property
+    def destination_salt(self) -> str:
+        """A hash of the destination's write key: message ids differ per destination."""
+        ...
+
+    def deliver(self, messages: Sequence[bytes]) -> Sequence[Outcome]: ...
 
 
 @dataclass
@@ -81,18 +98,18 @@ def mapped_columns(spec: MappingSpec, columns: list[str]) -> tuple[str, ...]:
     return tuple(wanted)
 
 
-def _status(attempted: int, ok: int, invalid: int) -> tuple[str, float]:
-    """Segment's sync statuses and the delivery rate.
+def _status(attempted: int, delivered: int, problems: int) -> tuple[str, float]:
+    """Segment's sync statuses and the delivery rate, judged on what this sync attempted.
 
-    The rate is delivered / records the sync tried to send (payload-invalid ones included);
-    rows with a null or duplicated key are model-quality problems (flagged by the model's
-    primary-key checks and in failed_records) and make a sync ``partial_success`` without
-    lowering its delivery rate, so an unchanged bad row does not fail every later sync.
+    ``attempted`` counts deliverable records sent this time; ``problems`` counts rows rejected
+    this time (bad keys, content Segment would refuse or silently drop). A record rejected for
+    its content is parked until its data changes, so it makes one sync ``partial_success``, not
+    every later one ``failed``; only sending something and getting nothing accepted fails.
     """
-    rate = ok / attempted if attempted else 1.0
-    if attempted and ok == 0:
+    rate = delivered / attempted if attempted else 1.0
+    if attempted and delivered == 0:
         return "failed", rate
-    return ("partial_success" if ok < attempted or invalid else "success"), rate
+    return ("partial_success" if delivered < attempted or problems else "success"), rate
 
 
 def run_sync(
@@ -116,7 +133,7 @@ def run_sync(
     ensure_state(session)
     writer = StateWriter(session, mapping.name, shard, sync_id, now)
     # Under DuckDB's file lock no other sync can be alive, so any lock row is a dead process's.
-    writer.acquire_lock(dt.timedelta(0) if session.exclusive else LOCK_STALE_AFTER)
+    lock = SyncLock(session, mapping.name, shard, sync_id, log=log).acquire()
     writer.start_history(mapping.shards, dagster_run_id, dry_run)
     try:
         _run(session, spec, sender, writer, report, shard, reset, log, now)
@@ -130,7 +147,7 @@ def run_sync(
         session.execute(
             f"DROP TABLE IF EXISTS {PlanSpec(mapping, spec.source.table, '', (), shard).plan_table}"
         )
-        writer.release_lock()
+        lock.release()
     writer.finish_history(report.status, report.counts, report.delivery_rate, report.first_error)
     return report
 
@@ -147,6 +164,75 @@ def _run(
     now: dt.datetime,
 ) -> None:
     mapping = spec.mapping
+    dry_run = sender is None
+    plan = _plan_spec(session, spec, shard)
+    builder = PayloadBuilder.for_mapping(mapping, dict(plan.column_types))
+    if reset and not dry_run:
+        writer.reset(shard_predicate("record_key", plan))
+        log(
+            f"reset: forgot every acknowledged record of '{mapping.name}' shard {shard}; all records are sent again"
+        )
+    if not dry_run:
+        writer.prune_tombstones(TOMBSTONE_DAYS)
+
+    session.execute(build_plan_sql(plan))
+    ops = {str(op): int(n) for op, n in session.query(counts_sql(plan)).rows}
+    extracted = int(session.query(extracted_sql(plan)).scalar() or 0)
+    counts = report.counts = {
+        "extracted": extracted,
+        "added": ops.get("add", 0),
+        "updated": ops.get("update", 0),
+        "deleted": ops.get("delete", 0) + ops.get("delete_shared", 0),
+        "invalid": ops.get("invalid_null_key", 0) + ops.get("invalid_duplicate_key", 0),
+        "rejected": 0,
+        "planned": 0,
+        "sent": 0,
+        "delivered": 0,
+        "failed": 0,
+    }
+    log(f"plan for '{mapping.name}' shard {shard}: {counts}")
+
+    if extracted == 0 and counts["deleted"] and not mapping.allow_full_delete:
+        raise SyncError(
+            f"{spec.source.table} returned no rows but {counts['deleted']} records were synced before: refusing to treat "
+            f"every profile as deleted. If the model really is empty on purpose, set `allow_full_delete: true` on "
+            f"mapping '{mapping.name}' in {spec.source.file} for one run."
+        )
+
+    if dry_run:
+        writer.clear_outbox()
+    else:
+        _reject_invalid_keys(session, plan, writer, mapping.retry)
+    salt = DRY_RUN_SALT if sender is None else sender.destination_salt
+    sent_ops = OPS_SENT[mapping.send] + (("delete",) if mapping.on_delete == "clear_traits" else ())
+    for rows in session.stream(sendable_sql(plan, sent_ops), CHUNK_ROWS):
+        chunk = _render(rows, builder, salt, now, report)
+        counts["rejected"] += len(chunk.rejected)
+        counts["planned"] += len(chunk.messages)
+        if sender is None:
+            writer.outbox(chunk.outbox_rows())
+        else:
+            undelivered = _deliver(sender, chunk, writer)
+            writer.fail(chunk.rejected + undelivered, mapping.retry)
+            counts["sent"] += len(chunk.messages)
+            counts["failed"] += len(undelivered)
+            counts["delivered"] += len(chunk.messages) - len(undelivered)
+        report.first_error = report.first_error or chunk.first_error
+        ensure_held(session, mapping.name, shard, report.sync_id)
+
+    if not dry_run:
+        _settle_unsent(plan, writer, mapping.send, mapping.on_delete)
+    counts["delivered"] = counts["planned"] if dry_run else counts["delivered"]
+    report.status, rate = _status(counts["sent"], counts["delivered"], counts["invalid"] + counts["rejected"])
+    report.delivery_rate = None if dry_run else rate
+    if counts["invalid"] and not report.first_error:
+        report.first_error = (
+            "records with a null or duplicated primary key were rejected (see failed_records)"
+        )
+
+
+def _plan_spec(session: WarehouseSession, spec: MappingSpec, shard: int) -> PlanSpec:
+    """The plan's inputs, checked against the table as it is now."""
     schema, table = spec.source.table.split(".")
     column_types = dict(session.columns(schema, table))
     if not column_types:
@@ -157,103 +243,102 @@ def _run(
         raise SyncError(
             f"{spec.source.file} (field 'primary_key'): column '{spec.source.primary_key}' is not in {spec.source.table}."
         )
-    plan = PlanSpec(
-        mapping,
+    mapped = mapped_columns(spec, list(column_types))
+    return PlanSpec(
+        spec.mapping,
         spec.source.table,
         spec.source.primary_key,
-        mapped_columns(spec, list(column_types)),
+        mapped,
         shard,
-        mapping.shards,
+        spec.mapping.shards,
+        tuple((c, column_types[c]) for c in mapped),
     )
-    builder = PayloadBuilder.for_mapping(mapping, {c: column_types[c] for c in plan.mapped_columns})
-    if reset:
-        writer.reset(shard_predicate("record_key", plan))
-        log(
-            f"reset: forgot every acknowledged record of '{mapping.name}' shard {shard}; all records are sent again"
-        )
 
-    session.execute(build_plan_sql(plan))
-    ops = {str(op): int(n) for op, n in session.query(counts_sql(plan)).rows}
-    extracted = int(session.query(extracted_sql(plan)).scalar() or 0)
-    report.counts = {
-        "extracted": extracted,
-        "added": ops.get("add", 0),
-        "updated": ops.get("update", 0),
-        "deleted": ops.get("delete", 0),
-        "invalid": ops.get("invalid_null_key", 0) + ops.get("invalid_duplicate_key", 0),
-        "sent": 0,
-        "delivered": 0,
-        "failed": 0,
-    }
-    log(f"plan for '{mapping.name}' shard {shard}: {report.counts}")
 
-    if extracted == 0 and report.counts["deleted"] and not mapping.allow_full_delete:
-        raise SyncError(
-            f"{spec.source.table} returned no rows but {report.counts['deleted']} records were synced before: refusing to treat "
-            f"every profile as deleted. If the model really is empty on purpose, set `allow_full_delete: true` on "
-            f"mapping '{mapping.name}' in {spec.source.file} for one run."
-        )
+@dataclass
+class _Chunk:
+    """One chunk of plan rows turned into messages, plus the rows rejected while rendering."""
 
-    _reject_invalid_keys(session, plan, writer, mapping.retry)
-    if dry_run := sender is None:
-        writer.clear_outbox()
-    sent_ops = OPS_SENT[mapping.send] + (("delete",) if mapping.on_delete == "clear_traits" else ())
-    planned = rejected = delivered = 0
-    for rows in session.stream(sendable_sql(plan, sent_ops), CHUNK_ROWS):
-        messages: list[bytes] = []
-        meta: list[tuple[str, str, str | None, str]] = []  # key, checksum, identity, op
-        failures: list[Failure] = []
-        for row in rows:
-            key, checksum, op = row["__key"], row["__checksum"], row["__op"]
-            try:
-                if op == "delete":
-                    message = builder.build_clear(orjson.loads(row["__identity"] or "{}"), key, checksum, now)
-                else:
-                    message = builder.build(row, key, checksum, now)
-                data = encode(message)
-            except InvalidRecord as exc:
-                failures.append(Failure(key, checksum, "invalid", str(exc)))
-                continue
-            if len(report.samples) < SAMPLE_PAYLOADS:
-                report.samples.append(message)
-            messages.append(data)
-            meta.append((key, checksum, identity_of(message), op))
-        rejected += len(failures)
-        planned += len(messages)
-        if dry_run:
-            writer.outbox([(k, op, m.decode()) for (k, _, _, op), m in zip(meta, messages, strict=True)])
-        elif messages:
-            reasons = sender.deliver(messages)
-            outcomes = list(zip(meta, reasons, messages, strict=True))
-            writer.acknowledge(
-                [Ack(k, c, i) for (k, c, i, op), r, _ in outcomes if r is None and op != "delete"]
+    messages: list[bytes] = field(default_factory=list)
+    meta: list[tuple[str, str, str | None, str]] = field(default_factory=list)  # key, checksum, identity, op
+    rejected: list[Failure] = field(default_factory=list)
+    delivery_errors: list[str] = field(default_factory=list)
+
+    @property
+    def first_error(self) -> str | None:
+        if self.rejected:
+            return f"record '{self.rejected[0].key}': {self.rejected[0].reason}"
+        return self.delivery_errors[0] if self.delivery_errors else None
+
+    def outbox_rows(self) -> list[tuple[str, str, str]]:
+        """What a dry run shows: each message, and each rejected record with its reason."""
+        rows = [
+            (key, op, data.decode()) for (key, _, _, op), data in zip(self.meta, self.messages, strict=True)
+        ]
+        rows += [
+            (f.key or "", "rejected", orjson.dumps({"reason": f.reason}).decode()) for f in self.rejected
+        ]
+        return rows
+
+
+def _render(
+    rows: list[dict[str, Any]], builder: PayloadBuilder, salt: str, now: dt.datetime, report: SyncReport
+) -> _Chunk:
+    """Messages for plan rows; a row that cannot be sent is rejected with its reason, alone."""
+    name = builder.mapping.name
+    chunk = _Chunk()
+    for row in rows:
+        key, checksum, op = row["__key"], row["__checksum"], row["__op"]
+        try:
+            if op == "delete":
+                clear_id = message_id(salt, name, "clear", key, checksum, row["__generation"])
+                message = builder.build_clear(orjson.loads(row["__identity"] or "{}"), clear_id, now)
+            else:
+                upsert_id = message_id(salt, name, "upsert", key, checksum, row["__generation"])
+                message = builder.build(row, upsert_id, now)
+            data = encode(message)
+        except InvalidRecord as exc:
+            chunk.rejected.append(Failure(key, checksum, "invalid", str(exc)))
+            continue
+        if len(report.samples) < SAMPLE_PAYLOADS:
+            report.samples.append(message)
+        chunk.messages.append(data)
+        chunk.meta.append((key, checksum, identity_of(message), op))
+    return chunk
+
+
+def _deliver(sender: Sender, chunk: _Chunk, writer: StateWriter) -> list[Failure]:
+    """Send a chunk; acknowledge what Segment accepted, return what it did not."""
+    if not chunk.messages:
+        return []
+    outcomes = sender.deliver(chunk.messages)
+    acks: list[Ack] = []
+    cleared: list[str] = []
+    failures: list[Failure] = []
+    for (key, checksum, identity, op), outcome, data in zip(
+        chunk.meta, outcomes, chunk.messages, strict=True
+    ):
+        if outcome is None:
+            if op == "delete":
+                cleared.append(key)
+            else:
+                acks.append(Ack(key, checksum, identity))
+            continue
+        failures.append(
+            Failure(
+                key,
+                checksum,
+                "delivery",
+                outcome.reason,
+                data[:2000].decode(errors="replace"),
+                outcome.code,
+                outcome.record_level,
             )
-            writer.forget_keys([k for (k, _, _, op), r, _ in outcomes if r is None and op == "delete"])
-            failures += [
-                Failure(k, c, "delivery", r, m[:2000].decode(errors="replace"))
-                for (k, c, _, _), r, m in outcomes
-                if r
-            ]
-            delivered += sum(1 for r in reasons if r is None)
-            report.counts["sent"] += len(messages)
-        if failures:
-            report.first_error = report.first_error or f"record '{failures[0].key}': {failures[0].reason}"
-            writer.fail(failures, mapping.retry)
-        writer.heartbeat()
-
-    if not dry_run:
-        _settle_unsent(plan, writer, mapping.send, mapping.on_delete)
-    counts = report.counts
-    counts["invalid"] += rejected
-    counts["planned"] = planned
-    counts["delivered"] = delivered
-    counts["failed"] = counts["sent"] - delivered
-    ok = planned if dry_run else delivered
-    report.status, report.delivery_rate = _status(ok + rejected + counts["failed"], ok, counts["invalid"])
-    if counts["invalid"] and not report.first_error:
-        report.first_error = (
-            "records with a null or duplicated primary key were rejected (see failed_records)"
         )
+    writer.acknowledge(acks)
+    writer.forget_keys(cleared)
+    chunk.delivery_errors = [f"record '{f.key}': {f.reason}" for f in failures]
+    return failures
 
 
 def _reject_invalid_keys(session: WarehouseSession, plan: PlanSpec, writer: StateWriter, retry: Any) -> None:
@@ -282,5 +367,7 @@ def _settle_unsent(plan: PlanSpec, writer: StateWriter, send: str, on_delete: st
     """Records the mapping deliberately does not send still move the ledger forward."""
     if send == "update":  # new records are tracked (not sent), so their later changes count as updates
         writer.track_unsent(f"SELECT __key, __checksum FROM {plan.plan_table} WHERE __op = 'add'")
-    if on_delete == "ignore":  # nothing to tell Segment; forget the record so a comeback is an add
-        writer.forget(f"SELECT __key FROM {plan.plan_table} WHERE __op = 'delete'")
+    # Nothing to tell Segment: with `ignore` for any delete, with `clear_traits` when another
+    # live record still addresses the profile. Forget it, so a comeback is an add.
+    forgotten = "('delete', 'delete_shared')" if on_delete == "ignore" else "('delete_shared')"
+    writer.forget(f"SELECT __key FROM {plan.plan_table} WHERE __op IN {forgotten}")

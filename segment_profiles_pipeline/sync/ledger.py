@@ -14,8 +14,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from segment_profiles_pipeline.config import RetryConfig
-from segment_profiles_pipeline.errors import SyncError
-from segment_profiles_pipeline.sync.state import FAILED, HISTORY, LEDGER, LOCKS, OUTBOX, STATE_SCHEMA
+from segment_profiles_pipeline.sync.state import FAILED, HISTORY, LEDGER, OUTBOX, STATE_SCHEMA
 from segment_profiles_pipeline.warehouse.base import WarehouseSession, literal
 
 
@@ -29,11 +28,17 @@ class Ack:
 
 @dataclass(frozen=True)
 class Failure:
+    """One record not delivered. ``kind`` is ``invalid`` (its content: parked as ``rejected``
+    until the data changes) or ``delivery``; ``counted`` says whether the failure was the
+    record's own (Segment rejected that message), the only kind that consumes the retry budget."""
+
     key: str | None
     checksum: str | None
     kind: str  # invalid | delivery
     reason: str
     payload: str | None = None
+    code: str = "invalid"
+    counted: bool = True
 
 
 class StateWriter:
@@ -74,9 +79,9 @@ class StateWriter:
                 f"DELETE FROM {LEDGER} WHERE mapping = {self._m} AND record_key IN (SELECT record_key FROM {scratch})"
             )
             self.session.execute(
-                f"INSERT INTO {LEDGER} (mapping, record_key, checksum, identity, delivered, synced_at, sync_id) "
-                f"SELECT {self._m}, record_key, checksum, identity, delivered, {literal(self.now)}, {literal(self.sync_id)} "
-                f"FROM {scratch}"
+                f"INSERT INTO {LEDGER} (mapping, record_key, checksum, identity, delivered, synced_at, sync_id, live) "
+                f"SELECT {self._m}, record_key, checksum, identity, delivered, {literal(self.now)}, {literal(self.sync_id)}, "
+                f"TRUE FROM {scratch}"
             )
             self.session.execute(
                 f"DELETE FROM {FAILED} WHERE mapping = {self._m} AND record_key IN (SELECT record_key FROM {scratch})"
@@ -88,24 +93,52 @@ class StateWriter:
                 self.forget(f"SELECT record_key FROM {scratch}")
 
     def track_unsent(self, keys_sql: str) -> None:
-        """Ledger rows (``delivered = false``) for records an ``update``-only mapping saw but did not send."""
+        """Ledger rows (``delivered = false``) for records an ``update``-only mapping saw but did not send.
+
+        ``keys_sql`` selects (key, checksum); a tombstone of the same key is replaced."""
         self.session.execute(
-            f"INSERT INTO {LEDGER} (mapping, record_key, checksum, identity, delivered, synced_at, sync_id) "
-            f"SELECT {self._m}, k.*, NULL, FALSE, {literal(self.now)}, {literal(self.sync_id)} FROM ({keys_sql}) AS k"
+            f"DELETE FROM {LEDGER} WHERE mapping = {self._m} AND record_key IN (SELECT k.__key FROM ({keys_sql}) AS k)"
+        )
+        self.session.execute(
+            f"INSERT INTO {LEDGER} (mapping, record_key, checksum, identity, delivered, synced_at, sync_id, live) "
+            f"SELECT {self._m}, k.*, NULL, FALSE, {literal(self.now)}, {literal(self.sync_id)}, TRUE FROM ({keys_sql}) AS k"
+        )
+
+    def _tombstone(self, where: str) -> None:
+        """Mark ledger rows gone. The row keeps a new generation (this sync's id), so the record's
+        next message ids differ from every id it was sent under before."""
+        self.session.execute(
+            f"UPDATE {LEDGER} SET live = FALSE, sync_id = {literal(self.sync_id)}, synced_at = {literal(self.now)} "
+            f"WHERE mapping = {self._m} AND live AND {where}"
         )
 
     def reset(self, shard_sql: str) -> None:
-        """Segment's *Reset sync*: forget what was acknowledged (and expired), so everything is sent again."""
-        self.session.execute(f"DELETE FROM {LEDGER} WHERE mapping = {self._m} AND {shard_sql}")
-        self.session.execute(f"DELETE FROM {FAILED} WHERE mapping = {self._m} AND status = 'expired'")
+        """Segment's *Reset sync*: forget what was acknowledged (and parked), so everything is sent again."""
+        self._tombstone(shard_sql)
+        self.session.execute(
+            f"DELETE FROM {FAILED} WHERE mapping = {self._m} AND status IN ('expired', 'rejected')"
+        )
 
     def forget(self, keys_sql: str) -> None:
-        """Remove records from the ledger (acknowledged deletes); ``keys_sql`` selects record keys."""
-        self.session.execute(f"DELETE FROM {LEDGER} WHERE mapping = {self._m} AND record_key IN ({keys_sql})")
+        """Records gone from the model (acknowledged clears, ignored deletes); ``keys_sql`` selects keys."""
+        self._tombstone(f"record_key IN ({keys_sql})")
         self.session.execute(f"DELETE FROM {FAILED} WHERE mapping = {self._m} AND record_key IN ({keys_sql})")
 
+    def prune_tombstones(self, days: int) -> None:
+        """Tombstones older than ``days`` can go: ids they protect left Segment's dedup window long ago."""
+        self.session.execute(
+            f"DELETE FROM {LEDGER} WHERE mapping = {self._m} AND NOT live "
+            f"AND synced_at < {literal(self.now - dt.timedelta(days=days))}"
+        )
+
     def fail(self, failures: Sequence[Failure], retry: RetryConfig) -> None:
-        """Upsert failed records: attempts count syncs of the *same* data; new data restarts the count."""
+        """Upsert failed records.
+
+        ``attempts`` counts the record's *own* failures of the *same* data (new data restarts the
+        count); failures of the account or the transport (``counted = False``: 401, 5xx, 429,
+        timeouts) leave it alone, so an outage never expires a record. ``invalid`` records are
+        parked as ``rejected`` until their data changes; others stay ``retrying`` until the budget
+        (``retry.max_syncs`` counted failures, or ``retry.max_days`` since the first) is spent."""
         if not failures:
             return
         data = pa.table(
@@ -115,20 +148,24 @@ class StateWriter:
                 "kind": [f.kind for f in failures],
                 "reason": [f.reason for f in failures],
                 "sample_payload": pa.array([f.payload for f in failures], type=pa.string()),
+                "code": [f.code for f in failures],
+                "counted": [f.counted for f in failures],
             }
         )
         now = literal(self.now)
         oldest = literal(self.now - dt.timedelta(days=retry.max_days))
+        same = "o.mapping IS NOT NULL AND (o.checksum = n.checksum OR (o.checksum IS NULL AND n.checksum IS NULL))"
         with self._scratch("failed", data) as scratch:
             merged = f"{STATE_SCHEMA}.scratch__{self.mapping}__{self.shard}__merged"
             self.session.execute(f"DROP TABLE IF EXISTS {merged}")
             self.session.execute(
                 f"""CREATE TABLE {merged} AS
-                SELECT n.record_key, n.checksum, n.kind, n.reason, n.sample_payload,
-                       CASE WHEN o.mapping IS NOT NULL AND (o.checksum = n.checksum OR (o.checksum IS NULL AND n.checksum IS NULL))
-                            THEN o.attempts + 1 ELSE 1 END AS attempts,
-                       CASE WHEN o.mapping IS NOT NULL AND (o.checksum = n.checksum OR (o.checksum IS NULL AND n.checksum IS NULL))
-                            THEN o.first_failed_at ELSE {now} END AS first_failed_at
+                SELECT n.record_key, n.checksum, n.kind, n.reason, n.sample_payload, n.code,
+                       CASE WHEN {same} THEN o.attempts ELSE 0 END + CASE WHEN n.counted THEN 1 ELSE 0 END
+                           AS attempts,
+                       CASE WHEN {same} THEN o.first_failed_at ELSE {now} END AS first_failed_at,
+                       CASE WHEN {same} AND o.first_rejected_at IS NOT NULL THEN o.first_rejected_at
+                            WHEN n.counted THEN {now} END AS first_rejected_at
                 FROM {scratch} AS n
                 LEFT JOIN {FAILED} AS o
                   ON o.mapping = {self._m} AND (o.record_key = n.record_key OR (o.record_key IS NULL AND n.record_key IS NULL))"""
@@ -141,12 +178,13 @@ class StateWriter:
                 )
                 self.session.execute(
                     f"""INSERT INTO {FAILED} (mapping, record_key, checksum, kind, reason, attempts, first_failed_at,
-                        last_failed_at, last_sync_id, status, sample_payload)
+                        last_failed_at, last_sync_id, status, sample_payload, code, first_rejected_at)
                     SELECT {self._m}, record_key, checksum, kind, reason, attempts, first_failed_at, {now},
                            {literal(self.sync_id)},
-                           CASE WHEN attempts >= {retry.max_syncs} OR first_failed_at < {oldest}
-                                THEN 'expired' ELSE 'retrying' END,
-                           sample_payload
+                           CASE WHEN kind = 'invalid' THEN 'rejected'
+                                WHEN attempts >= {retry.max_syncs} OR first_rejected_at < {oldest} THEN 'expired'
+                                ELSE 'retrying' END,
+                           sample_payload, code, first_rejected_at
                     FROM {merged}"""
                 )
             finally:
@@ -194,37 +232,3 @@ class StateWriter:
             f"delivery_rate = {literal(delivery_rate)}, error = {literal(error)} "
             f"WHERE sync_id = {literal(self.sync_id)} AND mapping = {self._m} AND shard = {self.shard}"
         )
-
-    # lock ------------------------------------------------------------------------------
-    def acquire_lock(self, stale_after: dt.timedelta) -> None:
-        """Insert-then-check lock: of concurrent claimants the earliest (then lowest id) wins.
-
-        Works without transactions (Snowflake DDL/DML autocommit); a lock whose heartbeat is
-        older than ``stale_after`` belonged to a dead process and is taken over.
-        """
-        where = f"mapping = {self._m} AND shard = {self.shard}"
-        self.session.execute(
-            f"DELETE FROM {LOCKS} WHERE {where} AND heartbeat_at < {literal(self.now - stale_after)}"
-        )
-        self.session.execute(
-            f"INSERT INTO {LOCKS} VALUES ({self._m}, {self.shard}, {literal(self.sync_id)}, {literal(self.now)}, {literal(self.now)})"
-        )
-        holder = self.session.query(
-            f"SELECT sync_id, acquired_at FROM {LOCKS} WHERE {where} ORDER BY acquired_at, sync_id LIMIT 1"
-        ).rows[0]
-        if holder[0] != self.sync_id:
-            self.session.execute(f"DELETE FROM {LOCKS} WHERE {where} AND sync_id = {literal(self.sync_id)}")
-            raise SyncError(
-                f"another sync of mapping '{self.mapping}' (shard {self.shard}) is running (sync {holder[0]}, "
-                f"started {holder[1]}). Two syncs of one mapping never run at once; wait for it to finish. "
-                f"A lock left by a dead process expires after {stale_after}."
-            )
-
-    def heartbeat(self) -> None:
-        self.session.execute(
-            f"UPDATE {LOCKS} SET heartbeat_at = {literal(dt.datetime.now(dt.UTC).replace(tzinfo=None))} "
-            f"WHERE sync_id = {literal(self.sync_id)}"
-        )
-
-    def release_lock(self) -> None:
-        self.session.execute(f"DELETE FROM {LOCKS} WHERE sync_id = {literal(self.sync_id)}")

@@ -8,7 +8,14 @@ Warehouse values are converted to JSON once, here:
   timestamps → ISO-8601 in UTC with ``Z`` (naive timestamps are taken as UTC);
 - NaN and ±infinity have no JSON form: they are sent as ``null`` (documented in README);
 - JSON / VARIANT / OBJECT / ARRAY columns arrive as text and are sent as parsed objects;
-- ids are sent as strings, as Segment's libraries do; an empty id counts as missing.
+- ids are sent as strings, as Segment's libraries do; an empty id counts as missing;
+- integers outside JavaScript's safe range (|n| > 2**53 - 1: HUGEINT, UBIGINT, DECIMAL(38,0)…)
+  are sent as strings, because a JSON number that large loses digits in Segment (and orjson
+  cannot even write one above 64 bits);
+- a value that still cannot be encoded rejects *that record*, naming the column.
+
+Unify silently drops some messages it answers 200 for (more than 299 traits, a groupId over 500
+characters, a messageId of 100+ characters): those are rejected here, per record, before sending.
 """
 
 from __future__ import annotations
@@ -28,7 +35,12 @@ import orjson
 
 from segment_profiles_pipeline import __version__
 from segment_profiles_pipeline.config import MappingConfig
-from segment_profiles_pipeline.segment.spec import MAX_MESSAGE_BYTES, MAX_MESSAGE_ID_CHARS
+from segment_profiles_pipeline.segment.spec import (
+    MAX_GROUP_ID_CHARS,
+    MAX_MESSAGE_BYTES,
+    MAX_MESSAGE_ID_CHARS,
+    MAX_TRAITS,
+)
 
 LIBRARY = {"name": "segment-profiles-pipeline", "version": __version__}
 JSON_TYPES = ("JSON", "VARIANT", "OBJECT", "ARRAY")
@@ -45,19 +57,27 @@ def _iso(value: dt.datetime) -> str:
     return value.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-_PLAIN = (str, bool, int)  # a tuple, not a union: isinstance is measurably faster on the hot path
+_PLAIN = (str, bool)  # a tuple, not a union: isinstance is measurably faster on the hot path
+MAX_SAFE_INTEGER = 2**53 - 1
+"""Largest integer a JSON number carries exactly through JavaScript/float64 consumers."""
+
+
+def _integer(value: int) -> int | str:
+    return value if -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER else str(value)
 
 
 def json_value(value: Any) -> Any:
     """A warehouse value as a JSON-safe Python value."""
     if value is None or isinstance(value, _PLAIN):
         return value
+    if isinstance(value, int):
+        return _integer(value)
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, decimal.Decimal):
         if not value.is_finite():
             return None
-        return int(value) if value == value.to_integral_value() else float(value)
+        return _integer(int(value)) if value == value.to_integral_value() else float(value)
     if isinstance(value, dt.datetime):
         return _iso(value)
     if isinstance(value, dt.date):
@@ -86,10 +106,17 @@ def _parse_json(value: Any) -> Any:
     return json_value(value)
 
 
-def message_id(mapping: str, key: str, checksum: str, operation: str = "upsert") -> str:
-    """Deterministic id (≤ 100 chars): a resend after a crash is deduplicated by Segment."""
+def message_id(salt: str, mapping: str, operation: str, key: str, checksum: str, generation: str) -> str:
+    """Deterministic id (44 chars) for one state of one record, under one destination.
+
+    ``generation`` is the id of the sync that last changed the record's ledger row (empty for a
+    record never seen). It stays the same until Segment acknowledges something new for the
+    record, so a resend after a crash carries the same id (Segment deduplicates it), and it
+    changes with every acknowledged change, delete or reset, so a state that comes back
+    (pro → free → pro) is never mistaken by Segment for the first delivery. See
+    docs/decisions.md, "Message ids"."""
     digest = hashlib.blake2b(
-        f"{mapping}\x1f{operation}\x1f{key}\x1f{checksum}".encode(), digest_size=20
+        "\x1f".join((salt, mapping, operation, key, checksum, generation)).encode(), digest_size=20
     ).hexdigest()
     return f"spp-{digest}"
 
@@ -127,8 +154,10 @@ class PayloadBuilder:
             for trait, (column, skip_nulls) in self.traits.items()
         ]
 
-    def build(self, row: Mapping[str, Any], key: str, checksum: str, now: dt.datetime) -> dict[str, Any]:
-        """The message for an added or updated record; raises InvalidRecord with the reason."""
+    def build(self, row: Mapping[str, Any], default_id: str, now: dt.datetime) -> dict[str, Any]:
+        """The message for an added or updated record; raises InvalidRecord with the reason.
+
+        ``default_id`` is the messageId unless the mapping names a ``message_id`` column."""
         m = self.mapping
         message: dict[str, Any] = {"type": m.action}
         for field, column in self._ids:
@@ -139,32 +168,42 @@ class PayloadBuilder:
             raise InvalidRecord(
                 f"{MISSING_ID} Columns {m.user_id or '-'} / {m.anonymous_id or '-'} are null or empty."
             )
-        if m.action == "group" and "groupId" not in message:
-            raise InvalidRecord(f"Group ID is required: column {m.group_id} is null or empty.")
+        if m.action == "group":
+            _check_group_id(message.get("groupId"), m.group_id)
         traits: dict[str, Any] = {}
         for trait, column, skip_nulls, convert in self._trait_plan:
-            value = convert(row.get(column))
+            try:
+                value = convert(row.get(column))
+            except (TypeError, ValueError, OverflowError) as exc:
+                raise InvalidRecord(
+                    f"column {column} (trait '{trait}'): value cannot be sent as JSON ({exc}). "
+                    "Cast it in the model (e.g. to VARCHAR)."
+                ) from None
             if value is None and skip_nulls:
                 continue
             traits[trait] = value
+        if len(traits) >= MAX_TRAITS:
+            raise InvalidRecord(
+                f"{len(traits)} traits: Unify silently drops a profile update with {MAX_TRAITS} or more "
+                "traits. Map fewer traits (or skip nulls with `nulls: skip`)."
+            )
         message["traits"] = traits
         stamp = row.get(m.timestamp.lower()) if m.timestamp else None
         message["timestamp"] = (
             _iso(stamp) if isinstance(stamp, dt.datetime) else json_value(stamp) or _iso(now)
         )
         custom_id = row.get(m.message_id.lower()) if m.message_id else None
-        message["messageId"] = str(custom_id) if custom_id else message_id(m.name, key, checksum)
+        message["messageId"] = str(custom_id) if custom_id else default_id
         if len(message["messageId"]) >= MAX_MESSAGE_ID_CHARS:
             raise InvalidRecord(
-                f"messageId from column {m.message_id} is {len(message['messageId'])} characters; Segment needs under 100."
+                f"messageId from column {m.message_id} is {len(message['messageId'])} characters; Segment "
+                f"silently drops ids of {MAX_MESSAGE_ID_CHARS} or more. Shorten the column's values."
             )
         message["integrations"] = m.integrations
         message["context"] = {"library": LIBRARY}
         return message
 
-    def build_clear(
-        self, identity: Mapping[str, Any], key: str, checksum: str, now: dt.datetime
-    ) -> dict[str, Any]:
+    def build_clear(self, identity: Mapping[str, Any], clear_id: str, now: dt.datetime) -> dict[str, Any]:
         """The message for a record gone from the model with ``on_delete: clear_traits``."""
         m = self.mapping
         message: dict[str, Any] = {"type": m.action, **{k: v for k, v in identity.items() if v}}
@@ -172,15 +211,30 @@ class PayloadBuilder:
             raise InvalidRecord(MISSING_ID)
         message["traits"] = dict.fromkeys(self.traits)
         message["timestamp"] = _iso(now)
-        message["messageId"] = message_id(m.name, key, checksum, "clear")
+        if m.action == "group":
+            _check_group_id(message.get("groupId"), m.group_id)
+        message["messageId"] = clear_id
         message["integrations"] = m.integrations
         message["context"] = {"library": LIBRARY}
         return message
 
 
+def _check_group_id(group_id: str | None, column: str | None) -> None:
+    if not group_id:
+        raise InvalidRecord(f"Group ID is required: column {column} is null or empty.")
+    if len(group_id) > MAX_GROUP_ID_CHARS:
+        raise InvalidRecord(
+            f"groupId from column {column} is {len(group_id)} characters; Unify silently drops a group "
+            f"call whose groupId is over {MAX_GROUP_ID_CHARS}."
+        )
+
+
 def encode(message: dict[str, Any]) -> bytes:
     """Serialise once; raise InvalidRecord when over Segment's 32 KB per-message limit."""
-    data = orjson.dumps(message)
+    try:
+        data = orjson.dumps(message)
+    except orjson.JSONEncodeError as exc:  # json_value makes this unreachable for warehouse types
+        raise InvalidRecord(f"message cannot be encoded as JSON: {exc}") from None
     if len(data) > MAX_MESSAGE_BYTES:
         raise InvalidRecord(
             f"message is {len(data):,} bytes; Segment accepts at most 32 KB per call. "

@@ -3,13 +3,17 @@
 Per mapping (and shard) the plan compares the model against the ledger of acknowledged
 checksums, like Segment's ``records_<id>`` table:
 
-- ``add``: key not in the ledger; ``update``: checksum differs; ``delete``: in the ledger, gone
-  from the model; ``invalid_null_key`` / ``invalid_duplicate_key``: never sent, reported.
+- ``add``: key not live in the ledger; ``update``: checksum differs; ``delete``: live in the
+  ledger, gone from the model; ``delete_shared``: gone, but with ``clear_traits`` another live
+  record of the mapping still addresses the same profile, so nothing may be cleared;
+  ``invalid_null_key`` / ``invalid_duplicate_key``: never sent, reported.
 - The checksum covers only the mapped columns (plus a fingerprint of the mapping itself, so
   changing a mapping re-sends its records). Each value is length-prefixed so ``('a|', '')`` and
-  ``('a', '|')`` differ, and null differs from every string.
-- A record whose delivery expired (failed ``retry.max_syncs`` times) is left alone until its
-  data changes.
+  ``('a', '|')`` differ, and null differs from every string. Values are written as text in a
+  form no session setting changes (time zone, Snowflake's output formats).
+- ``__generation`` carries the ledger row's sync id (tombstones included) into the message id.
+- A record whose delivery expired (failed ``retry.max_syncs`` times) or whose content was
+  rejected is left alone until its data changes.
 """
 
 from __future__ import annotations
@@ -22,6 +26,11 @@ from segment_profiles_pipeline.sync.state import FAILED, LEDGER, STATE_SCHEMA
 from segment_profiles_pipeline.warehouse.base import ident, literal
 
 OPS_SENT = {"upsert": ("add", "update"), "add": ("add",), "update": ("update",)}
+PARKED_STATUSES = ("expired", "rejected")
+"""Failed-record statuses that keep an unchanged record out of the plan."""
+_TIMESTAMP_TEXT = "%Y-%m-%d %H:%M:%S.%f"
+_INSTANT_TYPES = frozenset({"TIMESTAMP WITH TIME ZONE", "TIMESTAMPTZ", "TIMESTAMP_TZ", "TIMESTAMP_LTZ"})
+"""Types that hold an instant (shown in the session's zone); naive TIMESTAMP(_NTZ) holds wall time."""
 
 
 @dataclass(frozen=True)
@@ -34,6 +43,7 @@ class PlanSpec:
     mapped_columns: tuple[str, ...]  # every column the payload reads, in a fixed order
     shard: int = 0
     shards: int = 1
+    column_types: tuple[tuple[str, str], ...] = ()  # (column, warehouse type) of the mapped columns
 
     @property
     def plan_table(self) -> str:
@@ -69,6 +79,27 @@ def shard_predicate(key_sql: str, spec: PlanSpec) -> str:
     return f"abs(hash({key_sql})) % {spec.shards} = {spec.shard}"
 
 
+def canonical_text(column: str, column_type: str) -> str:
+    """SQL for a value as text that no session setting changes.
+
+    ``CAST(timestamptz AS VARCHAR)`` follows the session time zone, and Snowflake casts
+    timestamps, dates and binary by its ``*_OUTPUT_FORMAT`` parameters: the same data in another
+    session would look changed, re-send everything, and with ``clear_traits`` clear profiles.
+    So instants are written in UTC with an explicit format, dates with an explicit format and
+    binary as hex (sqlglot turns ``strftime`` into ``TO_CHAR`` and ``hex`` into ``HEX_ENCODE``)."""
+    kind = column_type.upper().split("(")[0].strip()  # TIMESTAMP_NTZ(9) → TIMESTAMP_NTZ
+    col = ident(column)
+    if kind in _INSTANT_TYPES:
+        return f"strftime({col} AT TIME ZONE 'UTC', '{_TIMESTAMP_TEXT}')"
+    if kind.startswith(("TIMESTAMP", "DATETIME")):
+        return f"strftime({col}, '{_TIMESTAMP_TEXT}')"
+    if kind == "DATE":
+        return f"strftime({col}, '%Y-%m-%d')"
+    if kind in ("BLOB", "BYTEA", "BINARY", "VARBINARY"):
+        return f"hex({col})"
+    return f"CAST({col} AS VARCHAR)"
+
+
 def checksum_sql(spec: PlanSpec) -> str:
     """MD5 over the mapping fingerprint and every mapped value as ``<length>:<text>`` (``:`` alone
     for null), joined by ``|``: the length prefix makes the encoding unambiguous, so two different
@@ -76,10 +107,29 @@ def checksum_sql(spec: PlanSpec) -> str:
     which sqlglot turns into null-safe ``CONCAT`` on Snowflake) because building the string was
     half of the plan's time at 10M rows: a chain of ``||`` copied the growing string at each step."""
     parts = [literal(spec.fingerprint)]
+    types = dict(spec.column_types)
     for column in spec.mapped_columns:
-        text = f"CAST({ident(column)} AS VARCHAR)"
+        text = canonical_text(column, types.get(column, ""))
         parts.append(f"CAST(length({text}) AS VARCHAR), ':', {text}")
     return "md5(concat(" + ", '|', ".join(parts) + "))"
+
+
+def _addresses_same_profile(spec: PlanSpec) -> str:
+    """SQL (over model row ``m`` and ledger row ``l``): the model row addresses the profile the
+    ledger row's stored identity names. Group traits belong to the group, so a group mapping
+    compares ``groupId``; an identify mapping compares ``userId`` and ``anonymousId``."""
+    m = spec.mapping
+    fields = (
+        {"groupId": m.group_id}
+        if m.action == "group"
+        else {"userId": m.user_id, "anonymousId": m.anonymous_id}
+    )
+    tests = [
+        f"CAST(m.{ident(column)} AS VARCHAR) = json_extract_string(l.identity, '$.{field}')"
+        for field, column in fields.items()
+        if column
+    ]
+    return " OR ".join(tests) or "FALSE"
 
 
 def build_plan_sql(spec: PlanSpec) -> str:
@@ -90,6 +140,12 @@ def build_plan_sql(spec: PlanSpec) -> str:
     cols = ", ".join(dict.fromkeys(ident(c) for c in spec.mapped_columns))
     col_list = f", {cols}" if cols else ""
     null_cols = "".join(f", s.{ident(c)}" for c in dict.fromkeys(spec.mapped_columns))
+    delete_op = "'delete'"
+    if spec.mapping.on_delete == "clear_traits":
+        delete_op = (
+            f"CASE WHEN EXISTS (SELECT 1 FROM {ident(spec.table)} AS m WHERE {_addresses_same_profile(spec)}) "
+            "THEN 'delete_shared' ELSE 'delete' END"
+        )
     # Duplicated keys are found by a GROUP BY joined back (not a window over every row and
     # column): the few duplicates make a tiny hash table, where the window sorted the whole model.
     return f"""
@@ -103,27 +159,29 @@ WITH dups AS (
     FROM {ident(spec.table)} LEFT JOIN dups AS d ON d.__dup_key = {pk}
     WHERE {shard_predicate(key, spec)} OR ({pk} IS NULL AND {spec.shard} = 0)
 ), led AS (
-    SELECT record_key, checksum, identity FROM {LEDGER}
+    SELECT record_key, checksum, identity, live, sync_id FROM {LEDGER}
     WHERE mapping = {name} AND {shard_predicate("record_key", spec)}
-), expired AS (
+), parked AS (
     SELECT record_key, checksum FROM {FAILED}
-    WHERE mapping = {name} AND status = 'expired' AND record_key IS NOT NULL
+    WHERE mapping = {name} AND status IN ({", ".join(literal(s) for s in PARKED_STATUSES)})
+      AND record_key IS NOT NULL
 )
 SELECT
     CASE WHEN s.__key IS NULL THEN 'invalid_null_key'
          WHEN s.__copies > 1 THEN 'invalid_duplicate_key'
-         WHEN l.record_key IS NULL THEN 'add'
+         WHEN l.record_key IS NULL OR NOT l.live THEN 'add'
          ELSE 'update' END AS __op,
-    s.__key, s.__checksum, s.__copies, CAST(NULL AS VARCHAR) AS __identity{null_cols}
+    s.__key, s.__checksum, s.__copies, CAST(NULL AS VARCHAR) AS __identity,
+    coalesce(l.sync_id, '') AS __generation{null_cols}
 FROM src AS s
 LEFT JOIN led AS l ON l.record_key = s.__key
-LEFT JOIN expired AS e ON e.record_key = s.__key AND e.checksum = s.__checksum
-WHERE (s.__key IS NULL OR s.__copies > 1 OR l.checksum IS NULL OR l.checksum <> s.__checksum)
-  AND e.record_key IS NULL
+LEFT JOIN parked AS p ON p.record_key = s.__key AND p.checksum = s.__checksum
+WHERE (s.__key IS NULL OR s.__copies > 1 OR l.checksum IS NULL OR NOT l.live OR l.checksum <> s.__checksum)
+  AND p.record_key IS NULL
 UNION ALL
-SELECT 'delete', l.record_key, l.checksum, 0, l.identity{", NULL" * len(dict.fromkeys(spec.mapped_columns))}
+SELECT {delete_op}, l.record_key, l.checksum, 0, l.identity, l.sync_id{", NULL" * len(dict.fromkeys(spec.mapped_columns))}
 FROM led AS l
-WHERE NOT EXISTS (SELECT 1 FROM {ident(spec.table)} AS m WHERE CAST(m.{pk} AS VARCHAR) = l.record_key)
+WHERE l.live AND NOT EXISTS (SELECT 1 FROM {ident(spec.table)} AS m WHERE CAST(m.{pk} AS VARCHAR) = l.record_key)
 """
 
 

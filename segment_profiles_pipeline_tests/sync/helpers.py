@@ -8,6 +8,7 @@ import orjson
 
 from segment_profiles_pipeline.config import MappingConfig
 from segment_profiles_pipeline.project import MappingSpec, SyncSource
+from segment_profiles_pipeline.segment.outcomes import REJECTED, SERVER_ERROR, DeliveryFailure
 from segment_profiles_pipeline.warehouse.base import WarehouseSession, literal
 
 
@@ -34,24 +35,41 @@ def people_spec(**overrides) -> MappingSpec:
 
 
 class ScriptedSender:
-    """Records what it was asked to deliver; ``reason(message)`` decides a failure per message."""
+    """Records what it was asked to deliver; ``reason(message)`` decides a failure per message.
 
-    def __init__(self, reason: Callable[[dict], str | None] = lambda _m: None):
+    A reason fails the message as Segment rejecting it (record-level) unless ``record_level``
+    is False (an account or transport failure)."""
+
+    def __init__(
+        self,
+        reason: Callable[[dict], str | None] = lambda _m: None,
+        *,
+        record_level: bool = True,
+        salt: str = "test-destination",
+    ):
         self.reason = reason
+        self.record_level = record_level
+        self.destination_salt = salt
         self.sent: list[dict] = []
 
-    def deliver(self, messages: Sequence[bytes]) -> list[str | None]:
+    def deliver(self, messages: Sequence[bytes]) -> list[DeliveryFailure | None]:
         decoded = [orjson.loads(m) for m in messages]
         self.sent.extend(decoded)
-        return [self.reason(m) for m in decoded]
+        outcomes: list[DeliveryFailure | None] = []
+        for message in decoded:
+            reason = self.reason(message)
+            code = REJECTED if self.record_level else SERVER_ERROR
+            outcomes.append(None if reason is None else DeliveryFailure(code, reason, self.record_level))
+        return outcomes
 
     def user_ids(self) -> list[str]:
         return sorted(m.get("userId") for m in self.sent)
 
 
 def ledger(session: WarehouseSession, mapping: str = "people_identify") -> dict[str, str]:
+    """Live ledger rows (key → acknowledged checksum); tombstones of gone records are left out."""
     rows = session.query(
-        f"SELECT record_key, checksum FROM _segment_profiles.ledger WHERE mapping = {literal(mapping)}"
+        f"SELECT record_key, checksum FROM _segment_profiles.ledger WHERE mapping = {literal(mapping)} AND live"
     ).rows
     return dict(rows)
 

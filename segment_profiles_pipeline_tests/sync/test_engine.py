@@ -3,14 +3,10 @@
 Covers the change detection, ledger, failed records, retries, modes, guards, shards and locks.
 """
 
-import datetime as dt
-
 import pytest
 
 from segment_profiles_pipeline.errors import SyncError
 from segment_profiles_pipeline.sync.engine import run_sync
-from segment_profiles_pipeline.sync.ledger import StateWriter
-from segment_profiles_pipeline.sync.state import ensure_state
 from segment_profiles_pipeline_tests.sync.helpers import (
     ScriptedSender,
     failed,
@@ -144,10 +140,10 @@ def test_send_modes_add_and_update(session) -> None:
     sender = ScriptedSender()
     run_sync(session, update_only, sender)
     assert sender.sent == []  # new records are tracked, not sent
-    assert (
-        ledger(session, "people_updates") == ledger(session, "people_updates")
-        and len(ledger(session, "people_updates")) == 3
-    )
+    tracked = session.query(
+        "SELECT record_key, delivered FROM _segment_profiles.ledger WHERE mapping = 'people_updates' ORDER BY 1"
+    ).rows
+    assert tracked == [("u1", False), ("u2", False), ("u3", False)]
     people_table(session, [("u1", "a@x.io", "CHANGED"), *ROWS[1:], ("u9", "z", "free")])
     run_sync(session, update_only, sender)
     assert sender.user_ids() == ["u1"]
@@ -210,43 +206,10 @@ def test_shards_together_deliver_exactly_what_one_shard_delivers(warehouse) -> N
         assert sorted(u for p in again for u in p.user_ids()) == ["u7"]
 
 
-class SharedSession:
-    """A session as on Snowflake: other writers may be running at the same time."""
-
-    exclusive = False
-
-    def __init__(self, inner):
-        self._inner = inner
-
-    def __getattr__(self, name):
-        return getattr(self._inner, name)
-
-
-def test_a_second_sync_of_the_same_mapping_is_refused(session) -> None:
-    session = SharedSession(session)
-    ensure_state(session)
-    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-    StateWriter(session, "people_identify", 0, "other-sync", now).acquire_lock(dt.timedelta(hours=2))
-    sender = ScriptedSender()
-    with pytest.raises(SyncError, match=r"another sync of mapping 'people_identify'.*is running"):
-        run_sync(session, people_spec(), sender)
-    assert sender.sent == []
-    # a lock whose holder stopped heart-beating long ago is taken over
-    session.execute("UPDATE _segment_profiles.sync_locks SET heartbeat_at = TIMESTAMP '2026-01-01'")
-    run_sync(session, people_spec(), sender)
-    assert sender.user_ids() == ["u1", "u2", "u3"]
-
-
-def test_on_duckdb_a_lock_row_left_by_a_killed_process_is_taken_over(session) -> None:
-    ensure_state(session)
-    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-    StateWriter(session, "people_identify", 0, "killed-sync", now).acquire_lock(dt.timedelta(hours=2))
-    sender = ScriptedSender()
-    run_sync(session, people_spec(), sender)  # we hold the file lock: the row cannot be a live sync's
-    assert sender.user_ids() == ["u1", "u2", "u3"]
-
-
 def test_crash_mid_sync_resumes_with_the_same_message_ids(session) -> None:
+    """The process dies after Segment got the second chunk but before it was acknowledged in the
+    ledger: the resumed sync re-sends exactly those records, under the ids Segment already holds."""
+
     class Crash(Exception):
         pass
 
@@ -254,26 +217,30 @@ def test_crash_mid_sync_resumes_with_the_same_message_ids(session) -> None:
     people_table(session, rows)
     calls = []
 
-    class CrashOnSecondChunk(ScriptedSender):
+    class CrashAfterSendingSecondChunk(ScriptedSender):
         def deliver(self, messages):
             calls.append(len(messages))
+            outcomes = super().deliver(messages)  # Segment received them…
             if len(calls) == 2:
-                raise Crash("process died")
-            return super().deliver(messages)
+                raise Crash("process died")  # …but the acknowledgement never reached the ledger
+            return outcomes
 
-    first = CrashOnSecondChunk()
+    first = CrashAfterSendingSecondChunk()
     with pytest.raises(Crash):
         run_sync(session, people_spec(), first)
     acked = ledger(session)
-    assert len(acked) == len(first.sent) == calls[0]
+    assert len(acked) == calls[0] and len(first.sent) == calls[0] + calls[1]
     history = session.query("SELECT status, error FROM _segment_profiles.sync_history").rows
     assert history == [("failed", "process died")]
 
     resumed = ScriptedSender()
     report = run_sync(session, people_spec(), resumed)
     assert report.counts["added"] == 45_000 - len(acked)
-    assert {m["userId"] for m in first.sent}.isdisjoint(m["userId"] for m in resumed.sent)
-    assert sorted(first.user_ids() + resumed.user_ids()) == [r[0] for r in rows]
+    first_ids = {m["userId"]: m["messageId"] for m in first.sent}
+    resent = [m for m in resumed.sent if m["userId"] in first_ids]
+    assert len(resent) == calls[1]  # the unacknowledged chunk went out again…
+    assert all(m["messageId"] == first_ids[m["userId"]] for m in resent)  # …under the same ids
+    assert sorted({*first.user_ids(), *resumed.user_ids()}) == [r[0] for r in rows]
     assert len(ledger(session)) == 45_000
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from segment_profiles_pipeline import __version__
 from segment_profiles_pipeline.config import MappingConfig
+from segment_profiles_pipeline.segment.spec import destination_salt
 from segment_profiles_pipeline.sync.payloads import (
     InvalidRecord,
     PayloadBuilder,
@@ -17,6 +18,7 @@ from segment_profiles_pipeline.sync.payloads import (
 )
 
 NOW = dt.datetime(2026, 11, 22, 8, 0, 0)
+ID = "spp-test-id"
 TYPES = {
     "user_id": "VARCHAR",
     "email": "VARCHAR",
@@ -40,7 +42,7 @@ def identify(**overrides) -> MappingConfig:
 def test_identify_message_is_exactly_segments_shape() -> None:
     builder = PayloadBuilder.for_mapping(identify(), TYPES)
     row = {"user_id": "u1", "email": "a@b.c", "plan": "pro", "updated_at": dt.datetime(2026, 1, 2, 3, 4, 5)}
-    message = builder.build(row, "u1", "abc", NOW)
+    message = builder.build(row, ID, NOW)
     assert message == {
         "type": "identify",
         "userId": "u1",
@@ -50,22 +52,23 @@ def test_identify_message_is_exactly_segments_shape() -> None:
         "integrations": {"All": False},
         "context": {"library": {"name": "segment-profiles-pipeline", "version": __version__}},
     }
-    assert message["messageId"].startswith("spp-") and len(message["messageId"]) < 100
+    assert message["messageId"] == ID
 
 
-def test_message_id_is_deterministic_per_mapping_key_and_checksum() -> None:
-    assert message_id("m", "k", "c") == message_id("m", "k", "c")
-    assert (
-        len(
-            {
-                message_id("m", "k", "c"),
-                message_id("m", "k", "d"),
-                message_id("n", "k", "c"),
-                message_id("m", "j", "c"),
-            }
-        )
-        == 4
-    )
+def test_message_id_is_deterministic_and_differs_in_every_input() -> None:
+    base = ("salt", "m", "upsert", "k", "c", "gen")
+    assert message_id(*base) == message_id(*base)
+    assert message_id(*base).startswith("spp-") and len(message_id(*base)) < 100
+    variants = {message_id(*base[:i], "other", *base[i + 1 :]) for i in range(len(base))}
+    assert len(variants | {message_id(*base)}) == len(base) + 1
+
+
+def test_destination_salt_is_a_hash_never_the_key() -> None:
+    key = "wk_live_1234567890abcdef"
+    salt = destination_salt(key)
+    assert salt == destination_salt(key) and salt != destination_salt(key + "x")
+    assert key not in salt and key.lower() not in salt
+    assert destination_salt(None) == destination_salt("") == "dry-run"
 
 
 def test_group_message_and_required_group_id() -> None:
@@ -73,18 +76,18 @@ def test_group_message_and_required_group_id() -> None:
         name="g", action="group", user_id="user_id", group_id="account_id", traits={"plan": "plan"}
     )
     builder = PayloadBuilder.for_mapping(mapping, TYPES)
-    message = builder.build({"user_id": "u1", "account_id": "acc_1", "plan": "pro"}, "k", "c", NOW)
+    message = builder.build({"user_id": "u1", "account_id": "acc_1", "plan": "pro"}, ID, NOW)
     assert message["type"] == "group" and message["groupId"] == "acc_1" and message["userId"] == "u1"
     assert message["timestamp"] == "2026-11-22T08:00:00.000Z"  # no timestamp column: the sync time
     with pytest.raises(InvalidRecord, match="Group ID is required"):
-        builder.build({"user_id": "u1", "account_id": None, "plan": "pro"}, "k", "c", NOW)
+        builder.build({"user_id": "u1", "account_id": None, "plan": "pro"}, ID, NOW)
 
 
 @pytest.mark.parametrize("user_id", [None, ""])
 def test_missing_ids_are_invalid_with_segments_message(user_id) -> None:
     builder = PayloadBuilder.for_mapping(identify(), TYPES)
     with pytest.raises(InvalidRecord, match="Either Anonymous ID or User ID must be defined"):
-        builder.build({"user_id": user_id, "email": "x"}, "k", "c", NOW)
+        builder.build({"user_id": user_id, "email": "x"}, ID, NOW)
 
 
 def test_anonymous_only_profile() -> None:
@@ -94,14 +97,14 @@ def test_anonymous_only_profile() -> None:
     builder = PayloadBuilder.for_mapping(
         mapping, {"user_id": "VARCHAR", "anonymous_id": "VARCHAR", "n": "BIGINT"}
     )
-    message = builder.build({"user_id": None, "anonymous_id": "anon-1", "n": 3}, "k", "c", NOW)
+    message = builder.build({"user_id": None, "anonymous_id": "anon-1", "n": 3}, ID, NOW)
     assert "userId" not in message and message["anonymousId"] == "anon-1" and message["traits"] == {"n": 3}
 
 
 def test_null_handling_per_trait() -> None:
     mapping = identify(nulls="skip", traits={"email": "email", "plan": {"column": "plan", "nulls": "send"}})
     builder = PayloadBuilder.for_mapping(mapping, TYPES)
-    message = builder.build({"user_id": "u1", "email": None, "plan": None, "updated_at": None}, "k", "c", NOW)
+    message = builder.build({"user_id": "u1", "email": None, "plan": None, "updated_at": None}, ID, NOW)
     assert message["traits"] == {"plan": None}  # email skipped (fill, don't overwrite); plan sent as null
 
 
@@ -123,22 +126,22 @@ def test_warehouse_values_become_json() -> None:
     assert json_value({"a": [decimal.Decimal("1.5"), dt.date(2026, 1, 1)]}) == {"a": [1.5, "2026-01-01"]}
     mapping = identify(traits={"prefs": "prefs"})
     builder = PayloadBuilder.for_mapping(mapping, {**TYPES, "prefs": "JSON"})
-    message = builder.build({"user_id": 42, "prefs": '{"tz": "UTC", "n": [1, 2]}'}, "42", "c", NOW)
+    message = builder.build({"user_id": 42, "prefs": '{"tz": "UTC", "n": [1, 2]}'}, ID, NOW)
     assert message["traits"]["prefs"] == {"tz": "UTC", "n": [1, 2]}
     assert message["userId"] == "42"  # ids are strings
 
 
 def test_oversized_message_is_rejected_alone() -> None:
     builder = PayloadBuilder.for_mapping(identify(), TYPES)
-    big = builder.build({"user_id": "u1", "email": "x" * 40_000}, "k", "c", NOW)
+    big = builder.build({"user_id": "u1", "email": "x" * 40_000}, ID, NOW)
     with pytest.raises(InvalidRecord, match=r"message is [\d,]+ bytes; Segment accepts at most 32 KB"):
         encode(big)
-    small = builder.build({"user_id": "u1", "email": "x"}, "k", "c", NOW)
+    small = builder.build({"user_id": "u1", "email": "x"}, ID, NOW)
     assert orjson.loads(encode(small)) == small
 
 
 def test_clear_message_nulls_every_mapped_trait() -> None:
     builder = PayloadBuilder.for_mapping(identify(), TYPES)
-    message = builder.build_clear({"userId": "u1"}, "u1", "c", NOW)
+    message = builder.build_clear({"userId": "u1"}, "spp-clear", NOW)
     assert message["traits"] == {"email": None, "plan": None}
-    assert message["userId"] == "u1" and message["messageId"] != message_id("users_identify", "u1", "c")
+    assert message["userId"] == "u1" and message["messageId"] == "spp-clear"
