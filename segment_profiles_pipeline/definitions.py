@@ -2,37 +2,66 @@
 
 Loading never opens the warehouse: it only reads and validates the project's files and
 environment, so a bad file fails ``dagster definitions validate`` with a clear message.
+
+Strict or lenient: ``dagster definitions validate`` sets ``DAGSTER_IS_DEFS_VALIDATION_CLI=1``,
+and under it (and in ``build_definitions`` by default, which the tests use) the first broken
+model or YAML file fails the load. Everywhere else (webserver, daemon, run workers) the load is
+lenient: a broken model becomes a stub asset showing its error and every other mapping keeps
+its assets, schedules and sensors. Environment mistakes (warehouse, write key) fail both ways:
+they are not one file among many.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
+from collections.abc import Sequence
 
-from dagster import Definitions, in_process_executor, multiprocess_executor
+from dagster import AssetKey, AssetsDefinition, Definitions, in_process_executor, multiprocess_executor
 
-from segment_profiles_pipeline.automation import build_alert_sensor, build_schedules, build_source_sensor
-from segment_profiles_pipeline.models.assets import build_model_asset, build_sources
-from segment_profiles_pipeline.project import collect_mappings, load_project
+from segment_profiles_pipeline.automation.alert_sensor import build_alert_sensor
+from segment_profiles_pipeline.automation.schedules import build_schedules
+from segment_profiles_pipeline.automation.source_sensor import build_source_sensor
+from segment_profiles_pipeline.errors import ConfigError
+from segment_profiles_pipeline.models.assets import build_broken_asset, build_model_asset, build_sources
+from segment_profiles_pipeline.project import TRAITS_FILE, ModelProblem, collect_mappings, load_project
 from segment_profiles_pipeline.settings import Settings
-from segment_profiles_pipeline.sync.assets import build_sync_asset
+from segment_profiles_pipeline.sync.assets import build_sync_asset, sync_asset_key
 from segment_profiles_pipeline.sync.resources import segment_from_env
+from segment_profiles_pipeline.sync.test_mapping import build_test_mapping_job
 from segment_profiles_pipeline.traits import build_traits_assets, check_trait_key_clashes, load_traits
+from segment_profiles_pipeline.traits.assets import GROUP as TRAITS_GROUP
 from segment_profiles_pipeline.warehouse.resources import warehouse_from_settings
 
+VALIDATION_CLI = "DAGSTER_IS_DEFS_VALIDATION_CLI"
+"""Set to ``1`` by ``dagster definitions validate`` itself (Dagster ≥ 1.10)."""
 
-def build_definitions(settings: Settings) -> Definitions:
-    project = load_project(settings.models_dir)
+
+def strict_from_env() -> bool:
+    """Whether this load should fail on the first broken file (only under the validate command)."""
+    return os.environ.get(VALIDATION_CLI) == "1"
+
+
+def build_definitions(settings: Settings, *, strict: bool = True) -> Definitions:
+    segment = segment_from_env(production=settings.production)
+    project = load_project(settings.models_dir, strict=strict)
     kind = settings.warehouse
     tables = [t for m in project.models.values() for t in m.upstream if t[0] != "models"]
-    traits_assets = []
-    traits = load_traits(settings.models_dir)
-    if traits is not None:
-        check_trait_key_clashes(traits, project)
-        project = dataclasses.replace(
-            project, mappings=collect_mappings(project.models, traits.sync_mappings())
-        )
-        tables += traits.event_tables()
-        traits_assets = build_traits_assets(traits, kind)
+    traits_assets: list[AssetsDefinition] = []
+    problems = list(project.problems)
+    try:
+        traits = load_traits(settings.models_dir)
+        if traits is not None:
+            check_trait_key_clashes(traits, project)
+            project = dataclasses.replace(
+                project, mappings=collect_mappings(project.models, traits.sync_mappings())
+            )
+            tables += traits.event_tables()
+            traits_assets = build_traits_assets(traits, kind)
+    except ConfigError as exc:
+        if strict:
+            raise
+        problems.append(ModelProblem("computed_traits", settings.models_dir / TRAITS_FILE, exc))
     tables = list(dict.fromkeys(tables))
     assets = [
         *build_sources(tables, kind, settings.sample_users if settings.sample_data else None),
@@ -40,15 +69,35 @@ def build_definitions(settings: Settings) -> Definitions:
         *traits_assets,
         *(build_sync_asset(spec, kind) for spec in project.mappings),
     ]
+    assets += _stubs(
+        problems, {k for a in assets for k in (a.keys if isinstance(a, AssetsDefinition) else [a.key])}
+    )
     return Definitions(
         assets=assets,
+        jobs=[build_test_mapping_job(spec) for spec in project.mappings],
         schedules=build_schedules(project.mappings),
         sensors=[build_source_sensor(tables, project.mappings), build_alert_sensor(project.mappings)],
-        resources={"warehouse": warehouse_from_settings(settings), "segment": segment_from_env()},
+        resources={"warehouse": warehouse_from_settings(settings), "segment": segment},
         # DuckDB has one writer per file: steps of a run execute one after another in one process
         # (no step start-up cost, no lock contention). Snowflake runs steps in parallel processes.
         executor=in_process_executor if kind == "duckdb" else multiprocess_executor,
     )
 
 
-defs = build_definitions(Settings.from_env())
+def _stubs(problems: Sequence[ModelProblem], taken: set[AssetKey]) -> list[AssetsDefinition]:
+    """One stub per broken model (and per mapping its YAML still names) where no good asset is."""
+    stubs = []
+    for problem in problems:
+        group = TRAITS_GROUP if problem.name == "computed_traits" else "models"
+        key = AssetKey(problem.name)
+        if key in taken:  # e.g. a second file for a model name that loaded elsewhere
+            key = AssetKey(f"{problem.name}__does_not_load")
+        wanted = [(key, group)] + [(sync_asset_key(name), "profile_sync") for name in problem.mapping_names]
+        for stub_key, stub_group in wanted:
+            if stub_key not in taken:
+                taken.add(stub_key)
+                stubs.append(build_broken_asset(stub_key, problem, stub_group))
+    return stubs
+
+
+defs = build_definitions(Settings.from_env(), strict=strict_from_env())

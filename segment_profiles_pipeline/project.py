@@ -2,19 +2,26 @@
 
 Everything a user writes is read and checked here, once, when definitions load: a bad file
 fails the load with a message naming the file and field, instead of failing a run later.
+
+Two modes (see ``definitions.strict_from_env``): *strict* raises the first problem, which is what
+``dagster definitions validate`` and the tests want; *lenient* (a running webserver, daemon or
+run worker) keeps every good model and reports each broken model file as a ``ModelProblem``, so
+one bad file cannot take every other mapping's assets, schedules and sensors down with it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import sqlglot
 import yaml
 from sqlglot.errors import ParseError
 
-from segment_profiles_pipeline.config import IDENTIFIER, MappingConfig, ModelConfig, validate_yaml
-from segment_profiles_pipeline.errors import ConfigError
+from segment_profiles_pipeline.config import IDENTIFIER, SNAKE, MappingConfig, ModelConfig, validate_yaml
+from segment_profiles_pipeline.errors import ConfigError, PipelineError
+from segment_profiles_pipeline.settings import PROJECT_ROOT
 
 MODELS_SCHEMA = "models"
 TRAITS_FILE = "computed_traits.yml"
@@ -54,22 +61,40 @@ class MappingSpec:
 
 
 @dataclass(frozen=True)
+class ModelProblem:
+    """A model whose files do not load (lenient mode): what its assets show instead of data."""
+
+    name: str  # the asset name its stub takes: the model name, or the file stem made safe
+    path: Path  # the file at fault
+    error: ConfigError
+    mapping_names: tuple[str, ...] = ()  # sync assets of the model that still get a stub
+
+
+@dataclass(frozen=True)
 class Project:
     models_dir: Path
     models: dict[str, ModelSpec]
     mappings: list[MappingSpec]
+    problems: list[ModelProblem] = field(default_factory=list)
 
 
-def collect_mappings(models: dict[str, ModelSpec], extra: list[MappingSpec]) -> list[MappingSpec]:
-    """Every mapping of the project; names are unique because each becomes an asset key."""
-    out = [
-        MappingSpec(SyncSource(m.name, (m.name,), m.table, m.config.primary_key, str(m.yml_path)), mapping)
-        for m in models.values()
-        for mapping in m.config.mappings
-    ] + extra
-    seen: dict[str, str] = {}
-    for spec in out:
-        other = seen.get(spec.mapping.name)
+def display_path(path: Path) -> str:
+    """A file as the user knows it: relative to the project root (else absolute)."""
+    try:
+        return str(path.resolve().relative_to(PROJECT_ROOT))
+    except ValueError:
+        return str(path)
+
+
+def model_mappings(model: ModelSpec) -> list[MappingSpec]:
+    source = SyncSource(model.name, (model.name,), model.table, model.config.primary_key, str(model.yml_path))
+    return [MappingSpec(source, mapping) for mapping in model.config.mappings]
+
+
+def check_unique_names(specs: list[MappingSpec], taken: dict[str, str]) -> None:
+    """Raise when a mapping name is already in ``taken`` (name → file); else add them."""
+    for spec in specs:
+        other = taken.get(spec.mapping.name)
         if other:
             raise ConfigError(
                 f"mapping name '{spec.mapping.name}' is also used in {other}.",
@@ -77,11 +102,18 @@ def collect_mappings(models: dict[str, ModelSpec], extra: list[MappingSpec]) -> 
                 field="mappings.name",
                 fix="give every mapping a unique name (it becomes the sync asset key).",
             )
-        seen[spec.mapping.name] = spec.source.file
+    taken.update({spec.mapping.name: spec.source.file for spec in specs})
+
+
+def collect_mappings(models: dict[str, ModelSpec], extra: list[MappingSpec]) -> list[MappingSpec]:
+    """Every mapping of the project; names are unique because each becomes an asset key."""
+    out = [spec for m in models.values() for spec in model_mappings(m)] + extra
+    check_unique_names(out, {})
     return out
 
 
-def _read_sql(path: Path) -> tuple[str, tuple[tuple[str | None, str], ...]]:
+def _read_sql(path: Path) -> tuple[str, tuple[tuple[str | None, str], ...], tuple[str, ...] | None]:
+    """The query, the tables it reads, and its output columns when the select list is explicit."""
     text = path.read_text().strip()
     body = text.rstrip(";").strip()
     if not body:
@@ -100,7 +132,33 @@ def _read_sql(path: Path) -> tuple[str, tuple[tuple[str | None, str], ...]]:
         raise ConfigError("a model must be a SELECT (or WITH … SELECT) query.", file=str(path))
     from segment_profiles_pipeline.warehouse.dialect import referenced_tables
 
-    return body, tuple(referenced_tables(body))
+    return body, tuple(referenced_tables(body)), selected_columns(statements[0])
+
+
+def selected_columns(query: sqlglot.exp.Query) -> tuple[str, ...] | None:
+    """The output columns of a query, lower-cased; None when a ``*`` makes them unknowable here."""
+    names = tuple(name.lower() for name in query.named_selects)
+    return None if not names or any(n in ("", "*") for n in names) else names
+
+
+def _check_columns(sql_path: Path, yml_path: Path, config: ModelConfig, columns: tuple[str, ...]) -> None:
+    """Primary key and mapped columns the explicit select list does not return: a load error, not a
+    failed run an hour later. Uses the sync's own column resolution, so both agree on every field."""
+    from segment_profiles_pipeline.sync.engine import mapped_columns
+
+    if config.primary_key.lower() not in columns:
+        raise ConfigError(
+            f"column '{config.primary_key}' is not selected by {sql_path.name}, which returns: {', '.join(columns)}.",
+            file=str(yml_path),
+            field="primary_key",
+            fix="select the column in the query or fix primary_key.",
+        )
+    source = SyncSource(sql_path.stem, (), "", config.primary_key, str(yml_path))
+    for mapping in config.mappings:
+        try:
+            mapped_columns(MappingSpec(source, mapping), list(columns))
+        except PipelineError as exc:
+            raise ConfigError(f"{exc} ({sql_path.name} selects them explicitly)") from None
 
 
 def _read_yaml(path: Path) -> object:
@@ -110,10 +168,11 @@ def _read_yaml(path: Path) -> object:
         raise ConfigError(f"the YAML does not parse: {exc}", file=str(path)) from None
 
 
-def load_project(models_dir: Path) -> Project:
-    """Read every model under ``models_dir`` (recursively)."""
-    import re
+def load_project(models_dir: Path, *, strict: bool = True) -> Project:
+    """Read every model under ``models_dir`` (recursively).
 
+    ``strict`` raises the first problem; otherwise each broken model is left out and reported in
+    ``Project.problems`` (a missing models folder always raises: there is nothing to keep)."""
     if not models_dir.is_dir():
         raise ConfigError(
             "the models folder does not exist.",
@@ -121,35 +180,75 @@ def load_project(models_dir: Path) -> Project:
             fix="create it or set SEGMENT_PROFILES_MODELS_DIR.",
         )
     models: dict[str, ModelSpec] = {}
+    mappings: list[MappingSpec] = []
+    names: dict[str, str] = {}
+    problems: list[ModelProblem] = []
     for sql_path in sorted(models_dir.rglob("*.sql")):
-        name = sql_path.stem.lower()
-        if not re.match(IDENTIFIER, name):
-            raise ConfigError(
-                f"'{sql_path.stem}' is not a valid model name.",
-                file=str(sql_path),
-                fix="rename the file to letters, digits and underscores (it becomes the table and asset name).",
-            )
-        if name in models:
-            raise ConfigError(
-                f"two models are named '{name}': {models[name].sql_path} and {sql_path}.",
-                file=str(sql_path),
-                fix="rename one of the files; model names are unique across the models folder.",
-            )
-        yml_path = sql_path.with_suffix(".yml")
-        if not yml_path.exists():
-            raise ConfigError(
-                "the model has no YAML companion.",
-                file=str(sql_path),
-                fix=f"create {yml_path.name} with at least `primary_key: <column>`.",
-            )
-        sql, upstream = _read_sql(sql_path)
-        config = validate_yaml(ModelConfig, _read_yaml(yml_path), str(yml_path))
-        models[name] = ModelSpec(name, sql, sql_path, yml_path, config, upstream)
+        try:
+            model = _load_model(sql_path, models)
+            specs = model_mappings(model)
+            check_unique_names(specs, names)
+        except ConfigError as exc:
+            if strict:
+                raise
+            problems.append(_problem(sql_path, exc))
+            continue
+        models[model.name] = model
+        mappings += specs
     for yml_path in sorted(models_dir.rglob("*.yml")):
         if yml_path.name != TRAITS_FILE and not yml_path.with_suffix(".sql").exists():
-            raise ConfigError(
+            exc = ConfigError(
                 "this YAML file has no SQL model next to it.",
                 file=str(yml_path),
                 fix=f"add {yml_path.with_suffix('.sql').name}, or rename it if it belongs to another model.",
             )
-    return Project(models_dir, models, collect_mappings(models, []))
+            if strict:
+                raise exc
+            problems.append(_problem(yml_path, exc))
+    return Project(models_dir, models, mappings, problems)
+
+
+def _load_model(sql_path: Path, models: dict[str, ModelSpec]) -> ModelSpec:
+    # fullmatch: with match, IDENTIFIER's ``$`` also accepts a name ending in a newline
+    if not re.fullmatch(IDENTIFIER, sql_path.stem):
+        raise ConfigError(
+            f"{sql_path.stem!r} is not a valid model name.",
+            file=str(sql_path),
+            fix="rename the file to letters, digits and underscores (it becomes the table and asset name).",
+        )
+    name = sql_path.stem.lower()
+    if name in models:
+        raise ConfigError(
+            f"two models are named '{name}': {models[name].sql_path} and {sql_path}.",
+            file=str(sql_path),
+            fix="rename one of the files; model names are unique across the models folder.",
+        )
+    yml_path = sql_path.with_suffix(".yml")
+    if not yml_path.exists():
+        raise ConfigError(
+            "the model has no YAML companion.",
+            file=str(sql_path),
+            fix=f"create {yml_path.name} with at least `primary_key: <column>`.",
+        )
+    sql, upstream, columns = _read_sql(sql_path)
+    config = validate_yaml(ModelConfig, _read_yaml(yml_path), str(yml_path))
+    if columns is not None:
+        _check_columns(sql_path, yml_path, config, columns)
+    return ModelSpec(name, sql, sql_path, yml_path, config, upstream)
+
+
+def _problem(path: Path, error: ConfigError) -> ModelProblem:
+    """The stub a broken model gets: its asset name and, when its YAML still says them, its mappings."""
+    stem = re.sub(r"\W", "_", path.stem.strip()).lower() or "unnamed"
+    name = stem if re.fullmatch(IDENTIFIER, stem) and stem == path.stem.lower() else f"invalid_model__{stem}"
+    return ModelProblem(name, path, error, _mapping_names(path.with_suffix(".yml")))
+
+
+def _mapping_names(yml_path: Path) -> tuple[str, ...]:
+    """Mapping names a broken model's YAML still declares (best effort: any error means none)."""
+    try:
+        data = yaml.safe_load(yml_path.read_text())
+        found = [m.get("name") for m in data.get("mappings") or []]
+    except (OSError, yaml.YAMLError, AttributeError, TypeError):
+        return ()
+    return tuple(n for n in found if isinstance(n, str) and re.fullmatch(SNAKE, n))

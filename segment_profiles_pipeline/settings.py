@@ -26,6 +26,11 @@ ENVIRONMENT: dict[str, tuple[str | None, str]] = {
     ),
     "SEGMENT_PROFILES_MODELS_DIR": ("models", "Folder with the SQL models and their YAML companions."),
     "SEGMENT_WRITE_KEY": (None, "Segment source write key. Unset: every sync is a dry run (outbox table)."),
+    "SEGMENT_PROFILES_DEPLOYMENT": (
+        "development",
+        "`development` or `production`. In production a missing `SEGMENT_WRITE_KEY` fails the load "
+        "instead of turning every sync into a dry run.",
+    ),
     "SEGMENT_REGION": ("north_america", "`north_america` or `europe`: picks the Tracking API endpoint."),
     "SEGMENT_ENDPOINT": (
         None,
@@ -40,6 +45,9 @@ ENVIRONMENT: dict[str, tuple[str | None, str]] = {
     "SNOWFLAKE_WAREHOUSE": (None, "Snowflake virtual warehouse."),
     "SNOWFLAKE_ROLE": (None, "Snowflake role (optional)."),
 }
+
+
+DEPLOYMENTS = ("development", "production")
 
 
 def env(name: str) -> str | None:
@@ -66,6 +74,8 @@ class Settings:
     sample_data: bool
     sample_users: int
     models_dir: Path
+    production: bool = False
+    """``SEGMENT_PROFILES_DEPLOYMENT=production``: refuse to load without a write key."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -83,7 +93,15 @@ class Settings:
         users = env("SAMPLE_USERS") or "5000"
         if not users.isdigit() or int(users) < 1:
             raise ConfigError(f"'{users}' is not a positive whole number.", field="SAMPLE_USERS")
+        deployment = (env("SEGMENT_PROFILES_DEPLOYMENT") or "development").lower()
+        if deployment not in DEPLOYMENTS:
+            raise ConfigError(
+                f"unknown deployment '{deployment}'.",
+                field="SEGMENT_PROFILES_DEPLOYMENT",
+                fix="set it to production or development (the default), or unset it.",
+            )
         return cls(
+            production=deployment == "production",
             warehouse=warehouse,
             duckdb_database=db if db.is_absolute() else PROJECT_ROOT / db,
             sample_data=env_flag("SAMPLE_DATA", default=warehouse == "duckdb"),

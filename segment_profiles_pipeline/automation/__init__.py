@@ -1,10 +1,7 @@
-"""Operations: schedules per mapping, the source-change sensor and the sync alert sensor.
+"""Operations: schedules per mapping (``schedules``), the source-change sensor (``source_sensor``)
+and the sync alert sensor (``alert_sensor``, over the pure state machine in ``alerts``).
 
-``definitions.py`` wires the builders; see docs/operations.md for what each mechanism owns.
+``definitions.py`` wires the builders; see docs/operations.md for what each mechanism owns. The
+package imports nothing itself: the sync assets read health through ``alert_sensor`` while the
+schedules read the sync assets' keys, and eager imports here would make that a cycle.
 """
-
-from segment_profiles_pipeline.automation.alert_sensor import build_alert_sensor
-from segment_profiles_pipeline.automation.schedules import build_schedules
-from segment_profiles_pipeline.automation.source_sensor import build_source_sensor
-
-__all__ = ["build_alert_sensor", "build_schedules", "build_source_sensor"]

@@ -8,6 +8,7 @@ is set. A webhook failure is logged and never raised: the tick still advances it
 broken webhook cannot turn into an alert storm later.
 """
 
+import datetime as dt
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -25,9 +26,11 @@ from dagster import (
 
 from segment_profiles_pipeline.automation.alerts import (
     COUNTS,
+    OVERLAP,
+    AlertState,
+    Health,
     ShardResult,
     alert_text,
-    combine,
     dump_state,
     evaluate,
     load_state,
@@ -36,43 +39,88 @@ from segment_profiles_pipeline.automation.alerts import (
 from segment_profiles_pipeline.project import MappingSpec
 from segment_profiles_pipeline.settings import env
 from segment_profiles_pipeline.sync.state import HISTORY, STATE_SCHEMA
-from segment_profiles_pipeline.warehouse.base import Warehouse, WarehouseBusy, in_list
+from segment_profiles_pipeline.warehouse.base import (
+    Warehouse,
+    WarehouseBusy,
+    WarehouseSession,
+    in_list,
+    literal,
+)
 
 WEBHOOK_TIMEOUT_S = 10.0
+_COLUMNS = (
+    "sync_id, mapping, shard, shards, status, finished_at, dagster_run_id, delivery_rate, error, "
+    + ", ".join(COUNTS)
+)
+_REAL_FINISHED = "status <> 'running' AND finished_at IS NOT NULL AND NOT dry_run"
+"""Rows that say something about delivery: finished, and not a dry run (which sends nothing)."""
 
 
 def latest_rows_sql(mappings: Sequence[str]) -> str:
-    """The latest finished row of every shard of every mapping in ``mappings``."""
-    columns = (
-        "mapping, shard, shards, status, finished_at, dagster_run_id, dry_run, delivery_rate, error, "
-        + ", ".join(COUNTS)
-    )
+    """The latest finished real row of every shard of every mapping in ``mappings``."""
     return (
-        f"SELECT {columns} FROM (SELECT {columns}, row_number() OVER "
+        f"SELECT {_COLUMNS} FROM (SELECT {_COLUMNS}, row_number() OVER "
         "(PARTITION BY mapping, shard ORDER BY finished_at DESC, started_at DESC) AS rn "
-        f"FROM {HISTORY} WHERE status <> 'running' AND finished_at IS NOT NULL AND mapping IN {in_list(sorted(mappings))}"
+        f"FROM {HISTORY} WHERE {_REAL_FINISHED} AND mapping IN {in_list(sorted(mappings))}"
         ") AS latest WHERE rn = 1"
     )
 
 
-def shard_results(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[ShardResult]]:
-    out: dict[str, list[ShardResult]] = {}
-    for row in rows:
-        out.setdefault(row["mapping"], []).append(
-            ShardResult(
-                mapping=row["mapping"],
-                shard=int(row["shard"]),
-                shards=int(row["shards"]),
-                status=row["status"],
-                finished_at=row["finished_at"],
-                dagster_run_id=row["dagster_run_id"],
-                dry_run=bool(row["dry_run"]),
-                counts={name: int(row[name] or 0) for name in COUNTS},
-                delivery_rate=None if row["delivery_rate"] is None else float(row["delivery_rate"]),
-                error=row["error"],
-            )
+def rows_since_sql(mappings: Sequence[str], since: dt.datetime) -> str:
+    """Every finished real row of ``mappings`` that finished at or after ``since``."""
+    return (
+        f"SELECT {_COLUMNS} FROM {HISTORY} WHERE {_REAL_FINISHED} AND finished_at >= {literal(since)} "
+        f"AND mapping IN {in_list(sorted(mappings))}"
+    )
+
+
+def shard_results(rows: Sequence[Mapping[str, Any]]) -> list[ShardResult]:
+    return [
+        ShardResult(
+            mapping=row["mapping"],
+            shard=int(row["shard"]),
+            shards=int(row["shards"]),
+            sync_id=row["sync_id"],
+            status=row["status"],
+            finished_at=row["finished_at"],
+            dagster_run_id=row["dagster_run_id"],
+            counts={name: int(row[name] or 0) for name in COUNTS},
+            delivery_rate=None if row["delivery_rate"] is None else float(row["delivery_rate"]),
+            error=row["error"],
         )
-    return out
+        for row in rows
+    ]
+
+
+def read_new_rows(
+    session: WarehouseSession, mappings: Sequence[str], state: AlertState | None
+) -> list[ShardResult]:
+    """What a tick applies: every real row since the watermark (minus the overlap), or on a
+    fresh start the latest row of each shard plus the overlap window before the newest one, so
+    the window of the next tick holds no row this one did not read."""
+    if state is not None and state.watermark is not None:
+        return shard_results(session.query(rows_since_sql(mappings, state.watermark - OVERLAP)).dicts())
+    latest = shard_results(session.query(latest_rows_sql(mappings)).dicts())
+    if not latest:
+        return []
+    newest = max(r.finished_at for r in latest)
+    recent = shard_results(session.query(rows_since_sql(mappings, newest - OVERLAP)).dicts())
+    return list({r.sync_id: r for r in latest + recent}.values())
+
+
+def current_health(session: WarehouseSession, spec: MappingSpec) -> tuple[Health, ShardResult | None]:
+    """A mapping's health now, from its latest real row per shard: the state the alert sensor
+    reaches after applying every row (only the latest row of a shard decides its health).
+    Returns the health and the row that decides it (the worst, newest), or None before any."""
+    name = spec.mapping.name
+    if not session.table_exists(STATE_SCHEMA, HISTORY.split(".")[1]):
+        return Health.HEALTHY, None
+    rows = shard_results(session.query(latest_rows_sql([name])).dicts())
+    state, _ = evaluate(AlertState(), rows, {name: spec.mapping.delivery_rate_threshold})
+    health = state.mapping_health(name)
+    shards = state.health.get(name, {})
+    deciding = [r for r in rows if shards.get(r.shard) is health]
+    return health, max(deciding, key=lambda r: r.finished_at, default=None)
 
 
 def post_webhook(url: str, payload: Mapping[str, Any], log: logging.Logger) -> bool:
@@ -98,31 +146,32 @@ def build_alert_sensor(
     minimum_interval_seconds: int = 30,
     default_status: DefaultSensorStatus = DefaultSensorStatus.RUNNING,
 ) -> SensorDefinition:
-    """The sensor watching every mapping's latest sync against its ``delivery_rate_threshold``."""
+    """The sensor watching every mapping's syncs against its ``delivery_rate_threshold``."""
     thresholds = {s.mapping.name: s.mapping.delivery_rate_threshold for s in mappings}
 
     @sensor(
         name=name,
         minimum_interval_seconds=minimum_interval_seconds,
         default_status=default_status,
-        description="Alerts when a mapping's latest sync fails or falls below its delivery-rate threshold, and "
-        "when it recovers (on change only). Dagster log, plus ALERT_WEBHOOK_URL (Slack-compatible) when set.",
+        description="Alerts when a mapping's sync fails or falls below its delivery-rate threshold, and when it "
+        "recovers (on change only, judged on every real sync since the last tick; dry runs ignored). Dagster "
+        "log, plus ALERT_WEBHOOK_URL (Slack-compatible) when set.",
     )
     def sync_alerts(
         context: SensorEvaluationContext, warehouse: ResourceParam[Warehouse]
     ) -> SensorResult | SkipReason:
         if not thresholds:
             return SkipReason("the project has no mappings")
+        previous = load_state(context.cursor)
         try:
             with warehouse.read_only_session() as session:
                 if not session.table_exists(STATE_SCHEMA, HISTORY.split(".")[1]):
                     return SkipReason("no sync has run yet (no sync history table)")
-                rows = session.query(latest_rows_sql(list(thresholds))).dicts()
+                rows = read_new_rows(session, list(thresholds), previous)
         except WarehouseBusy as exc:
             context.log.info(f"skipped: {exc}")
             return SkipReason(f"cannot read the warehouse now, will look again next tick: {exc}")
-        outcomes = {m: o for m, results in shard_results(rows).items() if (o := combine(results)) is not None}
-        state, alerts = evaluate(load_state(context.cursor), outcomes, thresholds)
+        state, alerts = evaluate(previous or AlertState(), rows, thresholds)
         url = env("ALERT_WEBHOOK_URL")
         for alert in alerts:
             text = alert_text(alert)

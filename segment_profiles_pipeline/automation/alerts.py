@@ -5,32 +5,38 @@ failing alerts once, and once more when it recovers. This is what users of the p
 (alert fatigue is the reason people mute sync alerts). The sensor in ``alert_sensor.py`` does the
 I/O (warehouse read, Dagster log, webhook); everything here is deterministic and unit-tested.
 
-Health of a mapping, from its latest finished sync:
+Every finished, real (not dry-run) sync-history row is applied in the order the syncs finished,
+so a failure followed by a success between two ticks still alerts, then recovers. Health of one
+shard, from a row:
 
-- ``failed``: the sync delivered nothing (``sync_history.status = 'failed'``);
+- ``failed``: the sync delivered nothing or raised (``status = 'failed'``), or its process died
+  and a later sync took it over (``'interrupted'``); any status this code does not know is
+  treated the same, so a new status can never hide a problem;
 - ``degraded``: it finished but its delivery rate is below the mapping's
   ``delivery_rate_threshold`` (Segment's *partial success*);
 - ``healthy``: anything else. A ``partial_success`` at or above the threshold is healthy: the
   threshold is the user's tolerance (rows rejected for a null key do not lower the rate).
 
-A mapping never seen before counts as healthy, so a first sync that fails alerts too.
+A mapping is as bad as its worst current shard (shards above its latest ``shards`` count are
+forgotten). A mapping never seen before counts as healthy, so a first sync that fails alerts too.
+Dry runs say nothing about delivery and are never applied (the sensor does not even read them).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
 
 COUNTS = ("extracted", "added", "updated", "deleted", "invalid", "sent", "delivered", "failed")
 """The count columns of ``_segment_profiles.sync_history``, in the order alerts show them."""
 
-_SEVERITY = {"success": 0, "partial_success": 1, "failed": 2}
 _ERROR_CHARS = 500  # Slack cuts a section at 3000 characters; an error is a hint, not a log.
-CURSOR_VERSION = 1
+CURSOR_VERSION = 2
+_SEVERITY = {"healthy": 0, "degraded": 1, "failed": 2}
 
 
 class Health(StrEnum):
@@ -38,35 +44,25 @@ class Health(StrEnum):
     DEGRADED = "degraded"
     FAILED = "failed"
 
+    @property
+    def severity(self) -> int:
+        return _SEVERITY[self.value]
+
 
 @dataclass(frozen=True)
 class ShardResult:
-    """One finished row of ``sync_history``: one shard of one sync of one mapping."""
+    """One finished, real row of ``sync_history``: one shard of one sync of one mapping."""
 
     mapping: str
     shard: int
     shards: int
+    sync_id: str
     status: str
     finished_at: dt.datetime
     dagster_run_id: str | None
-    dry_run: bool
     counts: Mapping[str, int]
     delivery_rate: float | None
     error: str | None
-
-
-@dataclass(frozen=True)
-class SyncOutcome:
-    """A mapping's latest finished sync, its shards combined."""
-
-    mapping: str
-    status: str
-    counts: Mapping[str, int]
-    delivery_rate: float | None
-    error: str | None
-    dagster_run_id: str | None
-    finished_at: dt.datetime
-    dry_run: bool
 
 
 @dataclass(frozen=True)
@@ -74,90 +70,108 @@ class Alert:
     mapping: str
     kind: Literal["failed", "degraded", "recovered"]
     previous: Health
-    outcome: SyncOutcome
+    health: Health  # the mapping's health after ``outcome`` (its worst shard)
+    outcome: ShardResult  # the row that changed it
     threshold: float
 
 
-def combine(rows: Sequence[ShardResult]) -> SyncOutcome | None:
-    """Combine the latest finished row of each shard of one mapping into one outcome.
+@dataclass(frozen=True)
+class AlertState:
+    """What the sensor remembers between ticks (its cursor).
 
-    Shards are synced by separate runs, so "the latest sync" is the latest row of every shard
-    that still exists (the newest row tells the current shard count; rows of shards removed by
-    lowering ``shards`` are ignored). The mapping is as bad as its worst shard: status and
-    delivery rate are the worst ones, so one shard at 50% is not hidden by others at 100%.
-    """
-    if not rows:
-        return None
-    newest = max(rows, key=lambda r: (r.finished_at, r.shard))
-    current = sorted((r for r in rows if r.shard < newest.shards), key=lambda r: r.shard)
-    worst = max(current, key=lambda r: (_SEVERITY.get(r.status, 2), -r.shard))
-    rates = [r.delivery_rate for r in current if r.delivery_rate is not None]
-    errors = [r.error for r in current if r.error and r.status == worst.status]
-    return SyncOutcome(
-        mapping=newest.mapping,
-        status=worst.status,
-        counts={name: sum(int(r.counts.get(name) or 0) for r in current) for name in COUNTS},
-        delivery_rate=min(rates) if rates else None,
-        error=errors[0] if errors else None,
-        dagster_run_id=worst.dagster_run_id,
-        finished_at=newest.finished_at,
-        dry_run=any(r.dry_run for r in current),
-    )
+    ``health`` is per mapping, per shard. ``watermark`` is the latest ``finished_at`` applied and
+    ``seen`` the sync ids applied within ``OVERLAP`` of it: rows are read from ``watermark -
+    OVERLAP`` on, so a row committed a little after a later-finishing one (parallel shards) is
+    still applied once, and none twice."""
+
+    health: dict[str, dict[int, Health]] = field(default_factory=dict)
+    watermark: dt.datetime | None = None
+    seen: frozenset[str] = frozenset()
+
+    def mapping_health(self, mapping: str) -> Health:
+        return worst(self.health.get(mapping, {}).values())
 
 
-def classify(outcome: SyncOutcome, threshold: float) -> Health:
-    if outcome.status == "failed":
+OVERLAP = dt.timedelta(minutes=15)
+"""How far before the watermark each tick looks again (commit delays, clocks of parallel runs)."""
+
+
+def worst(healths: Iterable[Health]) -> Health:
+    return max(healths, key=lambda h: h.severity, default=Health.HEALTHY)
+
+
+def classify(result: ShardResult, threshold: float) -> Health:
+    if result.status not in ("success", "partial_success"):
         return Health.FAILED
-    if outcome.delivery_rate is not None and outcome.delivery_rate < threshold:
+    if result.delivery_rate is not None and result.delivery_rate < threshold:
         return Health.DEGRADED
     return Health.HEALTHY
 
 
 def evaluate(
-    previous: Mapping[str, Health], outcomes: Mapping[str, SyncOutcome], thresholds: Mapping[str, float]
-) -> tuple[dict[str, Health], list[Alert]]:
-    """The next health state of every configured mapping, and the alerts for the changes.
+    previous: AlertState, rows: Iterable[ShardResult], thresholds: Mapping[str, float]
+) -> tuple[AlertState, list[Alert]]:
+    """Apply every new row in the order the syncs finished; an alert for each change of health.
 
-    ``thresholds`` lists the configured mappings (name → delivery-rate threshold); state of
-    mappings no longer configured is dropped, and a mapping without a finished sync keeps its
-    state (a sync still running says nothing yet).
-    """
-    state: dict[str, Health] = {}
+    ``rows`` is everything the tick read: every row finished since ``previous.watermark -
+    OVERLAP`` (on a fresh start, the latest row of each shard plus the window before the newest).
+    ``thresholds`` lists the configured mappings (name → delivery-rate threshold): state of
+    mappings no longer configured is dropped, rows of unknown mappings are ignored, rows already
+    in ``previous.seen`` are skipped."""
+    rows = sorted(rows, key=lambda r: (r.finished_at, r.mapping, r.shard, r.sync_id))
+    health = {m: dict(shards) for m, shards in previous.health.items() if m in thresholds}
     alerts: list[Alert] = []
-    for mapping in sorted(thresholds):
-        outcome = outcomes.get(mapping)
-        before = previous.get(mapping, Health.HEALTHY)
-        if outcome is None:
-            if mapping in previous:
-                state[mapping] = before
+    for row in rows:
+        if row.mapping not in thresholds or row.sync_id in previous.seen:
             continue
-        now = classify(outcome, thresholds[mapping])
-        state[mapping] = now
+        shards = health.setdefault(row.mapping, {})
+        before = worst(shards.values())
+        shards[row.shard] = classify(row, thresholds[row.mapping])
+        for gone in [s for s in shards if s >= row.shards]:
+            del shards[gone]
+        now = worst(shards.values())
         if now is not before:
             kind: Literal["failed", "degraded", "recovered"] = (
                 "recovered" if now is Health.HEALTHY else now.value
             )
-            alerts.append(Alert(mapping, kind, before, outcome, thresholds[mapping]))
-    return state, alerts
+            alerts.append(Alert(row.mapping, kind, before, now, row, thresholds[row.mapping]))
+    watermark = max([r.finished_at for r in rows] + [w for w in [previous.watermark] if w], default=None)
+    # The next window starts at the new watermark minus OVERLAP, inside what this tick read.
+    seen = frozenset(r.sync_id for r in rows if watermark and r.finished_at >= watermark - OVERLAP)
+    return AlertState(health, watermark, seen), alerts
 
 
-def dump_state(state: Mapping[str, Health]) -> str:
-    return json.dumps({"version": CURSOR_VERSION, "health": {k: v.value for k, v in sorted(state.items())}})
+def dump_state(state: AlertState) -> str:
+    return json.dumps(
+        {
+            "version": CURSOR_VERSION,
+            "health": {
+                m: {str(s): h.value for s, h in sorted(shards.items())}
+                for m, shards in sorted(state.health.items())
+            },
+            "watermark": state.watermark.isoformat() if state.watermark else None,
+            "seen": sorted(state.seen),
+        }
+    )
 
 
-def load_state(cursor: str | None) -> dict[str, Health]:
-    """The health state kept in the sensor cursor; an absent or unreadable cursor is a fresh start."""
+def load_state(cursor: str | None) -> AlertState | None:
+    """The state kept in the sensor cursor; None (a fresh start) when absent, old or unreadable."""
     if not cursor:
-        return {}
+        return None
     try:
         data = json.loads(cursor)
-        return (
-            {str(k): Health(v) for k, v in data["health"].items()}
-            if data.get("version") == CURSOR_VERSION
-            else {}
+        if data.get("version") != CURSOR_VERSION:
+            return None
+        return AlertState(
+            health={
+                str(m): {int(s): Health(h) for s, h in shards.items()} for m, shards in data["health"].items()
+            },
+            watermark=dt.datetime.fromisoformat(data["watermark"]) if data["watermark"] else None,
+            seen=frozenset(str(i) for i in data["seen"]),
         )
     except (ValueError, KeyError, TypeError, AttributeError):
-        return {}
+        return None
 
 
 def _rate(value: float | None) -> str:
@@ -167,7 +181,8 @@ def _rate(value: float | None) -> str:
 def alert_text(alert: Alert) -> str:
     """One line for the Dagster log and the notification preview."""
     out = alert.outcome
-    name = f"Segment sync `{alert.mapping}`" + (" (dry run)" if out.dry_run else "")
+    shard = f" (shard {out.shard} of {out.shards})" if out.shards > 1 else ""
+    name = f"Segment sync `{alert.mapping}`{shard}"
     if alert.kind == "failed":
         error = f": {out.error[:_ERROR_CHARS]}" if out.error else ""
         return f"{name} failed{error}"
@@ -178,6 +193,20 @@ def alert_text(alert: Alert) -> str:
             f"{out.counts.get('invalid', 0)} invalid)"
         )
     return f"{name} recovered ({alert.previous.value} before): {out.status}, {_rate(out.delivery_rate)} delivered"
+
+
+def health_text(health: Health, latest: ShardResult | None, threshold: float) -> str:
+    """The ``sync_health`` check's description: the state alerts are judged on, in one line."""
+    if latest is None:
+        return "no real sync yet (dry runs are not judged)"
+    when = latest.finished_at.isoformat(sep=" ", timespec="seconds")
+    detail = f"latest real sync {latest.status}, {_rate(latest.delivery_rate)} delivered (threshold {threshold:.0%}), finished {when} UTC"
+    error = (
+        f"; first error: {latest.error[:_ERROR_CHARS]}"
+        if latest.error and health is not Health.HEALTHY
+        else ""
+    )
+    return f"{health.value}: {detail}{error}"
 
 
 def run_path(run_id: str | None) -> str | None:
@@ -199,7 +228,7 @@ def slack_payload(alert: Alert) -> dict[str, Any]:
     counts = ", ".join(f"{name} {out.counts.get(name, 0)}" for name in COUNTS)
     fields = [
         f"*Mapping*\n`{alert.mapping}`",
-        f"*Status*\n{out.status} ({alert.previous.value} → {classify(out, alert.threshold).value})",
+        f"*Status*\n{out.status} ({alert.previous.value} → {alert.health.value})",
         f"*Delivery rate*\n{_rate(out.delivery_rate)} (threshold {alert.threshold:.0%})",
         f"*Finished*\n{out.finished_at.isoformat(sep=' ', timespec='seconds')} UTC",
     ]

@@ -28,7 +28,7 @@ from segment_profiles_pipeline.errors import WarehouseError
 from segment_profiles_pipeline.metadata import table_metadata
 from segment_profiles_pipeline.models.checks import check_specs, primary_key_checks
 from segment_profiles_pipeline.models.sample_data import SOURCE_TABLES, seed_missing
-from segment_profiles_pipeline.project import MODELS_SCHEMA, ModelSpec
+from segment_profiles_pipeline.project import MODELS_SCHEMA, ModelProblem, ModelSpec, display_path
 from segment_profiles_pipeline.warehouse.base import Warehouse, WarehouseBusy, ident
 
 WAREHOUSE_RETRY = RetryPolicy(max_retries=3, delay=2, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS)
@@ -113,7 +113,8 @@ def build_model_asset(spec: ModelSpec, kind: str) -> AssetsDefinition:
         deps=upstream_keys(spec),
         kinds={kind, "sql"},
         code_version=version,
-        description=spec.config.description or f"Model `{spec.sql_path.name}`",
+        description=f"{spec.config.description or 'SQL model.'}\n\nSQL: `{display_path(spec.sql_path)}`, "
+        f"config: `{display_path(spec.yml_path)}`.",
         check_specs=check_specs(key, pk),
         pool=POOL,
         retry_policy=WAREHOUSE_RETRY,
@@ -150,3 +151,24 @@ def build_model_asset(spec: ModelSpec, kind: str) -> AssetsDefinition:
         return MaterializeResult(metadata=metadata, check_results=checks)
 
     return model
+
+
+def build_broken_asset(key: AssetKey, problem: ModelProblem, group: str) -> AssetsDefinition:
+    """What a model (or one of its mappings) that failed to load looks like in a lenient load.
+
+    It keeps its place in the graph, says what is wrong in its description and metadata, and a
+    materialization fails with the load error, so the mistake is visible where the user looks,
+    while every other model, mapping, schedule and sensor keeps working."""
+    where = display_path(problem.path)
+
+    @asset(
+        key=key,
+        group_name=group,
+        description=f"**Does not load** ({where}): {problem.error}\n\nFix the file; the deployment picks it up "
+        "on the next code location reload. `dagster definitions validate` fails until then.",
+        metadata={"load_error": MetadataValue.text(str(problem.error)), "file": MetadataValue.path(where)},
+    )
+    def broken() -> None:
+        raise Failure(description=f"{where} does not load: {problem.error}", allow_retries=False)
+
+    return broken

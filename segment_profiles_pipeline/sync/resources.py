@@ -1,7 +1,9 @@
 """The Segment destination resource: endpoint, write key (an ``EnvVar``), delivery tuning.
 
 Without a write key every sync is a dry run: this is what the Quickstart does, so a new user
-sees exactly what would be sent before anything is.
+sees exactly what would be sent before anything is. A production deployment
+(``SEGMENT_PROFILES_DEPLOYMENT=production``) must not fall into that silently, so there a missing
+key fails the load instead.
 """
 
 from collections.abc import Iterator
@@ -10,6 +12,7 @@ from contextlib import contextmanager
 from dagster import ConfigurableResource, EnvVar
 from pydantic import Field
 
+from segment_profiles_pipeline.errors import ConfigError
 from segment_profiles_pipeline.segment.client import SegmentClient
 from segment_profiles_pipeline.segment.spec import resolve_endpoint
 from segment_profiles_pipeline.settings import env
@@ -32,9 +35,14 @@ class SegmentDestination(ConfigurableResource):
     def endpoint_url(self) -> str:
         return resolve_endpoint(self.region, self.endpoint)
 
+    def is_dry_run(self, force_dry_run: bool = False) -> bool:
+        """Whether a sync through this destination sends nothing (no key, or asked to)."""
+        return force_dry_run or not self.write_key
+
     @contextmanager
     def sender(self, force_dry_run: bool = False) -> Iterator[SegmentClient | None]:
-        if not self.write_key or force_dry_run:
+        """A client for the destination, or None for a dry run."""
+        if self.is_dry_run(force_dry_run):
             yield None
             return
         with SegmentClient(
@@ -48,8 +56,15 @@ class SegmentDestination(ConfigurableResource):
             yield client
 
 
-def segment_from_env() -> SegmentDestination:
+def segment_from_env(*, production: bool = False) -> SegmentDestination:
     """Region and endpoint are plain settings (validated now); the write key stays an EnvVar."""
+    if production and not env("SEGMENT_WRITE_KEY"):
+        raise ConfigError(
+            "not set, and SEGMENT_PROFILES_DEPLOYMENT=production: every sync would be a dry run that sends "
+            "nothing to Segment.",
+            field="SEGMENT_WRITE_KEY",
+            fix="set the Segment source's write key, or unset SEGMENT_PROFILES_DEPLOYMENT outside production.",
+        )
     region = env("SEGMENT_REGION") or "north_america"
     endpoint = env("SEGMENT_ENDPOINT")
     resolve_endpoint(region, endpoint)  # fail at load time on a bad region or a non-loopback http URL

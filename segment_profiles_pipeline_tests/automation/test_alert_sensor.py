@@ -14,8 +14,7 @@ import pytest
 from dagster import DagsterInstance, SensorDefinition, build_sensor_context
 from dagster._core.definitions.sensor_definition import SensorExecutionData
 
-from segment_profiles_pipeline.automation import build_alert_sensor
-from segment_profiles_pipeline.automation.alert_sensor import post_webhook
+from segment_profiles_pipeline.automation.alert_sensor import build_alert_sensor, post_webhook
 from segment_profiles_pipeline.project import load_project
 from segment_profiles_pipeline.sync.state import HISTORY, ensure_state
 from segment_profiles_pipeline.warehouse.base import literal
@@ -81,6 +80,7 @@ def record(
     rate: float | None = 1.0,
     error: str | None = None,
     run: str = "run-1",
+    dry_run: bool = False,
 ) -> None:
     """One sync_history row as the sync engine writes it."""
     started = T0 + dt.timedelta(minutes=minute)
@@ -90,7 +90,7 @@ def record(
         session.execute(
             f"INSERT INTO {HISTORY} (sync_id, mapping, shard, shards, dagster_run_id, dry_run, started_at, finished_at, "
             "status, extracted, added, updated, deleted, invalid, sent, delivered, failed, delivery_rate, error) VALUES ("
-            f"{literal(f'{mapping}-{minute}')}, {literal(mapping)}, 0, 1, {literal(run)}, FALSE, {literal(started)}, "
+            f"{literal(f'{mapping}-{minute}')}, {literal(mapping)}, 0, 1, {literal(run)}, {literal(dry_run)}, {literal(started)}, "
             f"{literal(finished)}, {literal(status)}, 100, 10, 5, 0, 1, 15, {round(15 * (rate or 0))}, "
             f"{15 - round(15 * (rate or 0))}, {literal(rate)}, {literal(error)})"
         )
@@ -111,7 +111,7 @@ def test_alerts_on_change_only_with_webhook(sensor, warehouse, receiver, monkeyp
     record(warehouse, 0, "success")
     healthy = tick(sensor, warehouse, None)
     assert healthy.skip_message == "no change in sync health"
-    assert json.loads(healthy.cursor or "")["health"] == {"users_identify": "healthy"}
+    assert json.loads(healthy.cursor or "")["health"] == {"users_identify": {"0": "healthy"}}
     assert receiver.bodies == []
 
     record(warehouse, 10, "failed", rate=0.0, error="HTTP 401: invalid write key", run="run-2")
@@ -150,8 +150,8 @@ def test_partial_success_below_threshold(sensor, warehouse, receiver, monkeypatc
     result = tick(sensor, warehouse, None)
     assert result.skip_message == "account_memberships_group: degraded"
     assert json.loads(result.cursor or "")["health"] == {
-        "account_memberships_group": "degraded",
-        "users_identify": "healthy",
+        "account_memberships_group": {"0": "degraded"},
+        "users_identify": {"0": "healthy"},
     }
     [body] = receiver.bodies
     assert "80.0% delivered, below its 99% threshold" in body["text"]
@@ -189,4 +189,32 @@ def test_webhook_failures_are_logged_never_raised(sensor, warehouse, receiver, m
     record(warehouse, 0, "failed", rate=0.0, error="boom")
     result = tick(sensor, warehouse, None)
     assert result.skip_message == "users_identify: failed"
-    assert json.loads(result.cursor or "")["health"] == {"users_identify": "failed"}
+    assert json.loads(result.cursor or "")["health"] == {"users_identify": {"0": "failed"}}
+
+
+def test_a_failure_then_a_success_between_two_ticks_alerts_then_recovers(
+    sensor, warehouse, receiver, monkeypatch
+) -> None:
+    monkeypatch.setenv("ALERT_WEBHOOK_URL", receiver.url)
+    record(warehouse, 0, "success")
+    first = tick(sensor, warehouse, None)
+    record(warehouse, 10, "failed", rate=0.0, error="HTTP 401: invalid write key", run="run-2")
+    record(warehouse, 20, "success", run="run-3")
+    both = tick(sensor, warehouse, first.cursor)
+    assert both.skip_message == "users_identify: failed; users_identify: recovered"
+    assert [b["text"].split(" ", 1)[0] for b in receiver.bodies] == [":rotating_light:", ":white_check_mark:"]
+    assert tick(sensor, warehouse, both.cursor).skip_message == "no change in sync health"  # nothing twice
+
+
+def test_an_interrupted_sync_alerts(sensor, warehouse) -> None:
+    record(warehouse, 0, "interrupted", rate=None, error="interrupted: the process stopped")
+    assert tick(sensor, warehouse, None).skip_message == "users_identify: failed"
+
+
+def test_dry_runs_are_ignored(sensor, warehouse) -> None:
+    record(warehouse, 0, "success")
+    first = tick(sensor, warehouse, None)
+    record(warehouse, 10, "failed", rate=None, error="dry run went wrong", dry_run=True)
+    assert tick(sensor, warehouse, first.cursor).skip_message == "no change in sync health"
+    # and a fresh cursor does not judge a dry run either
+    assert tick(sensor, warehouse, None).skip_message == "no change in sync health"

@@ -13,7 +13,7 @@ from dagster import (
     build_schedule_context,
 )
 
-from segment_profiles_pipeline.automation import build_schedules
+from segment_profiles_pipeline.automation.schedules import build_schedules
 from segment_profiles_pipeline.errors import ConfigError
 from segment_profiles_pipeline.project import load_project
 from segment_profiles_pipeline_tests.conftest import materialize_all, write

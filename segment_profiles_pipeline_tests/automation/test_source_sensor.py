@@ -12,8 +12,8 @@ import snowflake.connector
 from dagster import AssetKey, DagsterInstance, Definitions, build_sensor_context
 from dagster._core.definitions.sensor_definition import SensorExecutionData
 
-from segment_profiles_pipeline.automation import build_source_sensor
 from segment_profiles_pipeline.automation.source_sensor import (
+    build_source_sensor,
     changed_tables,
     fingerprints,
     load_cursor,

@@ -109,8 +109,12 @@ def test_failing_sql_names_the_file_and_keeps_the_old_table(models_dir, settings
         assert con.execute("SELECT count(*) FROM models.users").fetchone()[0] == 200
 
 
-def test_primary_key_not_returned_by_the_query(models_dir, settings_for, build) -> None:
-    write(models_dir, {"users.sql": "SELECT email FROM app.users", "users.yml": "primary_key: user_id\n"})
+def test_primary_key_not_returned_by_a_star_query_fails_the_run(models_dir, settings_for, build) -> None:
+    """A ``*`` hides the columns from the load-time check; the run still names file and field."""
+    write(
+        models_dir,
+        {"users.sql": "SELECT * EXCLUDE (user_id) FROM app.users", "users.yml": "primary_key: user_id\n"},
+    )
     result = materialize_all(build(settings_for(models_dir)))
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     message = failure.step_failure_data.error.message
