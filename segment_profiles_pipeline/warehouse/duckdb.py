@@ -171,19 +171,21 @@ class DuckDBWarehouse(ConfigurableResource):
         path = Path(self.database)
         path.parent.mkdir(parents=True, exist_ok=True)
         with _file_lock(path.with_name(path.name + ".lock"), self.lock_timeout_s):
-            con = getattr(_held, "con", None)
-            if con is not None:  # nested session in the same thread: share the open connection
-                yield DuckDBSession(con)
+            held: dict[str, duckdb.DuckDBPyConnection] = getattr(_held, "cons", {})
+            _held.cons = held
+            key = str(path.resolve())
+            if key in held:  # nested session on the same file in this thread: share its connection
+                yield DuckDBSession(held[key])
                 return
             try:
                 con = duckdb.connect(str(path))
             except duckdb.Error as exc:
                 raise WarehouseError(f"could not open DuckDB file {path}: {exc}") from exc
-            _held.con = con
+            held[key] = con
             try:
                 yield DuckDBSession(con)
             finally:
-                _held.con = None
+                del held[key]
                 con.close()
 
     @contextmanager
