@@ -6,6 +6,7 @@ import pytest
 
 from segment_profiles_pipeline.sync.engine import run_sync
 from segment_profiles_pipeline_tests.sync.helpers import ScriptedSender, failed, people_spec
+from segment_profiles_pipeline_tests.warehouse.fake_snowflake import fake_snowflake
 
 ALL_TYPES = """
 CREATE OR REPLACE TABLE models.people AS SELECT
@@ -80,3 +81,47 @@ def test_the_same_data_in_another_session_time_zone_is_not_resent(session) -> No
     again = ScriptedSender()
     report = run_sync(session, spec, again, now=dt.datetime(2030, 1, 1))
     assert again.sent == [] and report.counts["updated"] == 0
+
+
+SNOWFLAKE_TYPES = """
+CREATE OR REPLACE TABLE models.people AS SELECT
+    'u1' AS id,
+    9007199254740993 AS beyond_safe,
+    12.5::NUMBER(38,10) AS dec10,
+    TO_BINARY('AABB', 'HEX') AS bin,
+    '12:34:56'::TIME AS tm,
+    PARSE_JSON('{"x": [1, {"y": null}]}') AS var,
+    OBJECT_CONSTRUCT('a', 1) AS obj,
+    PARSE_JSON('[1, 2]')::ARRAY AS arr,
+    '2024-01-01 12:00:00 +05:00'::TIMESTAMP_TZ AS tstz,
+    '2024-01-01 12:00:00'::TIMESTAMP_NTZ AS ts,
+    '2024-01-02'::DATE AS d,
+    'NaN'::FLOAT AS nan
+"""
+
+
+def test_every_snowflake_type_is_sent_by_its_documented_rule() -> None:
+    """The Snowflake path through fakesnow. fakesnow stores NUMBER(38,0) as a 64-bit integer, so
+    values beyond 64 bits cannot be created there; 2**53 + 1 shows the safe-integer rule."""
+    with fake_snowflake() as snowflake, snowflake.session() as session:
+        session.execute("CREATE SCHEMA IF NOT EXISTS models")
+        session.execute(SNOWFLAKE_TYPES)
+        sender = ScriptedSender()
+        report = run_sync(session, people_spec(traits={}, all_columns_as_traits=True), sender)
+        assert report.status == "success" and failed(session) == {}
+        again = ScriptedSender()
+        run_sync(session, people_spec(traits={}, all_columns_as_traits=True), again)
+    assert again.sent == []
+    assert sender.sent[0]["traits"] == {
+        "beyond_safe": "9007199254740993",
+        "dec10": 12.5,
+        "bin": "qrs=",
+        "tm": "12:34:56",
+        "var": {"x": [1, {"y": None}]},
+        "obj": {"a": 1},
+        "arr": [1, 2],
+        "tstz": "2024-01-01T07:00:00.000Z",
+        "ts": "2024-01-01T12:00:00.000Z",
+        "d": "2024-01-02",
+        "nan": None,
+    }
