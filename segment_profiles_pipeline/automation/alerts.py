@@ -198,7 +198,7 @@ def alert_text(alert: Alert) -> str:
 def health_text(health: Health, latest: ShardResult | None, threshold: float) -> str:
     """The ``sync_health`` check's description: the state alerts are judged on, in one line."""
     if latest is None:
-        return "no real sync yet (dry runs are not judged)"
+        return "no real sync yet"
     when = latest.finished_at.isoformat(sep=" ", timespec="seconds")
     detail = f"latest real sync {latest.status}, {_rate(latest.delivery_rate)} delivered (threshold {threshold:.0%}), finished {when} UTC"
     error = (

@@ -191,7 +191,7 @@ def delivery_check(report: SyncReport, threshold: float) -> AssetCheckResult:
 def health_check(session: WarehouseSession, spec: MappingSpec, dry_run: bool) -> AssetCheckResult:
     health, latest = current_health(session, spec)
     threshold = spec.mapping.delivery_rate_threshold
-    prefix = "this run was a dry run (not judged); " if dry_run else ""
+    prefix = "dry run, not judged (dry runs never are); " if dry_run else ""
     return AssetCheckResult(
         check_name=SYNC_HEALTH,
         passed=health is Health.HEALTHY,

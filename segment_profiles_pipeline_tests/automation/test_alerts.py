@@ -257,7 +257,7 @@ def test_messages_and_slack_payload() -> None:
 
 
 def test_health_text() -> None:
-    assert health_text(Health.HEALTHY, None, 0.99) == "no real sync yet (dry runs are not judged)"
+    assert health_text(Health.HEALTHY, None, 0.99) == "no real sync yet"
     failed = ROW_OF[Health.FAILED]()
     assert health_text(Health.FAILED, failed, 0.99) == (
         "failed: latest real sync failed, 0.0% delivered (threshold 99%), finished 2026-11-02 08:00:00 UTC; "

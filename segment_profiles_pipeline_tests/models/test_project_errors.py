@@ -114,3 +114,95 @@ def test_bad_yaml_syntax(models_dir: Path) -> None:
     write(models_dir, {"users.sql": USERS_SQL, "users.yml": "primary_key: [unclosed\n"})
     with pytest.raises(ConfigError, match=r"users\.yml: the YAML does not parse"):
         load_project(models_dir)
+
+
+@pytest.mark.parametrize("stem", ["users\n", "my users", "1users", "users-v2", "usérs"])
+def test_model_file_names_must_be_plain_identifiers(models_dir: Path, stem: str) -> None:
+    write(models_dir, {f"{stem}.sql": USERS_SQL, f"{stem}.yml": "primary_key: user_id\n"})
+    with pytest.raises(ConfigError, match="is not a valid model name") as err:
+        load_project(models_dir)
+    assert repr(stem) in str(err.value)  # the name is shown quoted, so a trailing newline is visible
+
+
+def test_primary_key_missing_from_an_explicit_select_list_is_a_load_error(models_dir: Path) -> None:
+    write(
+        models_dir, {"users.sql": "SELECT email, plan FROM app.users", "users.yml": "primary_key: user_id\n"}
+    )
+    with pytest.raises(ConfigError) as err:
+        load_project(models_dir)
+    text = str(err.value)
+    assert text.startswith(
+        f"{models_dir / 'users.yml'} (field 'primary_key'): column 'user_id' is not selected"
+    )
+    assert "users.sql, which returns: email, plan" in text
+
+
+@pytest.mark.parametrize(
+    ("mapping", "field"),
+    [
+        ("user_id: id", "user_id"),
+        ("user_id: user_id\n    traits: {mail: e_mail}", "traits.mail"),
+        ("user_id: user_id\n    timestamp: changed_at", "timestamp"),
+    ],
+)
+def test_mapped_column_missing_from_an_explicit_select_list_is_a_load_error(
+    models_dir: Path, mapping: str, field: str
+) -> None:
+    yml = f"primary_key: user_id\nmappings:\n  - name: users_identify\n    action: identify\n    {mapping}\n"
+    write(models_dir, {"users.sql": "SELECT user_id, email AS e FROM app.users", "users.yml": yml})
+    with pytest.raises(ConfigError) as err:
+        load_project(models_dir)
+    text = str(err.value)
+    assert f"users.yml (mapping 'users_identify', field '{field}')" in text
+    assert "which has: user_id, e" in text
+
+
+def test_star_queries_are_left_to_the_run(models_dir: Path) -> None:
+    write(
+        models_dir,
+        {
+            "users.sql": "SELECT u.*, 1 AS one FROM app.users AS u",
+            "users.yml": "primary_key: whatever\nmappings:\n  - {name: m, action: identify, user_id: nope}\n",
+        },
+    )
+    assert [m.mapping.name for m in load_project(models_dir).mappings] == ["m"]
+
+
+def test_lenient_load_keeps_good_models_and_reports_each_broken_file(models_dir: Path) -> None:
+    good = "primary_key: user_id\nmappings:\n  - {name: good_identify, action: identify, user_id: user_id}\n"
+    bad_yaml = "primary_key: [unclosed\n"
+    bad_sql_mappings = (
+        "primary_key: user_id\nmappings:\n  - {name: broken_identify, action: identify, user_id: user_id}\n"
+    )
+    write(
+        models_dir,
+        {
+            "good.sql": USERS_SQL,
+            "good.yml": good,
+            "bad_yaml.sql": USERS_SQL,
+            "bad_yaml.yml": bad_yaml,
+            "bad_sql.sql": "SELECT FROM WHERE",
+            "bad_sql.yml": bad_sql_mappings,
+            "orphan.yml": "primary_key: x\n",
+        },
+    )
+    with pytest.raises(ConfigError):
+        load_project(models_dir)  # strict is the default
+    project = load_project(models_dir, strict=False)
+    assert list(project.models) == ["good"]
+    assert [m.mapping.name for m in project.mappings] == ["good_identify"]
+    problems = {p.name: p for p in project.problems}
+    assert set(problems) == {"bad_yaml", "bad_sql", "orphan"}
+    assert "does not parse" in str(problems["bad_sql"].error)
+    assert problems["bad_sql"].mapping_names == ("broken_identify",)  # its YAML still names them
+    assert problems["bad_yaml"].mapping_names == ()
+    assert "no SQL model next to it" in str(problems["orphan"].error)
+
+
+def test_lenient_load_drops_the_second_user_of_a_mapping_name(models_dir: Path) -> None:
+    mapping = "primary_key: user_id\nmappings:\n  - {name: same, action: identify, user_id: user_id}\n"
+    write(models_dir, {"a.sql": USERS_SQL, "a.yml": mapping, "b.sql": USERS_SQL, "b.yml": mapping})
+    project = load_project(models_dir, strict=False)
+    assert list(project.models) == ["a"]
+    assert [p.name for p in project.problems] == ["b"]
+    assert "mapping name 'same' is also used in" in str(project.problems[0].error)
