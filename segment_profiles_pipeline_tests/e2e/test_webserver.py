@@ -1,7 +1,9 @@
 """End to end through the real webserver: ``dagster dev`` as a user starts it, driven over GraphQL.
 
-1. materialize the whole graph (dry run: no write key) and wait for success;
-2. the schedules and sensors are there with their default status;
+1. materialize the whole graph (dry run: no write key) and wait for success; the run is tagged
+   as a dry run;
+2. the schedules, sensors and Test Mapping jobs are there with their default status, and the
+   alert sensor ignores the dry run;
 3. a row added to ``app.users`` makes the source-change sensor (evaluated by the daemon that
    ``dagster dev`` runs) request a run of exactly what reads it, which succeeds;
 4. shutting the process group down leaves no process behind.
@@ -86,6 +88,7 @@ class Server:
                 __typename
                 ... on Repository {
                   schedules { name cronSchedule executionTimezone scheduleState { status } }
+                  jobs { name }
                   sensors { name minIntervalSeconds sensorState { status } }
                 } } }""",
             {"repo": {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY}},
@@ -173,6 +176,7 @@ def test_materialize_schedules_sensors_and_source_change(server: Server, tmp_pat
     run_id = server.client.submit_job_execution("__ASSET_JOB", repository_location_name=LOCATION)
     status = wait_for(f"run {run_id} (all assets) to finish", lambda: server.finished(run_id), 90, server.log)
     assert status == "SUCCESS", f"run {run_id} ended {status}; see {server.log}"
+    assert [r["runId"] for r in server.runs({"segment_profiles/dry_run": "true"})] == [run_id]
 
     # (2) automation and its default status: schedules of enabled mappings and both sensors run
     repo = server.repository()
@@ -189,6 +193,8 @@ def test_materialize_schedules_sensors_and_source_change(server: Server, tmp_pat
     }
     sensors = {s["name"]: (s["minIntervalSeconds"], s["sensorState"]["status"]) for s in repo["sensors"]}
     assert sensors == {SOURCE_SENSOR: (30, "RUNNING"), ALERT_SENSOR: (30, "RUNNING")}
+    jobs = {j["name"] for j in repo["jobs"]}
+    assert {"users_identify_test_mapping", "account_memberships_group_test_mapping"} <= jobs
 
     # (3) the daemon's source sensor has recorded the tables as they are now...
     def recorded() -> dict[str, Any] | None:
@@ -196,6 +202,11 @@ def test_materialize_schedules_sensors_and_source_change(server: Server, tmp_pat
         return cursor if cursor and cursor["tables"].get("app.users", "").startswith("rows=200;") else None
 
     wait_for("the source sensor to record app.users (200 rows)", recorded, 75, server.log)
+    # the alert sensor has read the history after that run, and judged nothing: it was a dry run
+    alert_cursor = wait_for(
+        "the alert sensor to record a cursor", lambda: server.sensor_cursor(ALERT_SENSOR), 75, server.log
+    )
+    assert alert_cursor["version"] == 2 and alert_cursor["health"] == {}
     assert server.runs({"dagster/sensor_name": SOURCE_SENSOR}) == []
     # ...then a row arrives, written like any run writes (queued on the file lock, never during another writer)
     with DuckDBWarehouse(database=str(tmp_path / "warehouse.duckdb")).session() as session:

@@ -30,16 +30,14 @@ def state(session) -> dict[str, list]:
 
 def run_job(warehouse, segment, keys, send_test=False, spec=None):
     job = build_test_mapping_job(spec or people_spec())
-    instance = DagsterInstance.ephemeral()
-    result = job.execute_in_process(
+    return job.execute_in_process(
         run_config={
             "ops": {"test_mapping__people_identify": {"config": {"keys": keys, "send_test": send_test}}}
         },
         resources={"warehouse": warehouse, "segment": segment},
-        instance=instance,
+        instance=DagsterInstance.ephemeral(),
         raise_on_error=False,
     )
-    return result, instance
 
 
 def test_payloads_are_the_syncs_own_and_nothing_is_touched(warehouse) -> None:
@@ -66,7 +64,7 @@ def test_payloads_are_the_syncs_own_and_nothing_is_touched(warehouse) -> None:
 def test_the_job_shows_the_payloads_on_the_sync_asset(warehouse) -> None:
     with warehouse.session() as session:
         people_table(session, ROWS)
-    result, instance = run_job(warehouse, SegmentDestination(), ["u1", "nobody"])
+    result = run_job(warehouse, SegmentDestination(), ["u1", "nobody"])
     assert result.success
     [observation] = [
         e.event_specific_data.asset_observation
@@ -89,7 +87,7 @@ def test_send_test_delivers_with_a_fresh_message_id_every_time(warehouse) -> Non
     with FakeSegmentServer(write_key="wk") as server:
         segment = SegmentDestination(write_key="wk", endpoint=server.url)
         for _ in range(2):
-            result, _ = run_job(warehouse, segment, ["u1"], send_test=True, spec=spec)
+            result = run_job(warehouse, segment, ["u1"], send_test=True, spec=spec)
             assert result.success
         ids = server.message_ids()
         assert len(ids) == 2 and len(set(ids)) == 2 and all(i.startswith(TEST_ID_PREFIX) for i in ids)
@@ -108,7 +106,7 @@ def test_send_test_delivers_with_a_fresh_message_id_every_time(warehouse) -> Non
 def test_send_test_without_a_write_key_fails_before_building(warehouse) -> None:
     with warehouse.session() as session:
         people_table(session, ROWS)
-    result, _ = run_job(warehouse, SegmentDestination(), ["u1"], send_test=True)
+    result = run_job(warehouse, SegmentDestination(), ["u1"], send_test=True)
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     assert "send_test: true needs SEGMENT_WRITE_KEY" in failure.step_failure_data.error.message
@@ -116,7 +114,7 @@ def test_send_test_without_a_write_key_fails_before_building(warehouse) -> None:
 
 @pytest.mark.parametrize("keys", [[], [str(i) for i in range(21)]])
 def test_between_one_and_twenty_keys(warehouse, keys) -> None:
-    result, _ = run_job(warehouse, SegmentDestination(), keys)
+    result = run_job(warehouse, SegmentDestination(), keys)
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     assert "keys\n  List should have at" in failure.step_failure_data.error.to_string()
