@@ -218,3 +218,11 @@ def test_dry_runs_are_ignored(sensor, warehouse) -> None:
     assert tick(sensor, warehouse, first.cursor).skip_message == "no change in sync health"
     # and a fresh cursor does not judge a dry run either
     assert tick(sensor, warehouse, None).skip_message == "no change in sync health"
+
+
+def test_a_row_committed_after_a_later_finishing_one_still_alerts(sensor, warehouse) -> None:
+    """Parallel shards: the row that finished first can be committed last."""
+    record(warehouse, 10, "success")
+    first = tick(sensor, warehouse, None)
+    record(warehouse, 5, "failed", rate=0.0, error="HTTP 500", mapping="account_memberships_group")
+    assert tick(sensor, warehouse, first.cursor).skip_message == "account_memberships_group: failed"

@@ -97,3 +97,14 @@ def test_validate_fails_while_the_module_loads_for_a_server(sample_models, tmp_p
     )
     assert served.returncode == 0, served.stderr
     assert "'broken'" in served.stdout and "'profile_sync/users_identify'" in served.stdout
+
+
+def test_descriptions_show_files_relative_to_the_project_root(settings_for, build) -> None:
+    defs = build(settings_for(PROJECT_ROOT / "models"))
+    users = defs.get_assets_def(AssetKey("users")).descriptions_by_key[AssetKey("users")]
+    assert users.endswith("SQL: `models/users.sql`, config: `models/users.yml`.")
+    key = AssetKey(["profile_sync", "users_identify"])
+    assert (
+        "(mapping `users_identify` in `models/users.yml`)"
+        in defs.get_assets_def(key).descriptions_by_key[key]
+    )
