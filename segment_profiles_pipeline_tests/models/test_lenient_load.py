@@ -108,3 +108,14 @@ def test_descriptions_show_files_relative_to_the_project_root(settings_for, buil
         "(mapping `users_identify` in `models/users.yml`)"
         in defs.get_assets_def(key).descriptions_by_key[key]
     )
+
+
+def test_a_second_model_of_the_same_name_gets_its_own_stub(sample_models, settings_for, build) -> None:
+    write(
+        sample_models,
+        {"zz/users.sql": "SELECT user_id FROM app.users", "zz/users.yml": "primary_key: user_id\n"},
+    )
+    defs = build(settings_for(sample_models), strict=False)
+    key = AssetKey("users__does_not_load")
+    assert "two models are named 'users'" in defs.get_assets_def(key).descriptions_by_key[key]
+    assert defs.get_assets_def(AssetKey("users")).descriptions_by_key[AssetKey("users")].startswith("Users")

@@ -84,3 +84,21 @@ def test_a_dry_run_lists_its_rejected_rows_from_the_outbox(warehouse) -> None:
     assert (row["record_key"], row["kind"], row["status"]) == ("u2", "invalid", "rejected (dry run)")
     assert "32 KB" in row["reason"]
     assert meta["failed_records_total"].value == 1
+
+
+def test_a_refused_sync_still_reports_its_health(warehouse) -> None:
+    instance = DagsterInstance.ephemeral()
+    with FakeSegmentServer(write_key="wk") as server:
+        resources = {
+            "warehouse": warehouse,
+            "segment": SegmentDestination(write_key="wk", endpoint=server.url),
+        }
+        with warehouse.session() as session:
+            people_table(session, ROWS[:3])
+        assert materialize([_asset()], resources=resources, instance=instance).success
+        with warehouse.session() as session:
+            people_table(session, [])  # the empty-model guard refuses to delete everything
+        refused = materialize([_asset()], resources=resources, instance=instance, raise_on_error=False)
+    assert not refused.success
+    health = _checks(refused)["sync_health"]
+    assert not health.passed and "allow_full_delete" in health.description

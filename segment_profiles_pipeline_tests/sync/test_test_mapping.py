@@ -4,6 +4,7 @@ import orjson
 import pytest
 from dagster import DagsterInstance
 
+from segment_profiles_pipeline.errors import SyncError
 from segment_profiles_pipeline.sync.assets import sync_asset_key
 from segment_profiles_pipeline.sync.engine import run_sync
 from segment_profiles_pipeline.sync.resources import SegmentDestination
@@ -118,3 +119,19 @@ def test_between_one_and_twenty_keys(warehouse, keys) -> None:
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     assert "keys\n  List should have at" in failure.step_failure_data.error.to_string()
+
+
+def test_a_missing_model_table_and_a_refused_test_send(warehouse) -> None:
+    with warehouse.session() as session:
+        session.execute("CREATE TABLE t AS SELECT 1 AS a")
+        with pytest.raises(SyncError, match=r"models\.people does not exist; materialize the 'people' asset"):
+            preview(session, people_spec(), ["u1"])
+        people_table(session, ROWS[:1])
+    with FakeSegmentServer(write_key="wk") as server:
+        server.reject_when(lambda m: True, status=400, message="bad trait")
+        result = run_job(
+            warehouse, SegmentDestination(write_key="wk", endpoint=server.url, max_retries=0), ["u1"], True
+        )
+    observation = next(e for e in result.all_events if e.event_type_value == "ASSET_OBSERVATION")
+    [record] = observation.event_specific_data.asset_observation.metadata["records"].value.records
+    assert record.data["result"].startswith("not acknowledged: ") and "bad trait" in record.data["result"]
