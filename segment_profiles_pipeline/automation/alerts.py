@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
 
-COUNTS = ("extracted", "added", "updated", "deleted", "invalid", "sent", "delivered", "failed")
+COUNTS = ("extracted", "added", "updated", "deleted", "invalid", "rejected", "sent", "delivered", "failed")
 """The count columns of ``_segment_profiles.sync_history``, in the order alerts show them."""
 
 _ERROR_CHARS = 500  # Slack cuts a section at 3000 characters; an error is a hint, not a log.
