@@ -39,6 +39,8 @@ HEARTBEAT_EVERY = dt.timedelta(seconds=30)
 STALE_AFTER = dt.timedelta(minutes=5)
 MIN_BEATS_PER_STALE = 4
 """``stale_after`` must span at least this many heartbeats, so one slow beat never loses a live lock."""
+RELEASE_WAIT_S = 30.0
+"""How long release waits for a beat in flight (one single-row UPDATE) before closing its connection."""
 
 
 class LockLost(SyncError):
@@ -225,9 +227,10 @@ class SyncLock:
         """Stop heart-beating and delete our row (never another sync's, if ours was taken over)."""
         self._stop.set()
         if self._thread is not None:
-            # A beat stuck in a queued statement must not hold the sync's end hostage; closing
-            # its connection below makes that statement fail in the (daemon) thread.
-            self._thread.join(timeout=self.heartbeat_every.total_seconds() * 2)
+            # The beat in flight finishes before our row is deleted; one stuck in a queued
+            # statement must not hold the sync's end hostage: closing its connection below fails
+            # that statement in the (daemon) thread.
+            self._thread.join(timeout=RELEASE_WAIT_S)
             self._thread = None
         self._resources.close()
         self._delete_own_row()
