@@ -132,10 +132,9 @@ def run_sync(
     report = SyncReport(mapping.name, sync_id, shard, dry_run)
     ensure_state(session)
     writer = StateWriter(session, mapping.name, shard, sync_id, now)
-    # Under DuckDB's file lock no other sync can be alive, so any lock row is a dead process's.
     lock = SyncLock(session, mapping.name, shard, sync_id, log=log).acquire()
-    writer.start_history(mapping.shards, dagster_run_id, dry_run)
     try:
+        writer.start_history(mapping.shards, dagster_run_id, dry_run)
         _run(session, spec, sender, writer, report, shard, reset, log, now)
     except Exception as exc:
         report.status = "failed"
