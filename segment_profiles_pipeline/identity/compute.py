@@ -1,0 +1,466 @@
+"""Build the identity graph in the warehouse: set work in SQL, the order-dependent step in Python.
+
+SQL (one dialect, transpiled like the rest of the project) turns every source row into a message
+(message id, arrival time, identifiers with blocked values removed), deduplicates messages by id
+(first received copy wins, as in the traits layer), and keeps only the **first message of each
+distinct identifier set**: a later message with the same set cannot change the graph (see
+``resolver``). Those candidates are streamed in arrival order (``received_at``, then message id)
+into ``resolver.Graph``; the graph's changes are written back as Segment-shaped tables.
+
+Incremental runs: with a single arrival high-water mark over every source, rows above it are
+new. When the rows at or below the mark are exactly the rows seen before (no late or deleted
+message) and the rules did not change, only the new messages' new identifier sets are resolved,
+starting from the stored state of the profiles their identifiers reach. Anything else rebuilds
+from scratch, which is always correct; both give the same tables.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from segment_profiles_pipeline.identity.config import (
+    EXTERNAL_ID_TABLE,
+    ID_GRAPH_TABLE,
+    IDENTITY_SCHEMA,
+    MERGES_TABLE,
+    IdentityProject,
+    IdentityRules,
+)
+from segment_profiles_pipeline.identity.resolver import Graph, Message
+from segment_profiles_pipeline.project import MappingSpec
+from segment_profiles_pipeline.sync.state import STATE_SCHEMA
+from segment_profiles_pipeline.traits.compute import Scratch, scratch_tables, transaction, utc_naive
+from segment_profiles_pipeline.warehouse.base import WarehouseSession, ident, literal
+
+SETS_TABLE = f"{STATE_SCHEMA}.identity_sets"
+STATE_TABLE = f"{STATE_SCHEMA}.identity_watermarks"
+IDENTIFY_LOG = f"{STATE_SCHEMA}.identity_identify_log"
+BATCH_ROWS = 50_000
+TS = pa.timestamp("us")
+SCHEMAS = {
+    ID_GRAPH_TABLE: [
+        ("segment_id", pa.string()),
+        ("canonical_segment_id", pa.string()),
+        ("timestamp", TS),
+        ("triggering_event_id", pa.string()),
+        ("seq", pa.int64()),
+    ],
+    EXTERNAL_ID_TABLE: [
+        ("canonical_segment_id", pa.string()),
+        ("segment_id", pa.string()),
+        ("external_id_type", pa.string()),
+        ("external_id_value", pa.string()),
+        ("external_id_hash", pa.string()),
+        ("timestamp", TS),
+        ("triggering_event_id", pa.string()),
+        ("seq", pa.int64()),
+    ],
+    MERGES_TABLE: [
+        ("segment_id", pa.string()),
+        ("merged_into", pa.string()),
+        ("canonical_segment_id", pa.string()),
+        ("timestamp", TS),
+        ("triggering_event_id", pa.string()),
+        ("seq", pa.int64()),
+    ],
+    SETS_TABLE: [
+        ("set_key", pa.string()),
+        ("segment_id", pa.string()),
+        ("demoted", pa.string()),
+        ("message_id", pa.string()),
+        ("received_at", TS),
+        ("seq", pa.int64()),
+    ],
+}
+
+
+@dataclass(frozen=True)
+class IdentityRunStats:
+    """What one run did: the asset's metadata and the benchmark's figures."""
+
+    mode: str  # full | incremental
+    reason: str
+    candidates: int  # messages the sequential step resolved (new identifier sets)
+    profiles_created: int
+    merges: int
+    demotions: int  # messages that lost at least one identifier to a limit
+    profiles: int  # canonical profiles afterwards
+    seconds: float
+
+
+def external_id_hash(kind: str, value: str) -> str:
+    return hashlib.sha256(f"{kind}:{value}".encode()).hexdigest()[:32]
+
+
+def _column(kind: str) -> str:
+    return "v_" + kind.replace(".", "_")
+
+
+def identify_sources(identity: IdentityProject, mappings: list[MappingSpec]) -> list[MappingSpec]:
+    """The model identify mappings whose records feed the graph (never the traits' own mappings)."""
+    wanted = identity.config.sources.identify_mappings
+    return [
+        s
+        for s in mappings
+        if s.mapping.action == "identify"
+        and s.source.table.startswith("models.")
+        and (wanted is None or s.mapping.name in wanted)
+    ]
+
+
+class Sources:
+    """The messages of every source as one SQL query, and what changed since the last run."""
+
+    def __init__(
+        self,
+        session: WarehouseSession,
+        identity: IdentityProject,
+        event_tables: list[tuple[str, str]],
+    ) -> None:
+        self.rules = identity.rules
+        self.watermark = identity.config.sources.watermark_column
+        self.tables: list[tuple[str, str, str, dict[str, str]]] = []
+        """(table, message id column, arrival column, identifier type → column)"""
+        for schema, table in event_tables:
+            columns = {c for c, _ in session.columns(schema, table)}
+            if not columns or "id" not in columns or self.watermark not in columns:
+                continue
+            present = {t.type: t.column for t in self.rules.types if t.column and t.column in columns}
+            if present:
+                self.tables.append((f"{schema}.{table}", "id", self.watermark, present))
+        log_columns = {t.type: _column(t.type) for t in self.rules.types}
+        self.tables.append((IDENTIFY_LOG, "message_id", "received_at", log_columns))
+
+    def fingerprint(self) -> str:
+        rules = [(t.type, t.priority, t.limit, t.column) for t in self.rules.types]
+        payload = json.dumps([rules, list(self.rules.blocked), self.watermark, self.tables], default=str)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def _clean(self, column: str) -> str:
+        value = f"CAST({ident(column)} AS VARCHAR)"
+        blocked = " OR ".join(
+            f"regexp_matches({value}, {literal('^(' + p + ')$')}, 'i')" for p in self.rules.blocked
+        )
+        return f"CASE WHEN {value} IS NULL OR {value} = ''{' OR ' + blocked if blocked else ''} THEN NULL ELSE {value} END"
+
+    def messages_sql(self, above: dt.datetime | None) -> str:
+        """One row per message (deduplicated by id, first arrival wins) with at least one identifier.
+
+        ``above``: only rows that arrived after it (incremental), minus new copies of older messages."""
+        parts = []
+        for table, id_column, arrival, present in self.tables:
+            values = ", ".join(
+                f"{self._clean(present[t.type]) if t.type in present else 'CAST(NULL AS VARCHAR)'} AS {_column(t.type)}"
+                for t in self.rules.types
+            )
+            where = f" AND {arrival} > {literal(above)}" if above is not None else ""
+            parts.append(
+                f"SELECT CAST({id_column} AS VARCHAR) AS message_id, CAST({arrival} AS TIMESTAMP) AS received_at, "
+                f"{literal(table)} AS source, {values} FROM {table} WHERE {id_column} IS NOT NULL{where}"
+            )
+        columns = [_column(t.type) for t in self.rules.types]
+        key = " || ".join(
+            f"CASE WHEN {c} IS NULL THEN '' ELSE {literal(f'{len(t.type)}:{t.type}')} || CAST(length({c}) AS VARCHAR) || ':' || {c} END"
+            for t, c in sorted(zip(self.rules.types, columns, strict=True), key=lambda p: p[0].type)
+        )
+        has_any = " OR ".join(f"{c} IS NOT NULL" for c in columns)
+        older = ""
+        if above is not None:
+            older = (
+                " AND message_id NOT IN ("
+                + " UNION ALL ".join(
+                    f"SELECT CAST({id_column} AS VARCHAR) FROM {table} "
+                    f"WHERE {id_column} IS NOT NULL AND {arrival} <= {literal(above)}"
+                    for table, id_column, arrival, _ in self.tables
+                )
+                + ")"
+            )
+        return (
+            f"SELECT *, {key} AS set_key FROM (\n" + "\nUNION ALL\n".join(parts) + "\n) AS m "
+            f"WHERE ({has_any}){older}\n"
+            "QUALIFY row_number() OVER (PARTITION BY message_id ORDER BY received_at NULLS FIRST, source) = 1"
+        )
+
+    def candidates_sql(self, messages: str, seen: str | None) -> str:
+        """The first message of each identifier set not seen before, in arrival order."""
+        unseen = f" AND set_key NOT IN (SELECT set_key FROM {seen})" if seen else ""
+        return (
+            f"SELECT * FROM ({messages}) AS d WHERE TRUE{unseen}\n"
+            "QUALIFY row_number() OVER (PARTITION BY set_key ORDER BY received_at NULLS FIRST, message_id) = 1\n"
+            "ORDER BY received_at NULLS FIRST, message_id, set_key"
+        )
+
+    def snapshot_sql(self, mark: dt.datetime | None) -> str:
+        """Total rows and rows at or below the mark, over every source."""
+        bound = literal(mark) if mark is not None else "NULL"
+        rows = " UNION ALL ".join(
+            f"SELECT count(*) AS total, count(*) FILTER (WHERE {arrival} <= {bound}) AS below, "
+            f"max({arrival}) AS high FROM {table}"
+            for table, _, arrival, _ in self.tables
+        )
+        return f"SELECT sum(total) AS total, sum(below) AS below, max(high) AS high FROM ({rows}) AS s"
+
+
+def _ensure_state(session: WarehouseSession, identity: IdentityProject) -> None:
+    for statement in (
+        f"CREATE SCHEMA IF NOT EXISTS {STATE_SCHEMA}",
+        f"CREATE SCHEMA IF NOT EXISTS {IDENTITY_SCHEMA}",
+        f"CREATE TABLE IF NOT EXISTS {STATE_TABLE} (fingerprint VARCHAR, high_water TIMESTAMP, "
+        "rows_seen BIGINT, last_seq BIGINT, computed_at TIMESTAMP)",
+    ):
+        session.execute(statement)
+    columns = ", ".join(f"{_column(t.type)} VARCHAR" for t in identity.rules.types)
+    wanted = ["message_id", "received_at", "mapping", *(_column(t.type) for t in identity.rules.types)]
+    if [c for c, _ in session.columns(STATE_SCHEMA, IDENTIFY_LOG.split(".")[1])] != wanted:
+        # Other identifier types than the log has: start the log again from the current records.
+        session.execute(
+            f"CREATE OR REPLACE TABLE {IDENTIFY_LOG} (message_id VARCHAR, received_at TIMESTAMP, mapping VARCHAR, {columns})"
+        )
+
+
+def log_identify_records(
+    session: WarehouseSession, identity: IdentityProject, mappings: list[MappingSpec], now: dt.datetime
+) -> int:
+    """Append the identify records not logged yet (a record whose identifiers changed is a new call).
+
+    The log is what Segment would have received: a full rebuild replays it, so records that later
+    left the model still count, as on Segment. Arrival: the mapping's timestamp column, else the
+    run that first saw the record."""
+    added = 0
+    for spec in identify_sources(identity, mappings):
+        schema, table = spec.source.table.split(".")
+        columns = {c for c, _ in session.columns(schema, table)}
+        if not columns:
+            continue
+        mapping = spec.mapping
+        values = []
+        for t in identity.rules.types:
+            source = {"user_id": mapping.user_id, "anonymous_id": mapping.anonymous_id}.get(t.type)
+            if t.type not in ("user_id", "anonymous_id"):
+                field = mapping.traits.get(t.trait)
+                source = field if isinstance(field, str) else (field.column if field is not None else None)
+            ok = source is not None and source.lower() in columns
+            values.append(f"CAST({ident(source)} AS VARCHAR)" if ok and source else "CAST(NULL AS VARCHAR)")
+        arrival = (
+            f"CAST({ident(mapping.timestamp)} AS TIMESTAMP)"
+            if mapping.timestamp and mapping.timestamp.lower() in columns
+            else literal(now)
+        )
+        names = [_column(t.type) for t in identity.rules.types]
+        body = " || '|' || ".join(f"coalesce({n}, '')" for n in names)
+        select = (
+            f"SELECT {literal(mapping.name + ':')} || CAST(pk AS VARCHAR) || ':' || md5({body}) AS message_id, "
+            f"received_at, {literal(mapping.name)} AS mapping, {', '.join(names)} FROM ("
+            f"SELECT {ident(spec.source.primary_key)} AS pk, {arrival} AS received_at, "
+            + ", ".join(f"{v} AS {n}" for v, n in zip(values, names, strict=True))
+            + f" FROM {spec.source.table} WHERE {ident(spec.source.primary_key)} IS NOT NULL) AS r"
+        )
+        before = int(session.query(f"SELECT count(*) FROM {IDENTIFY_LOG}").scalar() or 0)
+        session.execute(
+            f"INSERT INTO {IDENTIFY_LOG} SELECT * FROM ({select}) AS n "
+            f"WHERE n.message_id NOT IN (SELECT message_id FROM {IDENTIFY_LOG})"
+        )
+        added += int(session.query(f"SELECT count(*) FROM {IDENTIFY_LOG}").scalar() or 0) - before
+    return added
+
+
+def _messages(rows: Iterator[list[dict]], rules: IdentityRules, first_seq: int) -> Iterator[Message]:
+    seq = first_seq
+    for batch in rows:
+        for row in batch:
+            seq += 1
+            identifiers = tuple(
+                (t.type, row[_column(t.type)]) for t in rules.types if row[_column(t.type)] is not None
+            )
+            yield Message(row["message_id"], row["received_at"], identifiers, seq, row["set_key"])
+
+
+def _preload(
+    session: WarehouseSession, graph: Graph, candidates: str, rules: IdentityRules, scratch: Scratch
+) -> None:
+    """Load the stored state of every profile the candidates' identifiers reach (incremental runs)."""
+    pairs = " UNION ".join(
+        f"SELECT {literal(t.type)} AS t, {_column(t.type)} AS v FROM {candidates} WHERE {_column(t.type)} IS NOT NULL"
+        for t in rules.types
+    )
+    owners = session.query(
+        f"SELECT m.external_id_type, m.external_id_value, m.canonical_segment_id FROM {EXTERNAL_ID_TABLE} AS m "
+        f"JOIN ({pairs}) AS c ON c.t = m.external_id_type AND c.v = m.external_id_value"
+    ).rows
+    profiles = sorted({r[2] for r in owners})
+    if not profiles:
+        return
+    reach = scratch("_identity_reach", "SELECT CAST(NULL AS VARCHAR) AS p WHERE FALSE")
+    session.load(reach, pa.table({"p": pa.array(profiles, pa.string())}))
+    counts: dict[str, dict[str, int]] = {}
+    for profile, kind, n in session.query(
+        f"SELECT canonical_segment_id, external_id_type, count(*) FROM {EXTERNAL_ID_TABLE} "
+        f"WHERE canonical_segment_id IN (SELECT p FROM {reach}) GROUP BY 1, 2"
+    ).rows:
+        counts.setdefault(profile, {})[kind] = int(n)
+    created = {
+        p: int(s)
+        for p, s in session.query(
+            f"SELECT segment_id, seq FROM {ID_GRAPH_TABLE} WHERE segment_id IN (SELECT p FROM {reach})"
+        ).rows
+    }
+    graph.preload({(t, v): p for t, v, p in owners}, counts, created)
+
+
+def _arrow(table: str, rows: list[tuple]) -> pa.Table:
+    schema = SCHEMAS[table]
+    return pa.table({name: pa.array([r[i] for r in rows], kind) for i, (name, kind) in enumerate(schema)})
+
+
+def _create_empty(session: WarehouseSession, table: str) -> None:
+    columns = ", ".join(
+        f"{name} {'TIMESTAMP' if kind == TS else 'BIGINT' if kind == pa.int64() else 'VARCHAR'}"
+        for name, kind in SCHEMAS[table]
+    )
+    session.execute(f"CREATE OR REPLACE TABLE {table} ({columns})")
+
+
+def compute_identity(
+    session: WarehouseSession,
+    identity: IdentityProject,
+    event_tables: list[tuple[str, str]],
+    mappings: list[MappingSpec],
+    now: dt.datetime,
+    full_refresh: bool = False,
+) -> IdentityRunStats:
+    """Bring the identity tables up to date: incrementally when that is exact, else from scratch."""
+    started = time.perf_counter()
+    now = utc_naive(now)
+    _ensure_state(session, identity)
+    log_identify_records(session, identity, mappings, now)
+    sources = Sources(session, identity, event_tables)
+    fingerprint = sources.fingerprint()
+    previous = session.query(f"SELECT * FROM {STATE_TABLE}").dicts()
+    state = previous[0] if previous else None
+    reason = None
+    if full_refresh:
+        reason = "full refresh requested"
+    elif state is None:
+        reason = "no identity state yet"
+    elif state["fingerprint"] != fingerprint:
+        reason = "identity rules or sources changed since the last run"
+    elif any(not session.table_exists(*t.split(".")) for t in (*SCHEMAS, IDENTIFY_LOG)):
+        reason = "an identity table is missing"
+    mark = state["high_water"] if state and reason is None else None
+    snapshot = session.query(sources.snapshot_sql(mark)).dicts()[0]
+    if reason is None and int(snapshot["below"] or 0) != int(state["rows_seen"]):
+        reason = (
+            f"messages changed at or below the arrival mark {mark} (late or deleted messages): "
+            f"{int(snapshot['below'] or 0)} rows, {state['rows_seen']} at the last run"
+        )
+    graph = Graph(identity.rules)
+    full = reason is not None
+    first_seq = 0 if full else int(state["last_seq"])
+    with scratch_tables(session) as scratch:
+        messages = sources.messages_sql(None if full else mark)
+        candidates = scratch(
+            "_identity_candidates", sources.candidates_sql(messages, None if full else SETS_TABLE)
+        )
+        if not full:
+            _preload(session, graph, candidates, identity.rules, scratch)
+        sets: list[tuple] = []
+        demotions = 0
+        stream = session.stream(
+            f"SELECT * FROM {candidates} ORDER BY received_at NULLS FIRST, message_id, set_key", BATCH_ROWS
+        )
+        last_seq = first_seq
+        for message in _messages(stream, identity.rules, first_seq):
+            last_seq = message.seq
+            outcome = graph.resolve(message)
+            if outcome is None:
+                continue
+            demotions += bool(outcome.demoted)
+            demoted = json.dumps([list(i) for i in outcome.demoted]) if outcome.demoted else None
+            sets.append(
+                (
+                    message.set_key,
+                    outcome.segment_id,
+                    demoted,
+                    message.message_id,
+                    message.received_at,
+                    message.seq,
+                )
+            )
+        _write(session, graph, sets, full, scratch)
+        high = snapshot["high"] if snapshot["high"] is not None else mark
+        total = int(snapshot["total"] or 0)
+        with transaction(session):
+            session.execute(f"DELETE FROM {STATE_TABLE}")
+            session.execute(
+                f"INSERT INTO {STATE_TABLE} VALUES ({literal(fingerprint)}, {literal(high)}, {total}, {last_seq}, {literal(now)})"
+            )
+    profiles = int(
+        session.query(
+            f"SELECT count(*) FROM {ID_GRAPH_TABLE} WHERE segment_id = canonical_segment_id"
+        ).scalar()
+        or 0
+    )
+    return IdentityRunStats(
+        "full" if full else "incremental",
+        reason or f"{len(sets)} new identifier set(s) since the last run",
+        len(sets),
+        len(graph.new_profiles),
+        len(graph.merges),
+        demotions,
+        profiles,
+        time.perf_counter() - started,
+    )
+
+
+def _write(session: WarehouseSession, graph: Graph, sets: list[tuple], full: bool, scratch: Scratch) -> None:
+    """Write the graph's changes: new rows, and every stored canonical id a merge moved."""
+    canonical = graph.canonical
+    rows = {
+        ID_GRAPH_TABLE: [
+            (p, canonical(p), m.received_at, m.message_id, m.seq) for p, m in graph.new_profiles
+        ],
+        EXTERNAL_ID_TABLE: [
+            (canonical(p), p, t, v, external_id_hash(t, v), m.received_at, m.message_id, m.seq)
+            for (t, v), p, m in graph.new_mappings
+        ],
+        MERGES_TABLE: [(a, b, canonical(b), m.received_at, m.message_id, m.seq) for a, b, m in graph.merges],
+        SETS_TABLE: sets,
+    }
+    moved = [(a, canonical(a)) for a, _, _ in graph.merges]
+    staged = {}
+    for table, data in rows.items():
+        name = "_identity_new_" + table.split(".")[1]
+        staged[table] = scratch(
+            name,
+            "SELECT "
+            + ", ".join(
+                f"CAST(NULL AS {'TIMESTAMP' if k == TS else 'BIGINT' if k == pa.int64() else 'VARCHAR'}) AS {n}"
+                for n, k in SCHEMAS[table]
+            )
+            + " WHERE FALSE",
+        )
+        if data:
+            session.load(staged[table], _arrow(table, data))
+    if moved:
+        staged_moves = scratch(
+            "_identity_moves", "SELECT CAST(NULL AS VARCHAR) AS old, CAST(NULL AS VARCHAR) AS new WHERE FALSE"
+        )
+        session.load(staged_moves, pa.table({"old": [a for a, _ in moved], "new": [b for _, b in moved]}))
+    with transaction(session):
+        for table, stage in staged.items():
+            if full:
+                _create_empty(session, table)
+            session.execute(f"INSERT INTO {table} SELECT * FROM {stage}")
+        if moved and not full:
+            for table in (ID_GRAPH_TABLE, EXTERNAL_ID_TABLE, MERGES_TABLE):
+                session.execute(
+                    f"UPDATE {table} AS t SET canonical_segment_id = mv.new FROM {staged_moves} AS mv "
+                    "WHERE t.canonical_segment_id = mv.old"
+                )
