@@ -24,6 +24,7 @@ from segment_profiles_pipeline.automation.schedules import build_schedules
 from segment_profiles_pipeline.automation.source_sensor import build_source_sensor
 from segment_profiles_pipeline.errors import ConfigError
 from segment_profiles_pipeline.models.assets import build_broken_asset, build_model_asset, build_sources
+from segment_profiles_pipeline.predictions import build_defs as build_prediction_defs
 from segment_profiles_pipeline.project import TRAITS_FILE, ModelProblem, collect_mappings, load_project
 from segment_profiles_pipeline.settings import Settings
 from segment_profiles_pipeline.sync.assets import build_sync_asset, sync_asset_key
@@ -62,11 +63,15 @@ def build_definitions(settings: Settings, *, strict: bool = True) -> Definitions
         if strict:
             raise
         problems.append(ModelProblem("computed_traits", settings.models_dir / TRAITS_FILE, exc))
+    predictions = build_prediction_defs(settings.models_dir, kind, project.mappings, strict=strict)
+    project = dataclasses.replace(project, mappings=[*project.mappings, *predictions.mappings])
+    tables += predictions.tables
     tables = list(dict.fromkeys(tables))
     assets = [
         *build_sources(tables, kind, settings.sample_users if settings.sample_data else None),
         *(build_model_asset(m, kind) for m in project.models.values()),
         *traits_assets,
+        *predictions.assets,
         *(build_sync_asset(spec, kind) for spec in project.mappings),
     ]
     assets += _stubs(
@@ -75,7 +80,7 @@ def build_definitions(settings: Settings, *, strict: bool = True) -> Definitions
     return Definitions(
         assets=assets,
         jobs=[build_test_mapping_job(spec) for spec in project.mappings],
-        schedules=build_schedules(project.mappings),
+        schedules=[*build_schedules(project.mappings), *predictions.schedules],
         sensors=[build_source_sensor(tables, project.mappings), build_alert_sensor(project.mappings)],
         resources={"warehouse": warehouse_from_settings(settings), "segment": segment},
         # DuckDB has one writer per file: steps of a run execute one after another in one process

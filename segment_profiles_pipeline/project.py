@@ -25,6 +25,7 @@ from segment_profiles_pipeline.settings import PROJECT_ROOT
 
 MODELS_SCHEMA = "models"
 TRAITS_FILE = "computed_traits.yml"
+PREDICTIONS_FILE = "predictions.yml"
 
 
 @dataclass(frozen=True)
@@ -196,7 +197,7 @@ def load_project(models_dir: Path, *, strict: bool = True) -> Project:
         models[model.name] = model
         mappings += specs
     for yml_path in sorted(models_dir.rglob("*.yml")):
-        if yml_path.name != TRAITS_FILE and not yml_path.with_suffix(".sql").exists():
+        if yml_path.name not in (TRAITS_FILE, PREDICTIONS_FILE) and not yml_path.with_suffix(".sql").exists():
             exc = ConfigError(
                 "this YAML file has no SQL model next to it.",
                 file=str(yml_path),

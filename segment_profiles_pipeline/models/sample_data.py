@@ -1,4 +1,4 @@
-"""Deterministic sample warehouse: Segment-style app tables and Twilio Flex event tables.
+"""Deterministic sample warehouse: Segment-style app tables, Twilio Flex and shop event tables.
 
 Generated with numpy (vectorised, so 10M events take seconds) and loaded as Arrow tables.
 It only ever *creates* missing tables: a table that already exists is left untouched, so a user
@@ -44,7 +44,10 @@ SOURCE_TABLES = (
     "app.accounts",
     "flex.flex_engagement_initiated",
     "flex.flex_engagement_completed",
+    "shop.order_completed",
 )
+ORDER_DAYS = 365
+CURRENCIES = np.array(["USD", "EUR"])
 
 
 @dataclass(frozen=True)
@@ -182,7 +185,49 @@ def generate(users: int = 5000, seed: int = 7) -> dict[str, pa.Table]:
         "app.accounts": accounts,
         "flex.flex_engagement_initiated": initiated,
         "flex.flex_engagement_completed": completed,
+        "shop.order_completed": orders(users, seed),
     }
+
+
+def orders(users: int, seed: int = 7) -> pa.Table:
+    """A year of ``Order Completed`` track events with learnable churn and spend (the predictions' data).
+
+    About 70% of users shop. Each shopper has a purchase rate (gamma: a few frequent buyers, many
+    occasional ones), a typical basket (log-normal) and a first order day; about half stop buying
+    after an exponential lifetime. Orders are a Poisson process between start and stop, so
+    recency against a shopper's own rhythm predicts churn and rate x basket predicts spend.
+    A generator of its own keeps the other sample tables exactly as they were.
+    """
+    rng = np.random.default_rng([seed, 1])
+    day = 86400
+    shopper = rng.random(users) < 0.7
+    rate = rng.gamma(1.5, 1 / 45, users)  # orders per day, mean one every 30 days
+    basket = rng.lognormal(3.8, 0.6, users)
+    start = -rng.uniform(30, ORDER_DAYS, users) * day
+    stops = rng.random(users) < 0.5
+    stop = np.where(stops, np.minimum(start + rng.exponential(150, users) * day, 0), 0)
+    n = np.where(shopper, rng.poisson(rate * np.maximum(stop - start, 0) / day), 0)
+    who = np.repeat(np.arange(users), n)
+    ts = (start[who] + rng.random(len(who)) * (stop[who] - start[who])).astype("int64")
+    total = len(who)
+    guest = rng.random(total) < 0.02  # guest checkouts: no user_id, not scored
+    uid = np.where(guest, None, _ids("u_", who + 1, 7).astype(object))
+    table = pa.table(
+        {
+            "id": _ids("oc-", np.arange(total), 9),
+            "user_id": pa.array(uid, type=pa.string()),
+            "anonymous_id": np.char.add("anon-", np.char.zfill((who * 7919 % 10_000_000).astype(str), 7)),
+            "event": np.full(total, "order_completed"),
+            "event_text": np.full(total, "Order Completed"),
+            "timestamp": _ts(ts),
+            "received_at": _ts(ts + rng.integers(0, 120, total)),
+            "order_id": _ids("ord_", np.arange(total), 8),
+            "revenue": np.round(basket[who] * rng.lognormal(0, 0.3, total), 2),
+            "currency": np.where(rng.random(total) < 0.97, CURRENCIES[0], CURRENCIES[1]),
+        }
+    )
+    dup = rng.choice(total, max(1, total // 200), replace=False) if total else np.array([], dtype=int)
+    return pa.concat_tables([table, table.take(pa.array(dup, type=pa.int64()))])
 
 
 def seed_missing(session: WarehouseSession, users: int, seed: int = 7) -> SeedReport:

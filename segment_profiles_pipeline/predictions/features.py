@@ -1,0 +1,252 @@
+"""Compile a prediction's per-profile features and labels into warehouse SQL (DuckDB dialect). Pure.
+
+One query per prediction builds its feature table in **one pass per event table**: each table is
+deduplicated by message ``id`` (first received copy wins, as the traits do) and grouped by
+profile once, with every statistic for both cut-off times as conditional aggregates:
+
+- ``train__<f>``: features as of ``as_of - N`` (only events at or before it) and, from the
+  target table, the label window ``(as_of - N, as_of]``: the training rows;
+- ``score__<f>``: the same features as of ``as_of``: the rows scored for the profiles today.
+
+Windows are half-open on the left: features use events with ``timestamp <= cutoff``, labels
+those with ``cutoff < timestamp <= as_of``, so no label-window event reaches a training feature.
+All boundaries are timestamp literals computed here, so the SQL is the same on every warehouse.
+
+**Profile key seam**: every relation is keyed on ``profile_id``, produced by ``PROFILE_ID_SQL``
+from the raw event row and nowhere else. Today that is the event's ``user_id`` (Segment's
+predictions are for identified users only). When the identity layer lands, replace that one
+expression (or ``_events`` with a join to its id map); everything downstream, the tables
+written and the sync mapping, reads ``profile_id`` / ``user_id`` only through it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from segment_profiles_pipeline.errors import ConfigError
+from segment_profiles_pipeline.predictions.config import PredictionConfig, PredictionsProject
+from segment_profiles_pipeline.traits.compiler import timestamp_literal, type_family
+from segment_profiles_pipeline.warehouse.base import ident, literal
+
+Columns = Mapping[str, str]
+PROFILE_ID_SQL = "nullif(user_id, '')"
+"""The profile a raw event belongs to (the seam for the identity layer, see the module doc)."""
+REQUIRED_COLUMNS = ("id", "user_id", "timestamp", "received_at")
+COUNT_WINDOWS_DAYS = (7, 30, 90, 365)
+FEATURES_VERSION = "1"
+"""Bump when the features change meaning: stored models are retrained once."""
+DAY_SECONDS = 86400.0
+
+
+@dataclass(frozen=True)
+class Table:
+    schema: str
+    name: str
+    alias: str  # t0 (the target table), t1, ...
+    tag: str  # the feature-name prefix: the table name (schema-qualified if two share it)
+    revenue: str | None = None  # predicted_ltv's target table: the revenue column
+    currency: str | None = None  # ... and the currency column when the table has one
+
+    @property
+    def qualified(self) -> str:
+        return f"{ident(self.schema)}.{ident(self.name)}"
+
+
+@dataclass(frozen=True)
+class CompiledFeatures:
+    """The SQL of one prediction's features, for one ``as_of``."""
+
+    prediction: PredictionConfig
+    tables: tuple[Table, ...]
+    as_of: dt.datetime
+
+    @property
+    def train_cutoff(self) -> dt.datetime:
+        return self.as_of - self.prediction.window
+
+    def feature_names(self) -> list[str]:
+        """The model's input columns, in order (the same for training and scoring rows)."""
+        names = []
+        for table in self.tables:
+            stats = [f"n_{w}d" for w in COUNT_WINDOWS_DAYS] + [
+                "n_all",
+                "recency_days",
+                "tenure_days",
+                "per_30d",
+            ]
+            if table.revenue:
+                stats += ["revenue_all", "revenue_90d", "revenue_avg"]
+            names += [f"{table.tag}__{s}" for s in stats]
+        return names
+
+    def _stats(self, table: Table, cutoff: dt.datetime) -> list[tuple[str, str]]:
+        """(feature suffix, aggregate) of one table as of ``cutoff``."""
+        c = timestamp_literal(cutoff)
+        upto = f"_ts <= {c}"
+
+        def since(days: int) -> str:
+            return f"_ts > {timestamp_literal(cutoff - dt.timedelta(days=days))} AND {upto}"
+
+        first = f"date_diff('second', min(_ts) FILTER (WHERE {upto}), {c}) / {DAY_SECONDS}"
+        out = [(f"n_{w}d", f"count(*) FILTER (WHERE {since(w)})") for w in COUNT_WINDOWS_DAYS]
+        out += [
+            ("n_all", f"count(*) FILTER (WHERE {upto})"),
+            ("recency_days", f"date_diff('second', max(_ts) FILTER (WHERE {upto}), {c}) / {DAY_SECONDS}"),
+            ("tenure_days", first),
+            ("per_30d", f"count(*) FILTER (WHERE {upto}) * 30.0 / greatest({first}, 1.0)"),
+        ]
+        if table.revenue:
+            paid = self._in_currency(table)
+            out += [
+                ("revenue_all", f"coalesce(sum(_rev) FILTER (WHERE {upto} AND {paid}), 0)"),
+                ("revenue_90d", f"coalesce(sum(_rev) FILTER (WHERE {since(90)} AND {paid}), 0)"),
+                ("revenue_avg", f"avg(_rev) FILTER (WHERE {upto} AND {paid})"),
+            ]
+        return out
+
+    def _in_currency(self, table: Table) -> str:
+        """Revenue in the prediction's currency counts; a missing currency is that currency (no FX)."""
+        if not table.currency:
+            return "TRUE"
+        return f"coalesce(upper(_cur), {literal(self.prediction.currency)}) = {literal(self.prediction.currency)}"
+
+    def _events(self, table: Table) -> str:
+        """The table's events of identified profiles up to ``as_of``, one row per message id."""
+        cols = [f"{PROFILE_ID_SQL} AS profile_id", "timestamp AS _ts"]
+        if table.revenue:
+            cols.append(f"CAST({ident(table.revenue)} AS DOUBLE) AS _rev")
+        if table.currency:
+            cols.append(f"{ident(table.currency)} AS _cur")
+        dedup = (
+            f"SELECT {', '.join(cols)} FROM {table.qualified}\n"
+            "QUALIFY row_number() OVER (PARTITION BY id ORDER BY received_at NULLS LAST, timestamp NULLS LAST) = 1"
+        )
+        return f"(\n{dedup}\n) AS e WHERE profile_id IS NOT NULL AND _ts <= {timestamp_literal(self.as_of)}"
+
+    def _pass(self, table: Table) -> str:
+        """One scan of one table: every statistic for both cut-offs (and the labels for the target)."""
+        select = ["profile_id"]
+        for side, cutoff in (("train", self.train_cutoff), ("score", self.as_of)):
+            select += [f"{agg} AS {side}__{table.tag}__{name}" for name, agg in self._stats(table, cutoff)]
+        if table.alias == "t0":
+            window = f"_ts > {timestamp_literal(self.train_cutoff)}"
+            select.append(f"count(*) FILTER (WHERE {window}) AS label_events")
+            if table.revenue:
+                select.append(
+                    f"coalesce(sum(_rev) FILTER (WHERE {window} AND {self._in_currency(table)}), 0) AS label_revenue"
+                )
+        return "SELECT " + ",\n  ".join(select) + f"\nFROM {self._events(table)}\nGROUP BY profile_id"
+
+    def build_sql(self) -> str:
+        """The feature table: one row per profile with a target event up to ``as_of``."""
+        target = self.tables[0]
+        columns = ["t0.profile_id"]
+        for side in ("train", "score"):
+            columns += [f"{t.alias}.{side}__{name}" for t in self.tables for name in self._names(t)]
+        columns.append("t0.label_events")
+        if target.revenue:
+            columns.append("t0.label_revenue")
+        joins = "".join(
+            f"\nLEFT JOIN (\n{self._pass(t)}\n) AS {t.alias} ON {t.alias}.profile_id = t0.profile_id"
+            for t in self.tables[1:]
+        )
+        return "SELECT " + ",\n  ".join(columns) + f"\nFROM (\n{self._pass(target)}\n) AS t0" + joins
+
+    def _names(self, table: Table) -> list[str]:
+        return [f"{table.tag}__{name}" for name, _ in self._stats(table, self.as_of)]
+
+    def label_sql(self) -> str:
+        """The training target: churn = 1 when the profile did NOT do the event in the label window;
+        LTV = the revenue it spent in the window."""
+        return (
+            "label_revenue"
+            if self.prediction.type == "predicted_ltv"
+            else "CASE WHEN label_events = 0 THEN 1 ELSE 0 END"
+        )
+
+    def did_target_sql(self) -> str:
+        """Whether a training profile did the target in the label window (the data requirement)."""
+        return "label_revenue > 0" if self.prediction.type == "predicted_ltv" else "label_events > 0"
+
+    def eligible_sql(self, side: str) -> str:
+        """Eligible profiles at a cut-off: churn, at least one past event; LTV, at least two."""
+        return f"{side}__{self.tables[0].tag}__n_all >= {self.prediction.min_events}"
+
+    def rows_sql(self, features_table: str, side: str, limit: int | None = None) -> str:
+        """Training (``train``, with the label, a deterministic hash sample of ``limit`` profiles)
+        or scoring (``score``) rows, the feature columns named as ``feature_names``."""
+        cols = ", ".join(f"{side}__{n} AS {n}" for n in self.feature_names())
+        label = f", {self.label_sql()} AS label" if side == "train" else ""
+        sql = f"SELECT profile_id, {cols}{label}\nFROM {features_table}\nWHERE {self.eligible_sql(side)}"
+        if limit is not None:
+            sql += f"\nORDER BY md5(profile_id) LIMIT {int(limit)}"
+        return sql
+
+    def class_counts_sql(self, features_table: str) -> str:
+        """Eligible training profiles that did / did not do the target."""
+        did = self.did_target_sql()
+        return (
+            f"SELECT count(*) FILTER (WHERE {did}) AS did, count(*) FILTER (WHERE NOT ({did})) AS did_not "
+            f"FROM {features_table} WHERE {self.eligible_sql('train')}"
+        )
+
+    def active_days_sql(self, since: dt.datetime) -> str:
+        """Distinct days with a target event in ``(since, as_of]`` (the regularity requirement)."""
+        table = self.tables[0]
+        return (
+            f"SELECT DISTINCT CAST(timestamp AS DATE) AS d FROM {table.qualified} "
+            f"WHERE timestamp > {timestamp_literal(since)} AND timestamp <= {timestamp_literal(self.as_of)} "
+            f"AND {PROFILE_ID_SQL} IS NOT NULL"
+        )
+
+
+def span_sql(schema: str, table: str) -> str:
+    """First and last event time of identified profiles in a table (default as-of, history length)."""
+    return (
+        f"SELECT min(timestamp) AS first_ts, max(timestamp) AS last_ts FROM {ident(schema)}.{ident(table)} "
+        f"WHERE {PROFILE_ID_SQL} IS NOT NULL"
+    )
+
+
+def compile_features(
+    project: PredictionsProject,
+    prediction: PredictionConfig,
+    schemas: Mapping[tuple[str, str], Columns],
+    as_of: dt.datetime,
+) -> CompiledFeatures:
+    """Check the tables' columns (ConfigError naming file and field) and compile the features."""
+    tables = []
+    names = [name for _, name in project.feature_tables(prediction)]
+    for index, (schema, name) in enumerate(project.feature_tables(prediction)):
+        columns = schemas.get((schema, name)) or {}
+        field = f"predictions.{prediction.key}.event" if index == 0 else "feature_events"
+        if not columns:
+            raise ConfigError(
+                f"prediction '{prediction.key}': event table {schema}.{name} does not exist.",
+                file=project.file,
+                field=field,
+                fix="load the event into the warehouse, or map it with `sources.events`.",
+            )
+        missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+        if missing:
+            raise ConfigError(
+                f"prediction '{prediction.key}': {schema}.{name} lacks Segment's column(s) {', '.join(missing)}.",
+                file=project.file,
+                field=field,
+            )
+        revenue = currency = None
+        if index == 0 and prediction.revenue_column:
+            revenue = prediction.revenue_column
+            if type_family(columns.get(revenue, "")) != "number":
+                raise ConfigError(
+                    f"prediction '{prediction.key}': revenue column '{revenue}' of {schema}.{name} is "
+                    f"{columns.get(revenue, 'missing')}, not a number; available: {', '.join(columns)}.",
+                    file=project.file,
+                    field=f"predictions.{prediction.key}.revenue_property",
+                )
+            currency = prediction.currency_column if prediction.currency_column in columns else None
+        tag = name if names.count(name) == 1 else f"{schema}_{name}"
+        tables.append(Table(schema, name, f"t{index}", tag, revenue, currency))
+    return CompiledFeatures(prediction, tuple(tables), as_of)
