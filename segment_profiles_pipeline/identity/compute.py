@@ -42,6 +42,7 @@ from segment_profiles_pipeline.warehouse.base import WarehouseSession, ident, li
 SETS_TABLE = f"{STATE_SCHEMA}.identity_sets"
 STATE_TABLE = f"{STATE_SCHEMA}.identity_watermarks"
 IDENTIFY_LOG = f"{STATE_SCHEMA}.identity_identify_log"
+CANDIDATES_TABLE = f"{STATE_SCHEMA}._identity_candidates"
 BATCH_ROWS = 50_000
 TS = pa.timestamp("us")
 SCHEMAS = {
@@ -319,14 +320,6 @@ def _arrow(table: str, rows: list[tuple]) -> pa.Table:
     return pa.table({name: pa.array([r[i] for r in rows], kind) for i, (name, kind) in enumerate(schema)})
 
 
-def _create_empty(session: WarehouseSession, table: str) -> None:
-    columns = ", ".join(
-        f"{name} {'TIMESTAMP' if kind == TS else 'BIGINT' if kind == pa.int64() else 'VARCHAR'}"
-        for name, kind in SCHEMAS[table]
-    )
-    session.execute(f"CREATE OR REPLACE TABLE {table} ({columns})")
-
-
 def compute_identity(
     session: WarehouseSession,
     identity: IdentityProject,
@@ -365,8 +358,12 @@ def compute_identity(
     first_seq = 0 if full else int(state["last_seq"])
     with scratch_tables(session) as scratch:
         messages = sources.messages_sql(None if full else mark)
-        candidates = scratch(
-            "_identity_candidates", sources.candidates_sql(messages, None if full else SETS_TABLE)
+        # An ordinary table, not a scratch TEMP one: DuckDB streams through a cursor of its own,
+        # which does not see the session's temporary tables.
+        candidates = CANDIDATES_TABLE
+        session.execute(
+            f"CREATE OR REPLACE TABLE {candidates} AS "
+            + sources.candidates_sql(messages, None if full else SETS_TABLE)
         )
         if not full:
             _preload(session, graph, candidates, identity.rules, scratch)
@@ -393,6 +390,7 @@ def compute_identity(
                     message.seq,
                 )
             )
+        session.execute(f"DROP TABLE IF EXISTS {candidates}")
         _write(session, graph, sets, full, scratch)
         high = snapshot["high"] if snapshot["high"] is not None else mark
         total = int(snapshot["total"] or 0)
@@ -456,8 +454,9 @@ def _write(session: WarehouseSession, graph: Graph, sets: list[tuple], full: boo
     with transaction(session):
         for table, stage in staged.items():
             if full:
-                _create_empty(session, table)
-            session.execute(f"INSERT INTO {table} SELECT * FROM {stage}")
+                session.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM {stage}")
+            else:
+                session.execute(f"INSERT INTO {table} SELECT * FROM {stage}")
         if moved and not full:
             for table in (ID_GRAPH_TABLE, EXTERNAL_ID_TABLE, MERGES_TABLE):
                 session.execute(
