@@ -19,7 +19,6 @@ from pydantic import Field, field_validator, model_validator
 
 from segment_profiles_pipeline.config import IDENTIFIER, Identifier, Strict, validate_yaml
 from segment_profiles_pipeline.errors import ConfigError
-from segment_profiles_pipeline.project import Project
 
 IDENTITY_FILE = "identity.yml"
 IDENTITY_SCHEMA = "identity"
@@ -206,21 +205,3 @@ def load_identity(models_dir: Path) -> IdentityProject:
             raise ConfigError(f"the YAML does not parse: {exc}", file=str(path)) from None
     config = validate_yaml(IdentityFile, data, str(path))
     return IdentityProject(path, config, rules_from(config))
-
-
-def check_mappings(identity: IdentityProject, project: Project) -> None:
-    """Fail the load when ``sources.identify_mappings`` names a mapping the models do not have."""
-    wanted = identity.config.sources.identify_mappings
-    if wanted is None:
-        return
-    known = {
-        m.name for model in project.models.values() for m in model.config.mappings if m.action == "identify"
-    }
-    for name in wanted:
-        if name not in known:
-            raise ConfigError(
-                f"identify mapping '{name}' is not an identify mapping of any model.",
-                file=identity.file,
-                field="sources.identify_mappings",
-                fix=f"use one of: {', '.join(sorted(known)) or '(none)'}",
-            )

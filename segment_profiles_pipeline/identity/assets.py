@@ -1,0 +1,195 @@
+"""Dagster assets for the identity graph: one multi-asset writing three tables, with checks.
+
+``identity/id_graph``, ``identity/external_id_mapping`` and ``identity/profile_merges`` are one
+computation (a merge touches all three), so they materialize together, downstream of the event
+tables and of the models whose identify mappings feed the graph.
+"""
+
+import datetime as dt
+import hashlib
+from pathlib import Path
+
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetKey,
+    AssetSpec,
+    Config,
+    MaterializeResult,
+    MetadataValue,
+    ResourceParam,
+    multi_asset,
+)
+from pydantic import Field
+
+from segment_profiles_pipeline.errors import ConfigError
+from segment_profiles_pipeline.identity.compute import compute_identity, identify_sources
+from segment_profiles_pipeline.identity.config import (
+    EXTERNAL_ID_TABLE,
+    ID_GRAPH_TABLE,
+    MERGES_TABLE,
+    IdentityProject,
+    load_identity,
+)
+from segment_profiles_pipeline.metadata import table_metadata
+from segment_profiles_pipeline.models.assets import POOL, WAREHOUSE_RETRY, source_key
+from segment_profiles_pipeline.project import MappingSpec
+from segment_profiles_pipeline.traits.config import load_traits
+from segment_profiles_pipeline.warehouse.base import Warehouse, WarehouseSession, literal
+
+GROUP = "identity"
+KEYS = {table: AssetKey(table.split(".")) for table in (ID_GRAPH_TABLE, EXTERNAL_ID_TABLE, MERGES_TABLE)}
+LIMITS_CHECK = "identifier_limits"
+UNIQUE_CHECK = "identifier_in_one_profile"
+
+
+class IdentityConfig(Config):
+    full_refresh: bool = Field(
+        default=False, description="Resolve every message again instead of only new ones (same result)."
+    )
+
+
+def limit_violations(session: WarehouseSession, identity: IdentityProject) -> int:
+    """Profiles holding more values of a type than its limit (the resolver never lets this happen)."""
+    limits = " ".join(f"WHEN {literal(t.type)} THEN {t.limit}" for t in identity.rules.types)
+    return int(
+        session.query(
+            f"SELECT count(*) FROM (SELECT canonical_segment_id, external_id_type, count(*) AS n "
+            f"FROM {EXTERNAL_ID_TABLE} GROUP BY 1, 2) AS c "
+            f"WHERE c.n > CASE c.external_id_type {limits} ELSE 0 END"
+        ).scalar()
+        or 0
+    )
+
+
+def shared_identifiers(session: WarehouseSession) -> int:
+    """Identifiers mapped to more than one profile (each must belong to exactly one)."""
+    return int(
+        session.query(
+            f"SELECT count(*) FROM (SELECT external_id_type, external_id_value FROM {EXTERNAL_ID_TABLE} "
+            "GROUP BY 1, 2 HAVING count(DISTINCT canonical_segment_id) > 1) AS d"
+        ).scalar()
+        or 0
+    )
+
+
+def build_identity_defs(
+    identity: IdentityProject, event_tables: list[tuple[str, str]], mappings: list[MappingSpec], kind: str
+):
+    """The identity multi-asset (group ``identity``) and its checks."""
+    inputs = identify_sources(identity, mappings)
+    tables = (
+        [tuple(t.split(".")) for t in identity.config.sources.events]
+        if identity.config.sources.events
+        else event_tables
+    )
+    deps = [source_key(s, t) for s, t in tables] + [AssetKey(s.source.name) for s in inputs]
+    version = hashlib.sha256(
+        identity.path.read_bytes() if identity.path.exists() else b"defaults"
+    ).hexdigest()[:16]
+    descriptions = {
+        ID_GRAPH_TABLE: "one row per profile ever created: its segment_id and the canonical profile it belongs to now.",
+        EXTERNAL_ID_TABLE: "one row per identifier (type, value): the canonical profile holding it, and the message that added it.",
+        MERGES_TABLE: "one row per merge: which profile merged into which, when, triggered by which message.",
+    }
+    specs = [
+        AssetSpec(
+            key,
+            group_name=GROUP,
+            kinds={kind},
+            deps=deps,
+            code_version=version,
+            description=f"`{table}`: {descriptions[table]}",
+        )
+        for table, key in KEYS.items()
+    ]
+    graph_key = KEYS[EXTERNAL_ID_TABLE]
+    checks = [
+        AssetCheckSpec(
+            LIMITS_CHECK,
+            asset=graph_key,
+            description="No profile holds more identifiers of a type than its limit.",
+        ),
+        AssetCheckSpec(
+            UNIQUE_CHECK, asset=graph_key, description="Every identifier belongs to exactly one profile."
+        ),
+    ]
+
+    @multi_asset(
+        name="identity_graph",
+        specs=specs,
+        check_specs=checks,
+        pool=POOL,
+        retry_policy=WAREHOUSE_RETRY,
+        description="Segment's identity resolution over the event tables and identify mappings (docs/identity.md).",
+    )
+    def identity_graph(
+        context: AssetExecutionContext, config: IdentityConfig, warehouse: ResourceParam[Warehouse]
+    ):
+        with warehouse.session() as session:
+            stats = compute_identity(
+                session, identity, list(tables), mappings, dt.datetime.now(dt.UTC), config.full_refresh
+            )
+            context.log.info(
+                f"identity graph: {stats.mode} run ({stats.reason}), {stats.profiles} profile(s)"
+            )
+            run = {
+                "mode": stats.mode,
+                "reason": stats.reason,
+                "new_identifier_sets": MetadataValue.int(stats.candidates),
+                "profiles_created": MetadataValue.int(stats.profiles_created),
+                "merges": MetadataValue.int(stats.merges),
+                "demotions": MetadataValue.int(stats.demotions),
+                "profiles": MetadataValue.int(stats.profiles),
+                "seconds": MetadataValue.float(round(stats.seconds, 3)),
+            }
+            for table, key in KEYS.items():
+                yield MaterializeResult(asset_key=key, metadata={**table_metadata(session, table), **run})
+            over, shared = limit_violations(session, identity), shared_identifiers(session)
+        yield AssetCheckResult(
+            asset_key=graph_key,
+            check_name=LIMITS_CHECK,
+            passed=over == 0,
+            severity=AssetCheckSeverity.ERROR,
+            metadata={"profile_types_over_limit": MetadataValue.int(over)},
+        )
+        yield AssetCheckResult(
+            asset_key=graph_key,
+            check_name=UNIQUE_CHECK,
+            passed=shared == 0,
+            severity=AssetCheckSeverity.ERROR,
+            metadata={"identifiers_in_several_profiles": MetadataValue.int(shared)},
+        )
+
+    return [identity_graph]
+
+
+def identity_assets(models_dir: Path, mappings: list[MappingSpec], kind: str) -> list:
+    """What ``definitions.py`` adds: the identity assets over the traits' event tables (Segment's
+    defaults when ``identity.yml`` is missing). A broken traits file leaves the graph without events
+    (definitions reports that file's error itself); a broken identity file fails the load."""
+    identity = load_identity(models_dir)
+    check_mappings_against(identity, mappings)
+    try:
+        traits = load_traits(models_dir)
+    except ConfigError:
+        traits = None
+    return build_identity_defs(identity, traits.event_tables() if traits else [], mappings, kind)
+
+
+def check_mappings_against(identity: IdentityProject, mappings: list[MappingSpec]) -> None:
+    """Fail the load when ``sources.identify_mappings`` names no identify mapping of a model."""
+    wanted = identity.config.sources.identify_mappings or []
+    known = {
+        s.mapping.name for s in mappings if s.mapping.action == "identify" and s.source.table.startswith("models.")
+    }
+    for name in wanted:
+        if name not in known:
+            raise ConfigError(
+                f"identify mapping '{name}' is not an identify mapping of any model.",
+                file=identity.file,
+                field="sources.identify_mappings",
+                fix=f"use one of: {', '.join(sorted(known)) or '(none)'}",
+            )
