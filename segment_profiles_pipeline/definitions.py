@@ -23,6 +23,7 @@ from segment_profiles_pipeline.automation.alert_sensor import build_alert_sensor
 from segment_profiles_pipeline.automation.schedules import build_schedules
 from segment_profiles_pipeline.automation.source_sensor import build_source_sensor
 from segment_profiles_pipeline.errors import ConfigError
+from segment_profiles_pipeline.identity.assets import identity_assets
 from segment_profiles_pipeline.models.assets import build_broken_asset, build_model_asset, build_sources
 from segment_profiles_pipeline.predictions import build_defs as build_prediction_defs
 from segment_profiles_pipeline.project import TRAITS_FILE, ModelProblem, collect_mappings, load_project
@@ -71,6 +72,7 @@ def build_definitions(settings: Settings, *, strict: bool = True) -> Definitions
         *build_sources(tables, kind, settings.sample_users if settings.sample_data else None),
         *(build_model_asset(m, kind) for m in project.models.values()),
         *traits_assets,
+        *identity_assets(settings.models_dir, project.mappings, kind),
         *predictions.assets,
         *(build_sync_asset(spec, kind) for spec in project.mappings),
     ]
