@@ -111,6 +111,7 @@ def generate(users: int = 5000, seed: int = 7) -> dict[str, pa.Table]:
         user_cols["user_id"][users - 1] = None  # a null key
         user_cols["account_id"][users - 2] = None  # a user without an account
         user_cols["user_id"][users - 3] = user_cols["user_id"][users - 4]  # a duplicated key
+        user_cols["email"][9] = user_cols["email"][10] = "family@example.com"  # a shared email (docs/identity.md)
     users_table = pa.table(
         {k: (_ts(v) if k.endswith("_at") else pa.array(v, type=pa.string())) for k, v in user_cols.items()}
     )
@@ -121,6 +122,10 @@ def generate(users: int = 5000, seed: int = 7) -> dict[str, pa.Table]:
     anonymous_only = rng.random(n_int) < 0.05
     uid = np.where(anonymous_only, None, _ids("u_", nums[who], 7).astype(object))
     anon = np.char.add("anon-", np.char.zfill((who * 7919 % 10_000_000).astype(str), 7)).astype(object)
+    if users >= 100:  # identity cases (docs/identity.md); user rows only, so no trait changes
+        anon[(who == 1) & ~anonymous_only] = "anon-0000000"  # u_0000002 signs in on u_0000001's device
+        anon[(who == 2) & ~anonymous_only] = "anonymous"  # blocked placeholder ids
+        anon[(who == 3) & ~anonymous_only] = "00000000-0000-0000-0000-000000000000"
     start = -rng.integers(60, 180 * 86400, n_int)
     duration = rng.gamma(2.0, 180.0, n_int).astype("int64") + 5
     int_sid = _ids("KD", np.arange(n_int), 32)
