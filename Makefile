@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: install run dev test lint bench clean
+.PHONY: install run dev check test lint bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,13 +16,19 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
+# dg reads [tool.dg] in pyproject.toml. The pre-dg equivalents still work:
+#   dagster asset materialize -m segment_profiles_pipeline.definitions --select '*'
+#   dagster dev -w workspace.yaml
 run: install
 	mkdir -p "$(DAGSTER_HOME)"
-	$(BIN)/dagster asset materialize -m segment_profiles_pipeline.definitions --select '*'
+	$(BIN)/dg launch --assets '*'
 
 dev: install
 	mkdir -p "$(DAGSTER_HOME)"
-	$(BIN)/dagster dev -w workspace.yaml
+	$(BIN)/dg dev
+
+check: install
+	$(BIN)/dg check defs
 
 test: install
 	$(BIN)/ruff check .

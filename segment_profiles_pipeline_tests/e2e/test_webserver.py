@@ -1,11 +1,11 @@
-"""End to end through the real webserver: ``dagster dev`` as a user starts it, driven over GraphQL.
+"""End to end through the real webserver: ``dg dev`` as a user starts it, driven over GraphQL.
 
 1. materialize the whole graph (dry run: no write key) and wait for success; the run is tagged
    as a dry run;
 2. the schedules, sensors and Test Mapping jobs are there with their default status, and the
    alert sensor ignores the dry run;
 3. a row added to ``app.users`` makes the source-change sensor (evaluated by the daemon that
-   ``dagster dev`` runs) request a run of exactly what reads it, which succeeds;
+   ``dg dev`` runs) request a run of exactly what reads it, which succeeds;
 4. shutting the process group down leaves no process behind.
 
 Every wait is a bounded poll on a condition with a message saying what did not happen.
@@ -140,10 +140,12 @@ def server(tmp_path: Path) -> Iterator[Server]:
     env.update(DAGSTER_HOME=str(home), DUCKDB_DATABASE=str(tmp_path / "warehouse.duckdb"), SAMPLE_USERS="200")
     port = free_port()
     log = tmp_path / "dagster_dev.log"
-    dagster = Path(sys.executable).with_name("dagster")
+    # `dg dev` as the README says (it reads [tool.dg] and runs `dagster dev` on a generated
+    # workspace); `dagster dev -w workspace.yaml` is the documented equivalent.
+    dg = Path(sys.executable).with_name("dg")
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [str(dagster), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+            [str(dg), "dev", "--host", "127.0.0.1", "--port", str(port)],
             cwd=PROJECT_ROOT,
             env=env,
             stdout=out,
