@@ -31,11 +31,15 @@ from typing import Any
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.metrics import log_loss, mean_absolute_error, roc_auc_score
+from threadpoolctl import threadpool_limits
 
 LABELS = ("poor", "fair", "good", "excellent")
 BANDS = {"likelihood_to_churn": (0.6, 0.7, 0.8), "predicted_ltv": (0.2, 0.4, 0.6)}
 """Lower edges of fair, good, excellent: AUC for churn, Spearman rank correlation for LTV."""
 MIN_LIFT = 1.5
+THREADS = 1
+"""OpenMP threads for fitting and scoring. One: the sample is bounded, and Dagster steps and test
+workers run side by side, where oversubscribed OpenMP threads spin and slow everything tenfold."""
 HOLDOUT_EVERY = 5
 Model = HistGradientBoostingClassifier | HistGradientBoostingRegressor
 
@@ -58,9 +62,10 @@ def new_model(kind: str, rows: int) -> Model:
 
 def predict(model: Model, features: np.ndarray) -> np.ndarray:
     """The raw score: churn probability, or expected revenue over the window."""
-    if isinstance(model, HistGradientBoostingClassifier):
-        return model.predict_proba(features)[:, 1]
-    return np.maximum(model.predict(features), 0.0)
+    with threadpool_limits(limits=THREADS):
+        if isinstance(model, HistGradientBoostingClassifier):
+            return model.predict_proba(features)[:, 1]
+        return np.maximum(model.predict(features), 0.0)
 
 
 def split(rows: int) -> tuple[np.ndarray, np.ndarray]:
@@ -131,7 +136,8 @@ def train(kind: str, features: np.ndarray, labels: np.ndarray) -> Trained:
     """Fit on four fifths of the sample, measure on the fifth left out."""
     fit, holdout = split(len(labels))
     model = new_model(kind, len(fit))
-    model.fit(features[fit], labels[fit])
+    with threadpool_limits(limits=THREADS):
+        model.fit(features[fit], labels[fit])
     scores = predict(model, features[holdout])
     truth = labels[holdout]
     metrics = (

@@ -1,0 +1,52 @@
+"""predictions.yml validation: errors name the file and field; defaults follow Segment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from segment_profiles_pipeline.errors import ConfigError
+from segment_profiles_pipeline.predictions.config import load_predictions
+from segment_profiles_pipeline.settings import PROJECT_ROOT
+from segment_profiles_pipeline_tests.predictions.helpers import predictions_file
+
+
+def test_shipped_file_and_segment_defaults(tmp_path: Path) -> None:
+    project = load_predictions(PROJECT_ROOT / "models")
+    assert project is not None
+    assert [p.key for p in project.predictions] == ["likelihood_to_churn", "predicted_ltv"]
+    minimal = predictions_file(
+        tmp_path, "predictions:\n  - {type: likelihood_to_churn}\n  - {type: predicted_ltv}\n"
+    )
+    churn, ltv = minimal.predictions
+    assert (churn.key, churn.event, churn.window_days, churn.retrain_every_days) == (
+        "likelihood_to_churn",
+        "Order Completed",
+        30,
+        7,
+    )
+    assert (ltv.window_days, ltv.currency, ltv.min_events, churn.min_events) == (120, "USD", 2, 1)
+    assert minimal.target_table(churn) == ("shop", "order_completed")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("predictions:\n  - {type: likelihood_to_churn, window_days: 45}\n", "predictions.0.window_days"),
+        ("predictions:\n  - {type: predicted_ltv, window_days: 30}\n", "always predicts the next 120 days"),
+        (
+            "predictions:\n  - {type: likelihood_to_churn, windows: 30}\n",
+            "predictions.0.windows': unknown key",
+        ),
+        ("predictions:\n  - {type: likelihood_to_churn}\n  - {type: likelihood_to_churn}\n", "used twice"),
+        (
+            "predictions:\n  - {type: predicted_ltv}\nmappings:\n  - {name: m, action: identify, user_id: user_id, traits: {x: score}}\n",
+            "uses column 'score'",
+        ),
+    ],
+)
+def test_errors_name_file_and_field(tmp_path: Path, text: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        predictions_file(tmp_path, text)
+    assert str(tmp_path / "predictions.yml") in str(err.value) and expected in str(err.value)
