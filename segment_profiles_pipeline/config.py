@@ -47,6 +47,56 @@ class TraitField(Strict):
     )
 
 
+class EventName(Strict):
+    """A track mapping's event name: a column, or one fixed name for every record."""
+
+    column: Identifier | None = None
+    value: Annotated[str, Field(min_length=1)] | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> EventName:
+        if (self.column is None) == (self.value is None):
+            raise ValueError(
+                "set exactly one of `column` (the column holding the event name) or `value` (a fixed name)"
+            )
+        return self
+
+
+ACTIONS = ("identify", "group", "track", "subscription")
+SUBSCRIPTION_FIELDS = (
+    "email",
+    "email_subscription_status",
+    "phone",
+    "sms_subscription_status",
+    "whatsapp_subscription_status",
+    "android_push_token",
+    "android_push_subscription_status",
+    "ios_push_token",
+    "ios_push_subscription_status",
+)
+"""Send Subscriptions' column fields, named as the destination names them."""
+_COMMON = ("user_id", "anonymous_id", "timestamp", "message_id", "consent")
+ACTION_FIELDS: dict[str, frozenset[str]] = {
+    "identify": frozenset((*_COMMON, "group_id", "traits", "all_columns_as_traits")),
+    "group": frozenset((*_COMMON, "group_id", "traits", "all_columns_as_traits")),
+    "track": frozenset(
+        (*_COMMON, "event_name", "properties", "all_columns_as_properties", "incremental_column")
+    ),
+    "subscription": frozenset(
+        (*_COMMON, *SUBSCRIPTION_FIELDS, "subscription_groups", "traits", "all_columns_as_traits")
+    ),
+}
+"""The payload fields each action takes (the destination's fields per action): any other one set
+on a mapping is a load error naming it, never an option silently ignored."""
+ACTION_SENDS: dict[str, tuple[str, ...]] = {
+    "identify": ("upsert", "add", "update"),
+    "group": ("upsert", "add", "update"),
+    "track": ("add", "upsert"),
+    "subscription": ("upsert", "add", "update"),
+}
+"""``send`` modes per action; the first is the default. A track record is an event: sent once."""
+
+
 class RetryConfig(Strict):
     """Failed records are retried on later syncs (with the latest data) until they succeed or expire."""
 
@@ -115,12 +165,41 @@ class MappingConfig(Strict):
     """One mapping: which records of a model go to Segment, as which call, with which fields."""
 
     name: Annotated[str, Field(pattern=SNAKE, description="Unique snake_case name; the sync asset's key.")]
-    action: Literal["identify", "group"]
+    action: Literal["identify", "group", "track", "subscription"]
     user_id: Identifier | None = Field(default=None, description="Column for `userId`.")
     anonymous_id: Identifier | None = Field(default=None, description="Column for `anonymousId`.")
     group_id: Identifier | None = Field(
-        default=None, description="Column for `groupId` (required for group)."
+        default=None, description="Column for `groupId` (required for group, optional for identify)."
     )
+    consent: Identifier | None = Field(
+        default=None,
+        description="Column holding a consent object (`{categoryPreferences: {...: bool}}`) → `context.consent`.",
+    )
+    event_name: EventName | None = Field(
+        default=None, description="track: the event name (column or fixed value)."
+    )
+    properties: dict[Annotated[str, Field(min_length=1)], Identifier | TraitField] = Field(
+        default_factory=dict, description="track: property key → column, or {column, nulls}."
+    )
+    all_columns_as_properties: bool = Field(
+        default=False, description="track: also send every column not used above as a property."
+    )
+    incremental_column: Identifier | None = Field(
+        default=None,
+        description="track: a monotonic column; rows at or below the last synced high-water mark are not re-read.",
+    )
+    email: Identifier | None = None
+    email_subscription_status: Identifier | None = None
+    subscription_groups: dict[Annotated[str, Field(min_length=1)], Identifier] = Field(
+        default_factory=dict, description="subscription: email group name → column holding its status."
+    )
+    phone: Identifier | None = None
+    sms_subscription_status: Identifier | None = None
+    whatsapp_subscription_status: Identifier | None = None
+    android_push_token: Identifier | None = None
+    android_push_subscription_status: Identifier | None = None
+    ios_push_token: Identifier | None = None
+    ios_push_subscription_status: Identifier | None = None
     traits: dict[Annotated[str, Field(min_length=1)], Identifier | TraitField] = Field(default_factory=dict)
     all_columns_as_traits: bool = Field(
         default=False, description="Also send every column not used above as a trait named after the column."
@@ -134,7 +213,7 @@ class MappingConfig(Strict):
     )
     send: Literal["upsert", "add", "update"] = Field(
         default="upsert",
-        description="Records to send: added or updated (`upsert`), only `add`ed, only `update`d.",
+        description="Records to send: added or updated (`upsert`), only `add`ed, only `update`d (track: `add` by default).",
     )
     on_delete: Literal["ignore", "clear_traits"] = Field(
         default="ignore", description="Records gone from the model: ignore, or send their traits as null."
@@ -152,6 +231,13 @@ class MappingConfig(Strict):
     )
     integrations: dict[str, Any] = Field(default_factory=lambda: {"All": False})
 
+    @model_validator(mode="before")
+    @classmethod
+    def _send_default(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "send" not in data and data.get("action") in ACTION_SENDS:
+            return {**data, "send": ACTION_SENDS[data["action"]][0]}
+        return data
+
     @field_validator("schedule", mode="before")
     @classmethod
     def _manual_shorthand(cls, value: Any) -> Any:
@@ -159,15 +245,37 @@ class MappingConfig(Strict):
 
     @model_validator(mode="after")
     def _ids(self) -> MappingConfig:
+        allowed = ACTION_FIELDS[self.action]
+        for name in self.model_fields_set & (set().union(*ACTION_FIELDS.values()) - allowed):
+            if getattr(self, name) not in (None, {}, False):
+                raise ValueError(
+                    f"`{name}` is not a field of action {self.action} (its fields: {', '.join(sorted(allowed))})"
+                )
+        if self.send not in ACTION_SENDS[self.action]:
+            raise ValueError(
+                f"send: {self.send} is not available for action {self.action} (use {' or '.join(ACTION_SENDS[self.action])})"
+            )
+        if self.on_delete == "clear_traits" and self.action not in ("identify", "group"):
+            raise ValueError(
+                f"on_delete: clear_traits is not available for action {self.action}: "
+                + (
+                    "a track record is an event, and a sent event cannot be taken back"
+                    if self.action == "track"
+                    else "a gone record says nothing about its subscriptions; map a status column instead"
+                )
+            )
         if self.action == "group" and not self.group_id:
             raise ValueError("a `group` mapping needs `group_id` (the column holding the account id)")
-        if not self.user_id and not self.anonymous_id:
+        if self.action == "track" and self.event_name is None:
+            raise ValueError(
+                "a `track` mapping needs `event_name` ({column: <column>} or {value: <fixed name>})"
+            )
+        # Send Subscriptions does not check the ids (the destination identifies by the external ids)
+        if self.action != "subscription" and not self.user_id and not self.anonymous_id:
             raise ValueError("set `user_id` and/or `anonymous_id`: Segment needs at least one on every call")
-        if self.action == "identify" and self.group_id:
-            raise ValueError("`group_id` belongs to `group` mappings; remove it or use action: group")
-        for key in self.traits:
+        for key in [*self.traits, *self.properties]:
             if not re.match(r"^[^\s.$][^.$]*$", key):
-                raise ValueError(f"trait key '{key}' may not contain '.' or '$' or start with a space")
+                raise ValueError(f"key '{key}' may not contain '.' or '$' or start with a space")
         return self
 
     def trait_columns(self, columns: list[str]) -> dict[str, TraitField]:
@@ -177,12 +285,40 @@ class MappingConfig(Strict):
             for key, value in self.traits.items()
         }
         if self.all_columns_as_traits:
-            used = {self.user_id, self.anonymous_id, self.group_id, self.timestamp, self.message_id}
-            used |= {t.column for t in out.values()}
+            used = self.field_columns() | {t.column for t in out.values()}
             for col in columns:
                 if col not in used and col not in out:
                     out[col] = TraitField(column=col)
         return out
+
+    def property_columns(self, columns: list[str]) -> dict[str, TraitField]:
+        """track: property key → column (with null handling), given the model's actual columns."""
+        out = {
+            key: (value if isinstance(value, TraitField) else TraitField(column=value))
+            for key, value in self.properties.items()
+        }
+        if self.all_columns_as_properties:
+            used = self.field_columns() | {t.column for t in out.values()}
+            out.update({col: TraitField(column=col) for col in columns if col not in used and col not in out})
+        return out
+
+    def field_columns(self) -> set[str]:
+        """Columns feeding a field other than traits/properties (never also sent as one)."""
+        fields = (
+            "user_id",
+            "anonymous_id",
+            "group_id",
+            "timestamp",
+            "message_id",
+            "consent",
+            "incremental_column",
+        )
+        used = {getattr(self, f) for f in (*fields, *SUBSCRIPTION_FIELDS)} | set(
+            self.subscription_groups.values()
+        )
+        if self.event_name is not None and self.event_name.column:
+            used.add(self.event_name.column)
+        return {c for c in used if c}
 
     def id_columns(self) -> dict[str, str]:
         """Segment field → column for the identity fields that are set."""

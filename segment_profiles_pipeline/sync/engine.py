@@ -14,15 +14,17 @@ import datetime as dt
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import orjson
 
+from segment_profiles_pipeline.config import SUBSCRIPTION_FIELDS
 from segment_profiles_pipeline.errors import SyncError
 from segment_profiles_pipeline.project import MappingSpec
 from segment_profiles_pipeline.segment.outcomes import Outcome
 from segment_profiles_pipeline.segment.spec import DRY_RUN_SALT
+from segment_profiles_pipeline.sync.actions import watermark
 from segment_profiles_pipeline.sync.ledger import Ack, Failure, StateWriter
 from segment_profiles_pipeline.sync.lock import SyncLock, ensure_held
 from segment_profiles_pipeline.sync.payloads import (
@@ -89,6 +91,15 @@ def mapped_columns(spec: MappingSpec, columns: list[str]) -> tuple[str, ...]:
             wanted[column.lower()] = field_name
     for key, trait in m.trait_columns(columns).items():
         wanted.setdefault(trait.column.lower(), f"traits.{key}")
+    # Fields of the track and subscription actions (and consent) come after, so the column order,
+    # hence the checksum, of an identify/group mapping written before them is unchanged.
+    later = {f: getattr(m, f) for f in ("consent", "incremental_column", *SUBSCRIPTION_FIELDS)}
+    later["event_name"] = m.event_name.column if m.event_name else None
+    later |= {f"subscription_groups.{k}": v for k, v in m.subscription_groups.items()}
+    later |= {f"properties.{k}": t.column for k, t in m.property_columns(columns).items()}
+    for field_name, column in later.items():
+        if column:
+            wanted.setdefault(column.lower(), field_name)
     for column, field_name in wanted.items():
         if column not in available:
             raise SyncError(
@@ -168,6 +179,8 @@ def _run(
     builder = PayloadBuilder.for_mapping(mapping, dict(plan.column_types))
     if reset and not dry_run:
         writer.reset(shard_predicate("record_key", plan))
+        watermark.forget(session, mapping.name, shard)
+        plan = replace(plan, watermark=None)
         log(
             f"reset: forgot every acknowledged record of '{mapping.name}' shard {shard}; all records are sent again"
         )
@@ -221,6 +234,10 @@ def _run(
 
     if not dry_run:
         _settle_unsent(plan, writer, mapping.send, mapping.on_delete)
+        if mapping.incremental_column:  # last: every planned row is now acknowledged or in failed_records
+            watermark.advance(
+                session, mapping.name, shard, mapping.incremental_column, plan.plan_table, plan.watermark
+            )
     counts["delivered"] = counts["planned"] if dry_run else counts["delivered"]
     report.status, rate = _status(counts["sent"], counts["delivered"], counts["invalid"] + counts["rejected"])
     report.delivery_rate = None if dry_run else rate
@@ -243,6 +260,7 @@ def _plan_spec(session: WarehouseSession, spec: MappingSpec, shard: int) -> Plan
             f"{spec.source.file} (field 'primary_key'): column '{spec.source.primary_key}' is not in {spec.source.table}."
         )
     mapped = mapped_columns(spec, list(column_types))
+    column = spec.mapping.incremental_column
     return PlanSpec(
         spec.mapping,
         spec.source.table,
@@ -251,6 +269,7 @@ def _plan_spec(session: WarehouseSession, spec: MappingSpec, shard: int) -> Plan
         shard,
         spec.mapping.shards,
         tuple((c, column_types[c]) for c in mapped),
+        watermark.current(session, spec.mapping.name, shard, column) if column else None,
     )
 
 
@@ -297,7 +316,7 @@ def _render(
                 message = builder.build(row, upsert_id, now)
             data = encode(message)
         except InvalidRecord as exc:
-            chunk.rejected.append(Failure(key, checksum, "invalid", str(exc)))
+            chunk.rejected.append(Failure(key, checksum, "invalid", str(exc), code=exc.code))
             continue
         if len(report.samples) < SAMPLE_PAYLOADS:
             report.samples.append(message)

@@ -1,7 +1,10 @@
-"""Build Segment Identify / Group messages from planned rows. Pure: no I/O.
+"""Build the Segment Profiles destination's messages from planned rows. Pure: no I/O.
 
-The message shape is exactly what Segment's Profiles destination emits (``integrations:
-{"All": false}`` so records are not forwarded to other destinations) plus ``context.library``.
+Four actions, as the destination has them: identify, group, track and subscription (an identify
+with ``context.externalIds`` and ``context.messaging_subscriptions``; see ``sync/actions/``). The
+message shape is exactly what the destination emits (``integrations: {"All": false}`` so records
+are not forwarded to other destinations, ``context.consent`` always, ``{}`` when none or invalid)
+plus ``context.library``.
 Warehouse values are converted to JSON once, here:
 
 - ``Decimal`` → number (float; integral decimals → int); dates → ``YYYY-MM-DD``;
@@ -34,21 +37,21 @@ from typing import Any
 import orjson
 
 from segment_profiles_pipeline import __version__
-from segment_profiles_pipeline.config import MappingConfig
+from segment_profiles_pipeline.config import SUBSCRIPTION_FIELDS, MappingConfig
 from segment_profiles_pipeline.segment.spec import (
     MAX_GROUP_ID_CHARS,
     MAX_MESSAGE_BYTES,
     MAX_MESSAGE_ID_CHARS,
     MAX_TRAITS,
 )
+from segment_profiles_pipeline.sync.actions import WIRE_TYPE, subscription, track
+from segment_profiles_pipeline.sync.actions.consent import context_consent
+from segment_profiles_pipeline.sync.actions.errors import MISSING_USER_OR_ANONYMOUS_ID, InvalidRecord
 
 LIBRARY = {"name": "segment-profiles-pipeline", "version": __version__}
 JSON_TYPES = ("JSON", "VARIANT", "OBJECT", "ARRAY")
-MISSING_ID = "Either Anonymous ID or User ID must be defined."
-
-
-class InvalidRecord(ValueError):
-    """A record that must not be sent; the message is the reason stored in failed_records."""
+MISSING_ID = MISSING_USER_OR_ANONYMOUS_ID.message
+__all__ = ["InvalidRecord", "PayloadBuilder", "encode", "identity_of", "json_value", "message_id"]
 
 
 def _iso(value: dt.datetime) -> str:
@@ -126,16 +129,25 @@ class PayloadBuilder:
     """Turns a mapping plus the source table's column types into a fast row → message function."""
 
     mapping: MappingConfig
-    traits: dict[str, tuple[str, bool]]  # trait key → (column, skip nulls)
+    traits: dict[str, tuple[str, bool]]  # trait (track: property) key → (column, skip nulls)
     column_types: dict[str, str]
 
     @classmethod
     def for_mapping(cls, mapping: MappingConfig, column_types: dict[str, str]) -> PayloadBuilder:
+        columns = list(column_types)
+        fields = (
+            mapping.property_columns(columns) if mapping.action == "track" else mapping.trait_columns(columns)
+        )
         traits = {
             key: (field.column.lower(), (field.nulls or mapping.nulls) == "skip")
-            for key, field in mapping.trait_columns(list(column_types)).items()
+            for key, field in fields.items()
         }
         return cls(mapping, traits, {k.lower(): v.upper() for k, v in column_types.items()})
+
+    @property
+    def values_key(self) -> str:
+        """Where the mapped values go: ``properties`` on a track, ``traits`` on every other call."""
+        return "properties" if self.mapping.action == "track" else "traits"
 
     def _converter(self, column: str) -> Callable[[Any], Any]:
         kind = self.column_types.get(column, "")
@@ -159,17 +171,26 @@ class PayloadBuilder:
 
         ``default_id`` is the messageId unless the mapping names a ``message_id`` column."""
         m = self.mapping
-        message: dict[str, Any] = {"type": m.action}
+        message: dict[str, Any] = {"type": WIRE_TYPE[m.action]}
         for field, column in self._ids:
             value = row.get(column)
             if value is not None and value != "":
                 message[field] = value if isinstance(value, str) else str(json_value(value))
-        if "userId" not in message and "anonymousId" not in message:
-            raise InvalidRecord(
-                f"{MISSING_ID} Columns {m.user_id or '-'} / {m.anonymous_id or '-'} are null or empty."
+        # Send Subscriptions identifies by its external ids and does not check these (as the destination)
+        if "userId" not in message and "anonymousId" not in message and m.action != "subscription":
+            raise MISSING_USER_OR_ANONYMOUS_ID(
+                f"Columns {m.user_id or '-'} / {m.anonymous_id or '-'} are null or empty."
             )
         if m.action == "group":
             _check_group_id(message.get("groupId"), m.group_id)
+        if m.event_name is not None:
+            message["event"] = track.event(m.event_name, row)
+        context: dict[str, Any] = {"library": LIBRARY}
+        if m.action == "subscription":  # validated before consent, in the destination's order
+            context.update(self._subscription_context(row))
+        context["consent"] = context_consent(
+            _parse_json(row.get(m.consent.lower())) if m.consent else None, m.consent
+        )
         traits: dict[str, Any] = {}
         for trait, column, skip_nulls, convert in self._trait_plan:
             try:
@@ -182,12 +203,12 @@ class PayloadBuilder:
             if value is None and skip_nulls:
                 continue
             traits[trait] = value
-        if len(traits) >= MAX_TRAITS:
+        if len(traits) >= MAX_TRAITS and m.action != "track":
             raise InvalidRecord(
                 f"{len(traits)} traits: Unify silently drops a profile update with {MAX_TRAITS} or more "
                 "traits. Map fewer traits (or skip nulls with `nulls: skip`)."
             )
-        message["traits"] = traits
+        message[self.values_key] = traits
         stamp = row.get(m.timestamp.lower()) if m.timestamp else None
         message["timestamp"] = (
             _iso(stamp) if isinstance(stamp, dt.datetime) else json_value(stamp) or _iso(now)
@@ -200,22 +221,37 @@ class PayloadBuilder:
                 f"silently drops ids of {MAX_MESSAGE_ID_CHARS} or more. Shorten the column's values."
             )
         message["integrations"] = m.integrations
-        message["context"] = {"library": LIBRARY}
+        message["context"] = context
         return message
+
+    def _subscription_context(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        """``context.externalIds`` / ``messaging_subscriptions`` from the mapped subscription columns."""
+        m = self.mapping
+        values: dict[str, str | None] = {}
+        for field in SUBSCRIPTION_FIELDS:
+            column = getattr(m, field)
+            text = subscription.as_text(json_value(row.get(column.lower()))) if column else None
+            values[field] = None if text == "" and not field.endswith("_status") else text
+        groups = {
+            name: text
+            for name, column in m.subscription_groups.items()
+            if (text := subscription.as_text(json_value(row.get(column.lower())))) is not None
+        }
+        return subscription.context(values, groups)
 
     def build_clear(self, identity: Mapping[str, Any], clear_id: str, now: dt.datetime) -> dict[str, Any]:
         """The message for a record gone from the model with ``on_delete: clear_traits``."""
         m = self.mapping
-        message: dict[str, Any] = {"type": m.action, **{k: v for k, v in identity.items() if v}}
+        message: dict[str, Any] = {"type": WIRE_TYPE[m.action], **{k: v for k, v in identity.items() if v}}
         if "userId" not in message and "anonymousId" not in message:
-            raise InvalidRecord(MISSING_ID)
+            raise MISSING_USER_OR_ANONYMOUS_ID()
         message["traits"] = dict.fromkeys(self.traits)
         message["timestamp"] = _iso(now)
         if m.action == "group":
             _check_group_id(message.get("groupId"), m.group_id)
         message["messageId"] = clear_id
         message["integrations"] = m.integrations
-        message["context"] = {"library": LIBRARY}
+        message["context"] = {"library": LIBRARY, "consent": {}}
         return message
 
 

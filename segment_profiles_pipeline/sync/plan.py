@@ -14,6 +14,11 @@ checksums, like Segment's ``records_<id>`` table:
 - ``__generation`` carries the ledger row's sync id (tombstones included) into the message id.
 - A record whose delivery expired (failed ``retry.max_syncs`` times) or whose content was
   rejected is left alone until its data changes.
+- ``track`` records are events, not states: no ``delete`` rows (a sent event is never taken back,
+  and its key stays in the ledger so it is never sent twice), and with ``send: add`` (the default)
+  no ``update`` rows either: only keys the ledger has not acknowledged are planned. With an
+  ``incremental_column`` only rows above the stored mark (plus null values and keys with a failure
+  to retry) are read and hashed; see ``sync/actions/watermark.py``.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from segment_profiles_pipeline.config import MappingConfig
+from segment_profiles_pipeline.config import SUBSCRIPTION_FIELDS, MappingConfig
 from segment_profiles_pipeline.sync.state import FAILED, LEDGER, STATE_SCHEMA
 from segment_profiles_pipeline.warehouse.base import ident, literal
 
@@ -31,6 +36,17 @@ PARKED_STATUSES = ("expired", "rejected")
 _TIMESTAMP_TEXT = "%Y-%m-%d %H:%M:%S.%f"
 _INSTANT_TYPES = frozenset({"TIMESTAMP WITH TIME ZONE", "TIMESTAMPTZ", "TIMESTAMP_TZ", "TIMESTAMP_LTZ"})
 """Types that hold an instant (shown in the session's zone); naive TIMESTAMP(_NTZ) holds wall time."""
+
+
+_LATER_FIELDS = {
+    "consent",
+    "event_name",
+    "properties",
+    "all_columns_as_properties",
+    "incremental_column",
+    "subscription_groups",
+    *SUBSCRIPTION_FIELDS,
+}
 
 
 @dataclass(frozen=True)
@@ -44,6 +60,7 @@ class PlanSpec:
     shard: int = 0
     shards: int = 1
     column_types: tuple[tuple[str, str], ...] = ()  # (column, warehouse type) of the mapped columns
+    watermark: str | None = None  # table holding the incremental_column's mark, when there is one
 
     @property
     def plan_table(self) -> str:
@@ -65,6 +82,13 @@ class PlanSpec:
                 "nulls",
                 "integrations",
             }
+        )
+        # Fields added with track/subscription count only when set, so mappings written before
+        # them keep their fingerprint (and are not all re-sent once after an upgrade).
+        shape.update(
+            (k, v)
+            for k, v in self.mapping.model_dump(include=_LATER_FIELDS).items()
+            if v not in (None, {}, False)
         )
         return hashlib.sha256((repr(sorted(shape.items())) + repr(self.mapped_columns)).encode()).hexdigest()[
             :16
@@ -146,18 +170,30 @@ def build_plan_sql(spec: PlanSpec) -> str:
             f"CASE WHEN EXISTS (SELECT 1 FROM {ident(spec.table)} AS m WHERE {_addresses_same_profile(spec)}) "
             "THEN 'delete_shared' ELSE 'delete' END"
         )
+    events = spec.mapping.action == "track"
+    changed = "" if events and spec.mapping.send == "add" else " OR l.checksum <> s.__checksum"
+    rows = _incremental_predicate(spec, key)
+    deletes = (
+        ""
+        if events
+        else f"""UNION ALL
+SELECT {delete_op}, l.record_key, l.checksum, 0, l.identity, l.sync_id{", NULL" * len(dict.fromkeys(spec.mapped_columns))}
+FROM led AS l
+WHERE l.live AND NOT EXISTS (SELECT 1 FROM {ident(spec.table)} AS m WHERE CAST(m.{pk} AS VARCHAR) = l.record_key)
+"""
+    )
     # Duplicated keys are found by a GROUP BY joined back (not a window over every row and
     # column): the few duplicates make a tiny hash table, where the window sorted the whole model.
     return f"""
 CREATE OR REPLACE TABLE {spec.plan_table} AS
 WITH dups AS (
     SELECT {pk} AS __dup_key, count(*) AS __n FROM {ident(spec.table)}
-    WHERE {pk} IS NOT NULL GROUP BY {pk} HAVING count(*) > 1
+    WHERE {pk} IS NOT NULL AND {rows} GROUP BY {pk} HAVING count(*) > 1
 ), src AS (
     SELECT {key} AS __key, {checksum_sql(spec)} AS __checksum,
            coalesce(d.__n, 1) AS __copies{col_list}
     FROM {ident(spec.table)} LEFT JOIN dups AS d ON d.__dup_key = {pk}
-    WHERE {shard_predicate(key, spec)} OR ({pk} IS NULL AND {spec.shard} = 0)
+    WHERE ({shard_predicate(key, spec)} OR ({pk} IS NULL AND {spec.shard} = 0)) AND {rows}
 ), led AS (
     SELECT record_key, checksum, identity, live, sync_id FROM {LEDGER}
     WHERE mapping = {name} AND {shard_predicate("record_key", spec)}
@@ -176,13 +212,22 @@ SELECT
 FROM src AS s
 LEFT JOIN led AS l ON l.record_key = s.__key
 LEFT JOIN parked AS p ON p.record_key = s.__key AND p.checksum = s.__checksum
-WHERE (s.__key IS NULL OR s.__copies > 1 OR l.checksum IS NULL OR NOT l.live OR l.checksum <> s.__checksum)
+WHERE (s.__key IS NULL OR s.__copies > 1 OR l.checksum IS NULL OR NOT l.live{changed})
   AND p.record_key IS NULL
-UNION ALL
-SELECT {delete_op}, l.record_key, l.checksum, 0, l.identity, l.sync_id{", NULL" * len(dict.fromkeys(spec.mapped_columns))}
-FROM led AS l
-WHERE l.live AND NOT EXISTS (SELECT 1 FROM {ident(spec.table)} AS m WHERE CAST(m.{pk} AS VARCHAR) = l.record_key)
-"""
+{deletes}"""
+
+
+def _incremental_predicate(spec: PlanSpec, key_sql: str) -> str:
+    """Model rows the plan reads: all of them, or with a mark, the rows above it, rows with no
+    value, and rows whose key has a failure to retry (never lose a row that failed below the mark)."""
+    column = spec.mapping.incremental_column
+    if not spec.watermark or not column:
+        return "TRUE"
+    col = ident(column.lower())
+    return (
+        f"({col} > (SELECT mark FROM {spec.watermark}) OR {col} IS NULL OR {key_sql} IN "
+        f"(SELECT record_key FROM {FAILED} WHERE mapping = {literal(spec.mapping.name)} AND record_key IS NOT NULL))"
+    )
 
 
 def counts_sql(spec: PlanSpec) -> str:

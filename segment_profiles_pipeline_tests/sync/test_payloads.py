@@ -50,7 +50,8 @@ def test_identify_message_is_exactly_segments_shape() -> None:
         "timestamp": "2026-01-02T03:04:05.000Z",
         "messageId": message["messageId"],
         "integrations": {"All": False},
-        "context": {"library": {"name": "segment-profiles-pipeline", "version": __version__}},
+        # the destination always sends context.consent ({} without a consent column)
+        "context": {"library": {"name": "segment-profiles-pipeline", "version": __version__}, "consent": {}},
     }
     assert message["messageId"] == ID
 
@@ -86,7 +87,7 @@ def test_group_message_and_required_group_id() -> None:
 @pytest.mark.parametrize("user_id", [None, ""])
 def test_missing_ids_are_invalid_with_segments_message(user_id) -> None:
     builder = PayloadBuilder.for_mapping(identify(), TYPES)
-    with pytest.raises(InvalidRecord, match="Either Anonymous ID or User ID must be defined"):
+    with pytest.raises(InvalidRecord, match="Either `Anonymous ID` or `User ID` must be defined"):
         builder.build({"user_id": user_id, "email": "x"}, ID, NOW)
 
 
