@@ -80,11 +80,17 @@ def test_dg_launch_materializes_everything_like_make_run(tmp_path: Path) -> None
     finally:
         con.close()
     assert ("users_identify", True, True) in synced
-    assert {m for m, _, _ in synced} >= {"users_identify", "account_memberships_group", "computed_traits_identify"}
+    assert {m for m, _, _ in synced} >= {
+        "users_identify",
+        "account_memberships_group",
+        "computed_traits_identify",
+    }
 
 
 def test_make_run_and_dev_use_dg() -> None:
-    dry = subprocess.run(["make", "-n", "run", "dev"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=30)
+    dry = subprocess.run(
+        ["make", "-n", "run", "dev"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=30
+    )
     assert dry.returncode == 0, dry.stderr
     assert ".venv/bin/dg launch --assets '*'" in dry.stdout
     assert ".venv/bin/dg dev" in dry.stdout
