@@ -133,7 +133,11 @@ def _read_sql(path: Path) -> tuple[str, tuple[tuple[str | None, str], ...], tupl
         raise ConfigError("a model must be a SELECT (or WITH … SELECT) query.", file=str(path))
     from segment_profiles_pipeline.warehouse.dialect import referenced_tables
 
-    return body, tuple(referenced_tables(body)), selected_columns(statements[0])
+    try:
+        upstream = tuple(referenced_tables(body))
+    except PipelineError as exc:
+        raise ConfigError(str(exc), file=str(path)) from None
+    return body, upstream, selected_columns(statements[0])
 
 
 def selected_columns(query: sqlglot.exp.Query) -> tuple[str, ...] | None:

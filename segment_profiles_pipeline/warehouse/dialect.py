@@ -5,7 +5,8 @@ from __future__ import annotations
 from functools import lru_cache
 
 import sqlglot
-from sqlglot.errors import ParseError
+from sqlglot.errors import OptimizeError, ParseError
+from sqlglot.optimizer.scope import traverse_scope
 
 from segment_profiles_pipeline.errors import WarehouseError
 
@@ -23,14 +24,25 @@ def to_dialect(sql: str, dialect: str) -> str:
 
 
 def referenced_tables(sql: str) -> list[tuple[str | None, str]]:
-    """(schema, table) of every table a query reads, CTE names excluded, in first-seen order."""
+    """(schema, table) of every table a query reads, CTE names excluded, in first-seen order.
+
+    Uses sqlglot's scope analysis: a name is a CTE only where that CTE is in scope, so
+    ``WITH users AS (SELECT * FROM users) SELECT * FROM users`` still reads the table ``users``
+    (inside its own definition, a non-recursive CTE's name is the table)."""
     tree = sqlglot.parse_one(sql, read="duckdb")
-    ctes = {cte.alias_or_name.lower() for cte in tree.find_all(sqlglot.exp.CTE)}
+    try:
+        real = {
+            id(source)
+            for scope in traverse_scope(tree)
+            for source in scope.sources.values()
+            if isinstance(source, sqlglot.exp.Table)
+        }
+    except OptimizeError as exc:
+        raise WarehouseError(f"could not analyse the query's tables: {exc}") from exc
     seen: dict[tuple[str | None, str], None] = {}
     for table in tree.find_all(sqlglot.exp.Table):
         name = table.name.lower()
-        schema = table.db.lower() or None
-        if not name or (schema is None and name in ctes):
+        if not name or id(table) not in real:
             continue
-        seen.setdefault((schema, name), None)
+        seen.setdefault((table.db.lower() or None, name), None)
     return list(seen)
