@@ -183,7 +183,9 @@ def check_mappings_against(identity: IdentityProject, mappings: list[MappingSpec
     """Fail the load when ``sources.identify_mappings`` names no identify mapping of a model."""
     wanted = identity.config.sources.identify_mappings or []
     known = {
-        s.mapping.name for s in mappings if s.mapping.action == "identify" and s.source.table.startswith("models.")
+        s.mapping.name
+        for s in mappings
+        if s.mapping.action == "identify" and s.source.table.startswith("models.")
     }
     for name in wanted:
         if name not in known:

@@ -15,7 +15,9 @@ def owner(session, kind: str, value: str) -> str | None:
     ).scalar()
 
 
-def test_identity_assets_on_sample_data(sample_models, settings_for, build, warehouse: DuckDBWarehouse) -> None:
+def test_identity_assets_on_sample_data(
+    sample_models, settings_for, build, warehouse: DuckDBWarehouse
+) -> None:
     defs = build(settings_for(sample_models))
     result = materialize_all(defs)
     assert result.success

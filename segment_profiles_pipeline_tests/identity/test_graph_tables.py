@@ -27,7 +27,13 @@ IDENTITY = IdentityProject(Path("identity.yml"), IdentityFile(), rules_from(Iden
 USERS_MAPPING = MappingSpec(
     SyncSource("users", ("users",), "models.users", "user_id", "users.yml"),
     MappingConfig.model_validate(
-        {"name": "users_identify", "action": "identify", "user_id": "user_id", "traits": {"email": "email"}, "timestamp": "updated_at"}
+        {
+            "name": "users_identify",
+            "action": "identify",
+            "user_id": "user_id",
+            "traits": {"email": "email"},
+            "timestamp": "updated_at",
+        }
     ),
 )
 
@@ -41,7 +47,7 @@ def first_events() -> list[dict[str, Any]]:
         ev("m1", anon="a1", minute=1),  # anonymous session …
         ev("m2", user="u1", anon="a1", minute=2),  # … later identified
         ev("m3", user="u2", anon="a1", minute=3),  # shared device: stays with u1
-        ev("m4", user="u3", anon="anonymous", minute=4),  # blocked value
+        ev("m4", user="u3", anon="Anonymous", minute=4),  # blocked value (any case)
         ev("m5", anon="0000-0000", minute=5),  # blocked: no identifier, no profile
         ev("m2", user="u9", anon="a9", minute=6),  # a later copy of m2: deduplicated away
     ]
@@ -87,7 +93,9 @@ def graph(session: WarehouseSession) -> dict[str, Any]:
                 "FROM identity.external_id_mapping"
             ).rows
         ),
-        "id_graph": sorted(session.query("SELECT segment_id, canonical_segment_id, seq FROM identity.id_graph").rows),
+        "id_graph": sorted(
+            session.query("SELECT segment_id, canonical_segment_id, seq FROM identity.id_graph").rows
+        ),
         "merges": sorted(
             session.query(
                 "SELECT segment_id, merged_into, canonical_segment_id, triggering_event_id, seq FROM identity.profile_merges"
@@ -199,3 +207,31 @@ def test_snowflake_gives_the_same_graph(tmp_path: Path) -> None:
     duck, _, _ = incremental_and_full(duckdb_session, tmp_path / "d", late=False)
     assert modes == ["full", "incremental", "incremental"]
     assert snowflake == duck
+
+
+def test_custom_identifier_type_from_a_column(tmp_path: Path) -> None:
+    config = IdentityFile.model_validate({"identifiers": [{"type": "crm_id", "limit": 1, "column": "crm"}]})
+    custom = IdentityProject(Path("identity.yml"), config, rules_from(config))
+    with duckdb_session(tmp_path) as session:
+        load_events(
+            session,
+            EVENTS,
+            [
+                ev("c1", anon="a1", minute=1, crm="c-1"),
+                ev("c2", anon="a2", minute=2, crm="c-2"),
+                ev("c3", anon="a1", minute=3, crm="c-2"),
+            ],  # a1's profile would hold two crm ids: a1 is demoted
+        )
+        compute_identity(session, custom, [("flex", "test_event")], [], NOW)
+        got = graph(session)
+    q1, q2 = (
+        p("c1", ("anonymous_id", "a1"), ("crm_id", "c-1")),
+        p("c2", ("anonymous_id", "a2"), ("crm_id", "c-2")),
+    )
+    assert [(t, v, c) for t, v, c, _, _ in got["mapping"]] == [
+        ("anonymous_id", "a1", q1),
+        ("anonymous_id", "a2", q2),
+        ("crm_id", "c-1", q1),
+        ("crm_id", "c-2", q2),
+    ]
+    assert got["merges"] == []
