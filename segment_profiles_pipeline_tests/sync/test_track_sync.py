@@ -163,3 +163,22 @@ def test_incremental_crash_mid_sync_loses_nothing(session) -> None:
     run_sync(session, incremental(), resumed)
     assert {m["userId"] for m in resumed.sent}.isdisjoint({f"u{int(k[1:])}" for k in acked})
     assert len(resumed.sent) == 45_000 - calls[0] and len(ledger(session, "events_track")) == 45_000
+
+
+def test_a_reset_that_crashes_still_re_sends_everything_next_time(session) -> None:
+    """Reset forgets the mark before sending: a reset sync that dies must not leave a mark over
+    rows whose ledger rows it already turned into tombstones."""
+
+    class Crash(Exception):
+        pass
+
+    class CrashAtOnce(ScriptedSender):
+        def deliver(self, messages):
+            raise Crash("process died")
+
+    run_sync(session, incremental(), ScriptedSender())
+    with pytest.raises(Crash):
+        run_sync(session, incremental(), CrashAtOnce(), reset=True)
+    after = ScriptedSender()
+    run_sync(session, incremental(), after)
+    assert sent_ids(after) == ["free", "pro"]
