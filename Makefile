@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: install run dev check test lint bench clean
+.PHONY: install home run dev check test lint bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,12 +19,15 @@ install: $(BIN)/.installed
 # dg reads [tool.dg] in pyproject.toml. The pre-dg equivalents still work:
 #   dagster asset materialize -m segment_profiles_pipeline.definitions --select '*'
 #   dagster dev -w workspace.yaml
-run: install
+# A new DAGSTER_HOME gets instance/dagster.yaml (warehouse pool limit 1: queued runs show in the UI).
+home:
 	mkdir -p "$(DAGSTER_HOME)"
+	test -f "$(DAGSTER_HOME)/dagster.yaml" || cp instance/dagster.yaml "$(DAGSTER_HOME)/dagster.yaml"
+
+run: install home
 	$(BIN)/dg launch --assets '*'
 
-dev: install
-	mkdir -p "$(DAGSTER_HOME)"
+dev: install home
 	$(BIN)/dg dev
 
 check: install

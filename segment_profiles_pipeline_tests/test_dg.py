@@ -94,3 +94,20 @@ def test_make_run_and_dev_use_dg() -> None:
     assert dry.returncode == 0, dry.stderr
     assert ".venv/bin/dg launch --assets '*'" in dry.stdout
     assert ".venv/bin/dg dev" in dry.stdout
+
+
+def test_shipped_instance_config_limits_the_warehouse_pool_to_one_run(tmp_path: Path) -> None:
+    import shutil
+
+    from dagster import DagsterInstance
+    from dagster._core.instance.config import PoolGranularity
+
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(PROJECT_ROOT / "instance" / "dagster.yaml", home / "dagster.yaml")
+    with DagsterInstance.from_config(str(home)) as instance:
+        pools = instance.get_concurrency_config().pool_config
+        assert pools.default_pool_limit == 1
+        assert pools.pool_granularity == PoolGranularity.RUN
+    dry = subprocess.run(["make", "-n", "home"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=30)
+    assert "cp instance/dagster.yaml" in dry.stdout
