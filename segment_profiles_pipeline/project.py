@@ -26,6 +26,9 @@ from segment_profiles_pipeline.settings import PROJECT_ROOT
 MODELS_SCHEMA = "models"
 TRAITS_FILE = "computed_traits.yml"
 PREDICTIONS_FILE = "predictions.yml"
+IDENTITY_FILE = "identity.yml"
+DOMAIN_FILES = (TRAITS_FILE, PREDICTIONS_FILE, IDENTITY_FILE)
+"""YAML files of the traits, predictions and identity domains: not model companions."""
 
 
 @dataclass(frozen=True)
@@ -201,7 +204,7 @@ def load_project(models_dir: Path, *, strict: bool = True) -> Project:
         models[model.name] = model
         mappings += specs
     for yml_path in sorted(models_dir.rglob("*.yml")):
-        if yml_path.name not in (TRAITS_FILE, PREDICTIONS_FILE) and not yml_path.with_suffix(".sql").exists():
+        if yml_path.name not in DOMAIN_FILES and not yml_path.with_suffix(".sql").exists():
             exc = ConfigError(
                 "this YAML file has no SQL model next to it.",
                 file=str(yml_path),

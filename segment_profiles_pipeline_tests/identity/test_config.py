@@ -35,3 +35,15 @@ def test_errors_name_file_and_field(tmp_path: Path, text: str, field: str, messa
         load_identity(tmp_path)
     assert str(tmp_path / "identity.yml") in str(exc.value)
     assert f"field '{field}'" in str(exc.value) and message in str(exc.value)
+
+
+def test_the_model_loader_leaves_identity_yml_to_the_identity_domain(tmp_path) -> None:
+    """identity.yml has no SQL next to it and is not a model companion: it must not fail the load."""
+    from segment_profiles_pipeline.project import load_project
+
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "people.sql").write_text("SELECT 1 AS id")
+    (models / "people.yml").write_text("primary_key: id\n")
+    (models / "identity.yml").write_text("identifiers: {}\n")
+    assert set(load_project(models).models) == {"people"}
