@@ -36,7 +36,11 @@ def scheduled_assets(defs: Definitions, schedule: ScheduleDefinition) -> set[Ass
 def test_sample_project_schedules(sample_models, settings_for, build) -> None:
     defs = with_schedules(build(settings_for(sample_models)), sample_models)
     schedules = {s.name: s for s in defs.schedules}
-    assert sorted(schedules) == ["account_memberships_group_schedule", "users_identify_schedule"]
+    assert sorted(schedules) == [
+        "account_memberships_group_schedule",
+        "subscriptions_identify_schedule",
+        "users_identify_schedule",
+    ]
     users = schedules["users_identify_schedule"]
     assert (users.cron_schedule, users.execution_timezone, users.default_status) == (
         "0 * * * *",

@@ -29,6 +29,17 @@ USERS = AssetKey("users")
 MEMBERSHIPS = AssetKey("account_memberships")
 SYNC_USERS = AssetKey(["profile_sync", "users_identify"])
 SYNC_MEMBERSHIPS = AssetKey(["profile_sync", "account_memberships_group"])
+IDENTITY = {AssetKey(["identity", t]) for t in ("id_graph", "external_id_mapping", "profile_merges")}
+FROM_APP_USERS = {
+    USERS,
+    MEMBERSHIPS,
+    SYNC_USERS,
+    SYNC_MEMBERSHIPS,
+    AssetKey("subscriptions"),
+    AssetKey(["profile_sync", "subscriptions_identify"]),
+    *IDENTITY,  # the identity graph reads the identify mappings' records
+}
+"""Everything a change of app.users feeds in the shipped project."""
 
 
 def definitions(models: Path, settings_for, build) -> Definitions:
@@ -101,7 +112,7 @@ def test_first_tick_records_then_runs_only_what_a_change_feeds(
     )
     users = tick(defs, warehouse, accounts.cursor)
     [request] = users.run_requests or []
-    assert set(request.asset_selection or []) == {USERS, MEMBERSHIPS, SYNC_USERS, SYNC_MEMBERSHIPS}
+    assert set(request.asset_selection or []) == FROM_APP_USERS
     assert load_cursor(users.cursor)["app.users"] == "rows=100;max=2030-01-01 00:00:00"  # type: ignore[index]
     assert request.run_key != (accounts.run_requests or [])[0].run_key
 
@@ -159,7 +170,7 @@ def test_busy_file_skips_without_touching_the_cursor(sample_models, settings_for
     assert busy.cursor == first.cursor  # a skip keeps the stored fingerprints...
     # ...so the change the writer made while the file was busy is seen once it is gone
     [request] = tick(defs, warehouse, busy.cursor).run_requests or []
-    assert set(request.asset_selection or []) == {USERS, MEMBERSHIPS, SYNC_USERS, SYNC_MEMBERSHIPS}
+    assert set(request.asset_selection or []) == FROM_APP_USERS
 
 
 PEOPLE = {
@@ -183,12 +194,8 @@ def test_disabled_manual_and_sharded_syncs_are_held_back(
     first = tick(defs, seeded(warehouse), None)
     execute(db_path, "DELETE FROM app.users WHERE user_id = 'u_0000002'")
     [request] = tick(defs, warehouse, first.cursor).run_requests or []
-    assert set(request.asset_selection or []) == {
-        USERS,
-        MEMBERSHIPS,
+    assert set(request.asset_selection or []) == FROM_APP_USERS | {
         AssetKey("people"),
-        SYNC_USERS,
-        SYNC_MEMBERSHIPS,
         AssetKey(["profile_sync", "people_hourly"]),
     }
 

@@ -87,7 +87,7 @@ def test_no_traits_file_means_no_traits(tmp_path: Path) -> None:
 def test_the_model_loader_ignores_the_traits_file(tmp_path: Path) -> None:
     models = tmp_path / "models"
     shutil.copytree(PROJECT_ROOT / "models", models)
-    assert set(load_project(models).models) == {"users", "account_memberships"}
+    assert set(load_project(models).models) == {"users", "account_memberships", "subscriptions"}
 
 
 @pytest.mark.parametrize(
