@@ -13,7 +13,9 @@ checksums, like Segment's ``records_<id>`` table:
   form no session setting changes (time zone, Snowflake's output formats).
 - ``__generation`` carries the ledger row's sync id (tombstones included) into the message id.
 - A record whose delivery expired (failed ``retry.max_syncs`` times) or whose content was
-  rejected is left alone until its data changes.
+  rejected is left alone until its data changes. That holds for deletes too: a clear Segment kept
+  refusing for the record itself is parked under the ledger's checksum (the data it would clear),
+  so ``expired`` in ``failed_records`` means what it says: not retried.
 - ``track`` records are events, not states: no ``delete`` rows (a sent event is never taken back,
   and its key stays in the ledger so it is never sent twice), and with ``send: add`` (the default)
   no ``update`` rows either: only keys the ledger has not acknowledged are planned. With an
@@ -180,6 +182,7 @@ def build_plan_sql(spec: PlanSpec) -> str:
 SELECT {delete_op}, l.record_key, l.checksum, 0, l.identity, l.sync_id{", NULL" * len(dict.fromkeys(spec.mapped_columns))}
 FROM led AS l
 WHERE l.live AND NOT EXISTS (SELECT 1 FROM {ident(spec.table)} AS m WHERE CAST(m.{pk} AS VARCHAR) = l.record_key)
+  AND NOT EXISTS (SELECT 1 FROM parked AS p WHERE p.record_key = l.record_key AND p.checksum = l.checksum)
 """
     )
     # Duplicated keys are found by a GROUP BY joined back (not a window over every row and

@@ -177,3 +177,16 @@ def test_a_mapping_change_re_sends_its_records(session) -> None:
     run_sync(session, people_spec(traits={"email": "email", "tier": "plan"}), renamed)
     assert renamed.user_ids() == ["u1", "u2", "u3"]
     assert renamed.sent[0]["traits"].keys() == {"email", "tier"}
+
+
+def test_an_expired_clear_is_parked_not_retried_every_sync(session) -> None:
+    spec = people_spec(on_delete="clear_traits", retry={"max_syncs": 2, "max_days": 14})
+    run_sync(session, spec, ScriptedSender())
+    people_table(session, ROWS[1:])
+    refused = ScriptedSender(lambda m: "HTTP 400: bad clear" if m["userId"] == "u1" else None)
+    run_sync(session, spec, refused, now=START)
+    run_sync(session, spec, refused, now=START + dt.timedelta(hours=1))
+    assert len(refused.sent) == 2 and failed(session)["u1"][2:] == (2, "expired")
+    idle = ScriptedSender()
+    run_sync(session, spec, idle, now=START + dt.timedelta(hours=2))
+    assert idle.sent == [] and "u1" in ledger(session)
