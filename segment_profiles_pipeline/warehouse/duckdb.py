@@ -7,8 +7,15 @@ steps) queue for the file instead of failing. Read-only sessions (sensors) take 
 lock on the same file without waiting: while a writer works they skip, and while they read a
 writer waits a moment instead of failing on DuckDB's own lock. Sessions are short: open, work,
 close.
-We do not use ``dagster_duckdb.DuckDBResource`` because it cannot queue across processes and
-always opens read-write, which sensors must never do.
+
+The resource *is* a ``dagster_duckdb.DuckDBResource`` (its ``database`` and ``connection_config``
+fields, shown on the UI's Resources page, and its ``get_connection()`` for user code), with two
+things it cannot do added: ``get_connection()`` first takes the file lock, so a user's own asset
+queues with ours; and ``read_only_session()`` opens the file read-only under a shared lock
+(``DuckDBResource`` always opens read-write, which a sensor must never do). Connections are
+opened here rather than by ``DuckDBResource.get_connection``, whose ten exponential retries on
+``IOException`` would make a file that is not a DuckDB database fail only after ~100 s: the
+file lock already does the waiting.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
-from dagster import ConfigurableResource
+from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
 from segment_profiles_pipeline.errors import WarehouseError
@@ -156,18 +163,26 @@ def _shared_lock(path: Path) -> Iterator[None]:
         os.close(fd)
 
 
-class DuckDBWarehouse(ConfigurableResource):
-    """Embedded DuckDB file warehouse (the default)."""
+class DuckDBWarehouse(DuckDBResource):
+    """Embedded DuckDB file warehouse (the default): ``DuckDBResource`` plus the project's file lock."""
 
-    database: str = Field(description="Path of the DuckDB file.")
     lock_timeout_s: float = Field(default=3600.0, description="How long a writer waits for the file.")
+
+    @classmethod
+    def _is_dagster_maintained(cls) -> bool:
+        return False  # DuckDBResource says True; this subclass is the project's
 
     @property
     def kind(self) -> str:
         return "duckdb"
 
+    def _config(self) -> dict[str, Any]:
+        """``connection_config`` as ``DuckDBResource`` passes it (its user agent unless overridden)."""
+        return {"custom_user_agent": "dagster", **self.connection_config}
+
     @contextmanager
-    def session(self) -> Iterator[DuckDBSession]:
+    def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A read-write connection, opened once the file lock is ours (``DuckDBResource``'s API)."""
         path = Path(self.database)
         path.parent.mkdir(parents=True, exist_ok=True)
         with _file_lock(path.with_name(path.name + ".lock"), self.lock_timeout_s):
@@ -175,18 +190,23 @@ class DuckDBWarehouse(ConfigurableResource):
             _held.cons = held
             key = str(path.resolve())
             if key in held:  # nested session on the same file in this thread: share its connection
-                yield DuckDBSession(held[key])
+                yield held[key]
                 return
             try:
-                con = duckdb.connect(str(path))
+                con = duckdb.connect(str(path), config=self._config())
             except duckdb.Error as exc:
                 raise WarehouseError(f"could not open DuckDB file {path}: {exc}") from exc
             held[key] = con
             try:
-                yield DuckDBSession(con)
+                yield con
             finally:
                 del held[key]
                 con.close()
+
+    @contextmanager
+    def session(self) -> Iterator[DuckDBSession]:
+        with self.get_connection() as con:
+            yield DuckDBSession(con)
 
     @contextmanager
     def read_only_session(self) -> Iterator[DuckDBSession]:
@@ -199,7 +219,7 @@ class DuckDBWarehouse(ConfigurableResource):
     @contextmanager
     def _open_read_only(self, path: Path) -> Iterator[DuckDBSession]:
         try:
-            con = duckdb.connect(str(path), read_only=True)
+            con = duckdb.connect(str(path), read_only=True, config=self._config())
         except duckdb.IOException as exc:
             raise WarehouseBusy(f"DuckDB file {path} is locked by a writer: {exc}") from exc
         except duckdb.Error as exc:
