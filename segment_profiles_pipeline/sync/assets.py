@@ -253,11 +253,11 @@ def build_sync_asset(spec: MappingSpec, kind: str) -> AssetsDefinition:
                 "_segment_profiles.outbox and the ledger is not advanced."
             )
         try:
-            with segment.sender(force_dry_run=config.dry_run) as sender, warehouse.session() as session:
+            with segment.delivery(force_dry_run=config.dry_run) as delivery, warehouse.session() as session:
                 report = run_sync(
                     session,
                     spec,
-                    sender,
+                    delivery,
                     shard=shard,
                     dagster_run_id=context.run.run_id,
                     reset=config.reset,

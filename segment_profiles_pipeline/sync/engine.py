@@ -1,4 +1,6 @@
-"""Run one sync of one mapping shard: plan → build → send → acknowledge → record.
+"""Run one sync of one mapping shard, as stages: prepare → plan → start → per chunk (render →
+record) → settle → status. What differs between a live sync and a dry run is the ``Delivery``
+(``sync/delivery.py``); the stages here are the same for both.
 
 The invariant everything here protects: **a record enters the ledger only after Segment
 answered its batch with the documented success answer**. Everything else (crash, 429, 5xx,
@@ -13,19 +15,25 @@ from __future__ import annotations
 import datetime as dt
 import time
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
 from segment_profiles_pipeline.config import SUBSCRIPTION_FIELDS
 from segment_profiles_pipeline.errors import SyncError
 from segment_profiles_pipeline.project import MappingSpec
-from segment_profiles_pipeline.segment.outcomes import Outcome
-from segment_profiles_pipeline.segment.spec import DRY_RUN_SALT
 from segment_profiles_pipeline.sync.actions import watermark
-from segment_profiles_pipeline.sync.ledger import Ack, Failure, StateWriter
+from segment_profiles_pipeline.sync.delivery import (
+    Chunk,
+    Delivery,
+    PlannedMessage,
+    Sender,
+    SyncStage,
+    delivery_for,
+)
+from segment_profiles_pipeline.sync.ledger import Failure, StateWriter
 from segment_profiles_pipeline.sync.lock import SyncLock, ensure_held
 from segment_profiles_pipeline.sync.payloads import (
     InvalidRecord,
@@ -41,24 +49,14 @@ from segment_profiles_pipeline.sync.plan import (
     counts_sql,
     extracted_sql,
     sendable_sql,
-    shard_predicate,
 )
-from segment_profiles_pipeline.sync.state import TOMBSTONE_DAYS, ensure_state
+from segment_profiles_pipeline.sync.state import ensure_state
 from segment_profiles_pipeline.warehouse.base import WarehouseSession
 
 CHUNK_ROWS = 20_000
 SAMPLE_PAYLOADS = 5
 
-
-class Sender(Protocol):
-    """Delivers serialised messages; one outcome per message (None = acknowledged)."""
-
-    @property
-    def destination_salt(self) -> str:
-        """A hash of the destination's write key: message ids differ per destination."""
-        ...
-
-    def deliver(self, messages: Sequence[bytes]) -> Sequence[Outcome]: ...
+__all__ = ["CHUNK_ROWS", "Sender", "SyncReport", "mapped_columns", "run_sync"]
 
 
 @dataclass
@@ -126,7 +124,7 @@ def _status(attempted: int, delivered: int, problems: int) -> tuple[str, float]:
 def run_sync(
     session: WarehouseSession,
     spec: MappingSpec,
-    sender: Sender | None,
+    delivery: Sender | Delivery,
     *,
     shard: int = 0,
     dagster_run_id: str | None = None,
@@ -134,19 +132,21 @@ def run_sync(
     log: Callable[[str], None] = lambda _msg: None,
     now: dt.datetime | None = None,
 ) -> SyncReport:
-    """Sync one shard of one mapping. ``sender=None`` is a dry run (outbox, ledger untouched)."""
+    """Sync one shard of one mapping through ``delivery`` (a bare ``Sender`` is live delivery to it;
+    ``sync.delivery.OUTBOX`` is a dry run: payloads to the outbox, ledger untouched)."""
     started = time.perf_counter()
     now = (now or dt.datetime.now(dt.UTC)).replace(tzinfo=None)
+    mode = delivery_for(delivery)
     mapping = spec.mapping
-    dry_run = sender is None
     sync_id = f"{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
-    report = SyncReport(mapping.name, sync_id, shard, dry_run)
+    report = SyncReport(mapping.name, sync_id, shard, mode.dry_run)
     ensure_state(session)
     writer = StateWriter(session, mapping.name, shard, sync_id, now)
     lock = SyncLock(session, mapping.name, shard, sync_id, log=log).acquire()
     try:
-        writer.start_history(mapping.shards, dagster_run_id, dry_run)
-        _run(session, spec, sender, writer, report, shard, reset, log, now)
+        writer.start_history(mapping.shards, dagster_run_id, mode.dry_run)
+        stage = SyncStage(session, mapping, _plan_spec(session, spec, shard), writer, log)
+        _run(stage, spec, mode, report, reset, now)
     except Exception as exc:
         report.status = "failed"
         report.first_error = report.first_error or str(exc)
@@ -163,35 +163,47 @@ def run_sync(
 
 
 def _run(
-    session: WarehouseSession,
-    spec: MappingSpec,
-    sender: Sender | None,
-    writer: StateWriter,
-    report: SyncReport,
-    shard: int,
-    reset: bool,
-    log: Callable[[str], None],
-    now: dt.datetime,
+    stage: SyncStage, spec: MappingSpec, mode: Delivery, report: SyncReport, reset: bool, now: dt.datetime
 ) -> None:
-    mapping = spec.mapping
-    dry_run = sender is None
-    plan = _plan_spec(session, spec, shard)
-    builder = PayloadBuilder.for_mapping(mapping, dict(plan.column_types))
-    if reset and not dry_run:
-        writer.reset(shard_predicate("record_key", plan))
-        watermark.forget(session, mapping.name, shard)
-        plan = replace(plan, watermark=None)
-        log(
-            f"reset: forgot every acknowledged record of '{mapping.name}' shard {shard}; all records are sent again"
+    mapping = stage.mapping
+    stage = mode.prepare(stage, reset)
+    counts = report.counts = _build_plan(stage)
+    stage.log(f"plan for '{mapping.name}' shard {stage.plan.shard}: {counts}")
+    if counts["extracted"] == 0 and counts["deleted"] and not mapping.allow_full_delete:
+        raise SyncError(
+            f"{spec.source.table} returned no rows but {counts['deleted']} records were synced before: refusing to treat "
+            f"every profile as deleted. If the model really is empty on purpose, set `allow_full_delete: true` on "
+            f"mapping '{mapping.name}' in {spec.source.file} for one run."
         )
-    if not dry_run:
-        writer.prune_tombstones(TOMBSTONE_DAYS)
+    mode.start(stage)
+    builder = PayloadBuilder.for_mapping(mapping, dict(stage.plan.column_types))
+    sent_ops = OPS_SENT[mapping.send] + (("delete",) if mapping.on_delete == "clear_traits" else ())
+    for rows in stage.session.stream(sendable_sql(stage.plan, sent_ops), CHUNK_ROWS):
+        chunk = _render(rows, builder, mode.destination_salt, now, report)
+        result = mode.record(stage, chunk)
+        counts["rejected"] += len(chunk.rejected)
+        counts["planned"] += len(chunk.messages)
+        counts["sent"] += result.sent
+        counts["delivered"] += result.delivered
+        counts["failed"] += result.failed
+        report.first_error = report.first_error or result.first_error
+        ensure_held(stage.session, mapping.name, stage.plan.shard, report.sync_id)
+    mode.settle(stage)
+    report.status, rate = _status(counts["sent"], counts["delivered"], counts["invalid"] + counts["rejected"])
+    report.delivery_rate = None if mode.dry_run else rate
+    if counts["invalid"] and not report.first_error:
+        report.first_error = (
+            "records with a null or duplicated primary key were rejected (see failed_records)"
+        )
 
+
+def _build_plan(stage: SyncStage) -> dict[str, int]:
+    """Create the plan table; the report's counts, from it."""
+    plan, session = stage.plan, stage.session
     session.execute(build_plan_sql(plan))
     ops = {str(op): int(n) for op, n in session.query(counts_sql(plan)).rows}
-    extracted = int(session.query(extracted_sql(plan)).scalar() or 0)
-    counts = report.counts = {
-        "extracted": extracted,
+    return {
+        "extracted": int(session.query(extracted_sql(plan)).scalar() or 0),
         "added": ops.get("add", 0),
         "updated": ops.get("update", 0),
         "deleted": ops.get("delete", 0) + ops.get("delete_shared", 0),
@@ -202,49 +214,6 @@ def _run(
         "delivered": 0,
         "failed": 0,
     }
-    log(f"plan for '{mapping.name}' shard {shard}: {counts}")
-
-    if extracted == 0 and counts["deleted"] and not mapping.allow_full_delete:
-        raise SyncError(
-            f"{spec.source.table} returned no rows but {counts['deleted']} records were synced before: refusing to treat "
-            f"every profile as deleted. If the model really is empty on purpose, set `allow_full_delete: true` on "
-            f"mapping '{mapping.name}' in {spec.source.file} for one run."
-        )
-
-    if dry_run:
-        writer.clear_outbox()
-    else:
-        _reject_invalid_keys(session, plan, writer, mapping.retry)
-    salt = DRY_RUN_SALT if sender is None else sender.destination_salt
-    sent_ops = OPS_SENT[mapping.send] + (("delete",) if mapping.on_delete == "clear_traits" else ())
-    for rows in session.stream(sendable_sql(plan, sent_ops), CHUNK_ROWS):
-        chunk = _render(rows, builder, salt, now, report)
-        counts["rejected"] += len(chunk.rejected)
-        counts["planned"] += len(chunk.messages)
-        if sender is None:
-            writer.outbox(chunk.outbox_rows())
-        else:
-            undelivered = _deliver(sender, chunk, writer)
-            writer.fail(chunk.rejected + undelivered, mapping.retry)
-            counts["sent"] += len(chunk.messages)
-            counts["failed"] += len(undelivered)
-            counts["delivered"] += len(chunk.messages) - len(undelivered)
-        report.first_error = report.first_error or chunk.first_error
-        ensure_held(session, mapping.name, shard, report.sync_id)
-
-    if not dry_run:
-        _settle_unsent(plan, writer, mapping.send, mapping.on_delete)
-        if mapping.incremental_column:  # last: every planned row is now acknowledged or in failed_records
-            watermark.advance(
-                session, mapping.name, shard, mapping.incremental_column, plan.plan_table, plan.watermark
-            )
-    counts["delivered"] = counts["planned"] if dry_run else counts["delivered"]
-    report.status, rate = _status(counts["sent"], counts["delivered"], counts["invalid"] + counts["rejected"])
-    report.delivery_rate = None if dry_run else rate
-    if counts["invalid"] and not report.first_error:
-        report.first_error = (
-            "records with a null or duplicated primary key were rejected (see failed_records)"
-        )
 
 
 def _plan_spec(session: WarehouseSession, spec: MappingSpec, shard: int) -> PlanSpec:
@@ -273,38 +242,12 @@ def _plan_spec(session: WarehouseSession, spec: MappingSpec, shard: int) -> Plan
     )
 
 
-@dataclass
-class _Chunk:
-    """One chunk of plan rows turned into messages, plus the rows rejected while rendering."""
-
-    messages: list[bytes] = field(default_factory=list)
-    meta: list[tuple[str, str, str | None, str]] = field(default_factory=list)  # key, checksum, identity, op
-    rejected: list[Failure] = field(default_factory=list)
-    delivery_errors: list[str] = field(default_factory=list)
-
-    @property
-    def first_error(self) -> str | None:
-        if self.rejected:
-            return f"record '{self.rejected[0].key}': {self.rejected[0].reason}"
-        return self.delivery_errors[0] if self.delivery_errors else None
-
-    def outbox_rows(self) -> list[tuple[str, str, str]]:
-        """What a dry run shows: each message, and each rejected record with its reason."""
-        rows = [
-            (key, op, data.decode()) for (key, _, _, op), data in zip(self.meta, self.messages, strict=True)
-        ]
-        rows += [
-            (f.key or "", "rejected", orjson.dumps({"reason": f.reason}).decode()) for f in self.rejected
-        ]
-        return rows
-
-
 def _render(
     rows: list[dict[str, Any]], builder: PayloadBuilder, salt: str, now: dt.datetime, report: SyncReport
-) -> _Chunk:
+) -> Chunk:
     """Messages for plan rows; a row that cannot be sent is rejected with its reason, alone."""
     name = builder.mapping.name
-    chunk = _Chunk()
+    chunk = Chunk()
     for row in rows:
         key, checksum, op = row["__key"], row["__checksum"], row["__op"]
         try:
@@ -321,71 +264,5 @@ def _render(
         if len(report.samples) < SAMPLE_PAYLOADS:
             report.samples.append(message)
         chunk.messages.append(data)
-        chunk.meta.append((key, checksum, identity_of(message), op))
+        chunk.planned.append(PlannedMessage(key, checksum, identity_of(message), op))
     return chunk
-
-
-def _deliver(sender: Sender, chunk: _Chunk, writer: StateWriter) -> list[Failure]:
-    """Send a chunk; acknowledge what Segment accepted, return what it did not."""
-    if not chunk.messages:
-        return []
-    outcomes = sender.deliver(chunk.messages)
-    acks: list[Ack] = []
-    cleared: list[str] = []
-    failures: list[Failure] = []
-    for (key, checksum, identity, op), outcome, data in zip(
-        chunk.meta, outcomes, chunk.messages, strict=True
-    ):
-        if outcome is None:
-            if op == "delete":
-                cleared.append(key)
-            else:
-                acks.append(Ack(key, checksum, identity))
-            continue
-        failures.append(
-            Failure(
-                key,
-                checksum,
-                "delivery",
-                outcome.reason,
-                data[:2000].decode(errors="replace"),
-                outcome.code,
-                outcome.record_level,
-            )
-        )
-    writer.acknowledge(acks)
-    writer.forget_keys(cleared)
-    chunk.delivery_errors = [f"record '{f.key}': {f.reason}" for f in failures]
-    return failures
-
-
-def _reject_invalid_keys(session: WarehouseSession, plan: PlanSpec, writer: StateWriter, retry: Any) -> None:
-    """Null and duplicated keys: one failed record per key (one for all null keys), with a reason."""
-    pk = plan.primary_key
-    rows = session.query(
-        f"SELECT __op, __key, count(*) AS n FROM {plan.plan_table} "
-        "WHERE __op IN ('invalid_null_key', 'invalid_duplicate_key') GROUP BY __op, __key"
-    ).rows
-    failures = [
-        Failure(
-            key,
-            None,
-            "invalid",
-            f"{n} row(s) have a null primary key '{pk}'; they cannot be tracked or sent. Filter them out in the model or fill the key."
-            if op == "invalid_null_key"
-            else f"primary key '{pk}' value '{key}' appears in {n} rows; Segment needs one record per key. "
-            "Deduplicate the model on it.",
-        )
-        for op, key, n in rows
-    ]
-    writer.fail(failures, retry)
-
-
-def _settle_unsent(plan: PlanSpec, writer: StateWriter, send: str, on_delete: str) -> None:
-    """Records the mapping deliberately does not send still move the ledger forward."""
-    if send == "update":  # new records are tracked (not sent), so their later changes count as updates
-        writer.track_unsent(f"SELECT __key, __checksum FROM {plan.plan_table} WHERE __op = 'add'")
-    # Nothing to tell Segment: with `ignore` for any delete, with `clear_traits` when another
-    # live record still addresses the profile. Forget it, so a comeback is an add.
-    forgotten = "('delete', 'delete_shared')" if on_delete == "ignore" else "('delete_shared')"
-    writer.forget(f"SELECT __key FROM {plan.plan_table} WHERE __op IN {forgotten}")

@@ -16,6 +16,7 @@ from segment_profiles_pipeline.errors import ConfigError
 from segment_profiles_pipeline.segment.client import SegmentClient
 from segment_profiles_pipeline.segment.spec import resolve_endpoint
 from segment_profiles_pipeline.settings import env
+from segment_profiles_pipeline.sync.delivery import OUTBOX, Delivery, Live
 
 
 class SegmentDestination(ConfigurableResource):
@@ -40,11 +41,23 @@ class SegmentDestination(ConfigurableResource):
         return force_dry_run or not self.write_key
 
     @contextmanager
-    def sender(self, force_dry_run: bool = False) -> Iterator[SegmentClient | None]:
-        """A client for the destination, or None for a dry run."""
+    def delivery(self, force_dry_run: bool = False) -> Iterator[Delivery]:
+        """Where a sync's messages go: live to the destination, or the outbox for a dry run."""
         if self.is_dry_run(force_dry_run):
-            yield None
+            yield OUTBOX
             return
+        with self.client() as client:
+            yield Live(client)
+
+    @contextmanager
+    def client(self) -> Iterator[SegmentClient]:
+        """An HTTP client for the destination (Test Mapping sends through it directly)."""
+        if not self.write_key:
+            raise ConfigError(
+                "not set: there is no destination to send to.",
+                field="SEGMENT_WRITE_KEY",
+                fix="set the Segment source's write key.",
+            )
         with SegmentClient(
             self.endpoint_url,
             self.write_key,

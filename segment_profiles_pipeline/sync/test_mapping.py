@@ -198,9 +198,8 @@ def build_test_mapping_job(spec: MappingSpec) -> JobDefinition:
         with warehouse.session() as session:
             result = preview(session, spec, config.keys)
         if config.send_test:
-            with segment.sender() as sender:
-                assert sender is not None  # is_dry_run() was False
-                result = send(result, sender)
+            with segment.client() as client:  # is_dry_run() was False: there is a key
+                result = send(result, client)
         for record in result.records:
             context.log.info(f"{record.key}: {record.outcome or record.reason or 'payload built'}")
         if result.not_found:

@@ -6,6 +6,7 @@ Covers the change detection, ledger, failed records, retries, modes, guards, sha
 import pytest
 
 from segment_profiles_pipeline.errors import SyncError
+from segment_profiles_pipeline.sync.delivery import OUTBOX
 from segment_profiles_pipeline.sync.engine import run_sync
 from segment_profiles_pipeline_tests.sync.helpers import (
     ScriptedSender,
@@ -165,12 +166,12 @@ def test_empty_model_never_clears_everything_without_override(session) -> None:
 
 
 def test_dry_run_writes_outbox_and_leaves_ledger_untouched(session) -> None:
-    report = run_sync(session, people_spec(), None)
+    report = run_sync(session, people_spec(), OUTBOX)
     assert report.dry_run and report.counts["planned"] == 3
     assert ledger(session) == {}
     outbox = session.query("SELECT record_key, operation FROM _segment_profiles.outbox ORDER BY 1").rows
     assert outbox == [("u1", "add"), ("u2", "add"), ("u3", "add")]
-    run_sync(session, people_spec(), None)  # the outbox holds the latest dry run only
+    run_sync(session, people_spec(), OUTBOX)  # the outbox holds the latest dry run only
     assert session.query("SELECT count(*) FROM _segment_profiles.outbox").scalar() == 3
 
 

@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from segment_profiles_pipeline.segment.spec import MAX_MESSAGE_BYTES
+from segment_profiles_pipeline.sync.delivery import OUTBOX
 from segment_profiles_pipeline.sync.engine import run_sync
 from segment_profiles_pipeline_tests.sync.helpers import (
     ScriptedSender,
@@ -143,7 +144,7 @@ def test_the_32_kb_boundary_is_exact(session) -> None:
 def test_dry_runs_never_write_retry_state(session) -> None:
     people_table(session, [*ROWS[:2], ("u3", "x" * 40_000, "free"), (None, "n", "free")])
     for _ in range(3):
-        report = run_sync(session, people_spec(retry={"max_syncs": 1, "max_days": 1}), None)
+        report = run_sync(session, people_spec(retry={"max_syncs": 1, "max_days": 1}), OUTBOX)
         assert report.counts["rejected"] == 1 and report.counts["invalid"] == 1
         assert report.delivery_rate is None
     assert failed(session) == {}

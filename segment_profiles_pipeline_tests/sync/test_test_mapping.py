@@ -6,6 +6,7 @@ from dagster import DagsterInstance
 
 from segment_profiles_pipeline.errors import SyncError
 from segment_profiles_pipeline.sync.assets import sync_asset_key
+from segment_profiles_pipeline.sync.delivery import OUTBOX
 from segment_profiles_pipeline.sync.engine import run_sync
 from segment_profiles_pipeline.sync.resources import SegmentDestination
 from segment_profiles_pipeline.sync.test_mapping import TEST_ID_PREFIX, build_test_mapping_job, preview
@@ -44,7 +45,7 @@ def run_job(warehouse, segment, keys, send_test=False, spec=None):
 def test_payloads_are_the_syncs_own_and_nothing_is_touched(warehouse) -> None:
     with warehouse.session() as session:
         people_table(session, ROWS)
-        run_sync(session, people_spec(), None)  # a dry run first: there is state to leave alone
+        run_sync(session, people_spec(), OUTBOX)  # a dry run first: there is state to leave alone
         before = state(session)
         result = preview(session, people_spec(), ["u1", "u2", "u3", "nobody"])
         assert state(session) == before
@@ -96,8 +97,8 @@ def test_send_test_delivers_with_a_fresh_message_id_every_time(warehouse) -> Non
         with warehouse.session() as session:
             assert not session.table_exists("_segment_profiles", "ledger")  # a test never writes state
             # a real sync afterwards is not deduplicated by Segment against the tests: it is applied
-            with segment.sender() as sender:
-                assert run_sync(session, spec, sender).counts["delivered"] == 1
+            with segment.delivery() as delivery:
+                assert run_sync(session, spec, delivery).counts["delivered"] == 1
         assert [r.applied for r in server.received] == [True, True, True]
     meta = next(e for e in result.all_events if e.event_type_value == "ASSET_OBSERVATION")
     records = meta.event_specific_data.asset_observation.metadata["records"].value.records

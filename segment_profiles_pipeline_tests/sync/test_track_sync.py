@@ -10,6 +10,7 @@ import pytest
 
 from segment_profiles_pipeline.config import MappingConfig
 from segment_profiles_pipeline.project import MappingSpec, SyncSource
+from segment_profiles_pipeline.sync.delivery import OUTBOX
 from segment_profiles_pipeline.sync.engine import run_sync
 from segment_profiles_pipeline.warehouse.base import WarehouseSession, literal
 from segment_profiles_pipeline_tests.sync.helpers import ScriptedSender, failed, ledger
@@ -132,7 +133,7 @@ def test_incremental_retries_a_failed_row_below_the_mark(session) -> None:
 
 
 def test_incremental_dry_run_never_moves_the_mark(session) -> None:
-    run_sync(session, incremental(), None)
+    run_sync(session, incremental(), OUTBOX)
     assert not session.table_exists("_segment_profiles", "watermark__events_track__0")
 
 

@@ -1,0 +1,248 @@
+"""The two delivery modes of a sync, behind one interface: live (to Segment) and outbox (dry run).
+
+The engine never asks "is this a dry run?": it hands each rendered chunk to its delivery and
+counts what comes back. Live delivery sends the chunk through a ``Sender`` and writes the
+acknowledgements and failures; the outbox delivery writes what would have been sent and touches
+no retry state. Everything that differs between the two lives here, so a third mode (a canary,
+a second destination) is one more class, not a dozen more ``if``s in the engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Protocol, runtime_checkable
+
+import orjson
+
+from segment_profiles_pipeline.config import MappingConfig
+from segment_profiles_pipeline.segment.outcomes import Outcome
+from segment_profiles_pipeline.segment.spec import DRY_RUN_SALT
+from segment_profiles_pipeline.sync.actions import watermark
+from segment_profiles_pipeline.sync.ledger import Ack, Failure, StateWriter
+from segment_profiles_pipeline.sync.plan import PlanSpec, shard_predicate
+from segment_profiles_pipeline.sync.state import TOMBSTONE_DAYS
+from segment_profiles_pipeline.warehouse.base import WarehouseSession
+
+
+@runtime_checkable
+class Sender(Protocol):
+    """Delivers serialised messages; one outcome per message (None = acknowledged)."""
+
+    @property
+    def destination_salt(self) -> str:
+        """A hash of the destination's write key: message ids differ per destination."""
+        ...
+
+    def deliver(self, messages: Sequence[bytes]) -> Sequence[Outcome]: ...
+
+
+@dataclass(frozen=True)
+class PlannedMessage:
+    """One rendered plan row: what the ledger needs once Segment acknowledges it."""
+
+    key: str
+    checksum: str
+    identity: str | None
+    op: str  # add | update | delete
+
+
+@dataclass
+class Chunk:
+    """One chunk of plan rows turned into messages, plus the rows rejected while rendering."""
+
+    messages: list[bytes] = field(default_factory=list)
+    planned: list[PlannedMessage] = field(default_factory=list)
+    rejected: list[Failure] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    """What a delivery did with one chunk: counts for the report and the first error, if any."""
+
+    sent: int
+    delivered: int
+    failed: int
+    first_error: str | None = None
+
+
+@dataclass
+class SyncStage:
+    """What every stage of one sync of one mapping shard works on."""
+
+    session: WarehouseSession
+    mapping: MappingConfig
+    plan: PlanSpec
+    writer: StateWriter
+    log: Callable[[str], None]
+
+
+class Delivery(Protocol):
+    """Where a sync's messages go. ``dry_run`` only labels reports; behaviour lives in the methods,
+    called in this order: ``prepare`` (before the plan) → ``start`` → ``record`` per chunk → ``settle``."""
+
+    @property
+    def dry_run(self) -> bool: ...
+
+    @property
+    def destination_salt(self) -> str: ...
+
+    def prepare(self, stage: SyncStage, reset: bool) -> SyncStage: ...
+
+    def start(self, stage: SyncStage) -> None: ...
+
+    def record(self, stage: SyncStage, chunk: Chunk) -> ChunkResult: ...
+
+    def settle(self, stage: SyncStage) -> None: ...
+
+
+def _rejection(chunk: Chunk) -> str | None:
+    first = chunk.rejected[0] if chunk.rejected else None
+    return f"record '{first.key}': {first.reason}" if first else None
+
+
+class Outbox:
+    """Dry run: the latest run's payloads (and rejected records with their reasons) go to the
+    outbox table; nothing is sent, the ledger and the retry state are untouched."""
+
+    dry_run = True
+    destination_salt = DRY_RUN_SALT
+
+    def prepare(self, stage: SyncStage, reset: bool) -> SyncStage:
+        """A dry run never resets (it would have to forget acknowledged state) nor prunes."""
+        return stage
+
+    def start(self, stage: SyncStage) -> None:
+        stage.writer.clear_outbox()
+
+    def record(self, stage: SyncStage, chunk: Chunk) -> ChunkResult:
+        rows = [(p.key, p.op, data.decode()) for p, data in zip(chunk.planned, chunk.messages, strict=True)]
+        rows += [
+            (f.key or "", "rejected", orjson.dumps({"reason": f.reason}).decode()) for f in chunk.rejected
+        ]
+        stage.writer.outbox(rows)
+        return ChunkResult(sent=0, delivered=len(chunk.messages), failed=0, first_error=_rejection(chunk))
+
+    def settle(self, stage: SyncStage) -> None:
+        """Nothing was acknowledged, so nothing moves: not the ledger, not a watermark."""
+
+
+OUTBOX = Outbox()
+"""The dry-run delivery (stateless, so one instance serves every sync)."""
+
+
+class Live:
+    """Send each chunk through ``sender``; acknowledge exactly what Segment accepted."""
+
+    dry_run = False
+
+    def __init__(self, sender: Sender):
+        self.sender = sender
+
+    @property
+    def destination_salt(self) -> str:
+        return self.sender.destination_salt
+
+    def prepare(self, stage: SyncStage, reset: bool) -> SyncStage:
+        """Segment's *Reset sync* (forget what was acknowledged, and the watermark) and tombstone pruning."""
+        name, shard = stage.mapping.name, stage.plan.shard
+        if reset:
+            stage.writer.reset(shard_predicate("record_key", stage.plan))
+            watermark.forget(stage.session, name, shard)
+            stage = replace(stage, plan=replace(stage.plan, watermark=None))
+            stage.log(
+                f"reset: forgot every acknowledged record of '{name}' shard {shard}; all records are sent again"
+            )
+        stage.writer.prune_tombstones(TOMBSTONE_DAYS)
+        return stage
+
+    def start(self, stage: SyncStage) -> None:
+        """Null and duplicated keys: one failed record per key (one for all null keys), with a reason."""
+        pk = stage.plan.primary_key
+        rows = stage.session.query(
+            f"SELECT __op, __key, count(*) AS n FROM {stage.plan.plan_table} "
+            "WHERE __op IN ('invalid_null_key', 'invalid_duplicate_key') GROUP BY __op, __key"
+        ).rows
+        failures = [
+            Failure(
+                key,
+                None,
+                "invalid",
+                f"{n} row(s) have a null primary key '{pk}'; they cannot be tracked or sent. Filter them out in the model or fill the key."
+                if op == "invalid_null_key"
+                else f"primary key '{pk}' value '{key}' appears in {n} rows; Segment needs one record per key. "
+                "Deduplicate the model on it.",
+            )
+            for op, key, n in rows
+        ]
+        stage.writer.fail(failures, stage.mapping.retry)
+
+    def record(self, stage: SyncStage, chunk: Chunk) -> ChunkResult:
+        undelivered = self._send(chunk, stage.writer)
+        stage.writer.fail(chunk.rejected + undelivered, stage.mapping.retry)
+        first = _rejection(chunk) or next((f"record '{f.key}': {f.reason}" for f in undelivered), None)
+        return ChunkResult(
+            sent=len(chunk.messages),
+            delivered=len(chunk.messages) - len(undelivered),
+            failed=len(undelivered),
+            first_error=first,
+        )
+
+    def _send(self, chunk: Chunk, writer: StateWriter) -> list[Failure]:
+        """Send a chunk; write what Segment accepted, return what it did not."""
+        if not chunk.messages:
+            return []
+        outcomes = self.sender.deliver(chunk.messages)
+        acks: list[Ack] = []
+        cleared: list[str] = []
+        failures: list[Failure] = []
+        for planned, outcome, data in zip(chunk.planned, outcomes, chunk.messages, strict=True):
+            if outcome is None:
+                if planned.op == "delete":
+                    cleared.append(planned.key)
+                else:
+                    acks.append(Ack(planned.key, planned.checksum, planned.identity))
+                continue
+            failures.append(
+                Failure(
+                    planned.key,
+                    planned.checksum,
+                    "delivery",
+                    outcome.reason,
+                    data[:2000].decode(errors="replace"),
+                    outcome.code,
+                    outcome.record_level,
+                )
+            )
+        writer.acknowledge(acks)
+        writer.forget_keys(cleared)
+        return failures
+
+    def settle(self, stage: SyncStage) -> None:
+        """Records the mapping deliberately does not send still move the ledger forward; then the
+        watermark, last, when every planned row is acknowledged or in failed_records."""
+        mapping, plan, writer = stage.mapping, stage.plan, stage.writer
+        if (
+            mapping.send == "update"
+        ):  # new records are tracked (not sent), so their later changes count as updates
+            writer.track_unsent(f"SELECT __key, __checksum FROM {plan.plan_table} WHERE __op = 'add'")
+        # Nothing to tell Segment: with `ignore` for any delete, with `clear_traits` when another
+        # live record still addresses the profile. Forget it, so a comeback is an add.
+        forgotten = "('delete', 'delete_shared')" if mapping.on_delete == "ignore" else "('delete_shared')"
+        writer.forget(f"SELECT __key FROM {plan.plan_table} WHERE __op IN {forgotten}")
+        if mapping.incremental_column:
+            watermark.advance(
+                stage.session,
+                mapping.name,
+                plan.shard,
+                mapping.incremental_column,
+                plan.plan_table,
+                plan.watermark,
+            )
+
+
+def delivery_for(target: Sender | Delivery) -> Delivery:
+    """A bare ``Sender`` (the HTTP client, a test double) means live delivery to it."""
+    if isinstance(target, Sender):
+        return Live(target)
+    return target
