@@ -25,7 +25,7 @@ from dagster import (
 from pydantic import Field
 
 from segment_profiles_pipeline.errors import ConfigError
-from segment_profiles_pipeline.identity.compute import compute_identity, identify_sources
+from segment_profiles_pipeline.identity.compute import LANDED_COLUMNS, compute_identity, identify_sources
 from segment_profiles_pipeline.identity.config import (
     EXTERNAL_ID_TABLE,
     ID_GRAPH_TABLE,
@@ -85,7 +85,11 @@ def build_identity_defs(
         if identity.config.sources.events
         else event_tables
     )
-    deps = [source_key(s, t) for s, t in tables] + [AssetKey(s.source.name) for s in inputs]
+    landed = landed_specs(identity, kind)
+    if landed:  # Segment's graph: its landed tables are the only inputs
+        deps = [spec.key for spec in landed]
+    else:
+        deps = [source_key(s, t) for s, t in tables] + [AssetKey(s.source.name) for s in inputs]
     version = hashlib.sha256(
         identity.path.read_bytes() if identity.path.exists() else b"defaults"
     ).hexdigest()[:16]
@@ -123,7 +127,11 @@ def build_identity_defs(
         check_specs=checks,
         pool=POOL,
         retry_policy=WAREHOUSE_RETRY,
-        description="Segment's identity resolution over the event tables and identify mappings (docs/identity.md).",
+        description=(
+            "Segment's identity graph, read from its landed Profiles Sync tables (docs/identity.md)."
+            if landed
+            else "Segment's identity resolution over the event tables and identify mappings (docs/identity.md)."
+        ),
     )
     def identity_graph(
         context: AssetExecutionContext, config: IdentityConfig, warehouse: ResourceParam[Warehouse]
@@ -163,7 +171,25 @@ def build_identity_defs(
             metadata={"identifiers_in_several_profiles": MetadataValue.int(shared)},
         )
 
-    return [identity_graph]
+    return [*landed, identity_graph]
+
+
+def landed_specs(identity: IdentityProject, kind: str) -> list[AssetSpec]:
+    """With ``graph.source: segment``: Segment's landed Profiles Sync tables as external assets
+    (Segment writes them; this project only reads them)."""
+    schema = identity.config.graph.landed_schema
+    if identity.config.graph.source != "segment" or schema is None:
+        return []
+    return [
+        AssetSpec(
+            AssetKey([schema, table]),
+            group_name="sources",
+            kinds={kind},
+            description=f"`{schema}.{table}`, landed by Segment's Profiles Sync (read by `identity_graph`).",
+            metadata={"columns_read": ", ".join(columns)},
+        )
+        for table, columns in LANDED_COLUMNS.items()
+    ]
 
 
 def identity_assets(models_dir: Path, mappings: list[MappingSpec], kind: str) -> list:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from segment_profiles_pipeline.errors import WarehouseError
 from segment_profiles_pipeline.identity.config import (
     EXTERNAL_ID_TABLE,
     ID_GRAPH_TABLE,
@@ -86,7 +87,7 @@ SCHEMAS = {
 class IdentityRunStats:
     """What one run did: the asset's metadata and the benchmark's figures."""
 
-    mode: str  # full | incremental
+    mode: str  # full | incremental | segment (read from Segment's landed tables)
     reason: str
     candidates: int  # messages the sequential step resolved (new identifier sets)
     profiles_created: int
@@ -328,7 +329,10 @@ def compute_identity(
     now: dt.datetime,
     full_refresh: bool = False,
 ) -> IdentityRunStats:
-    """Bring the identity tables up to date: incrementally when that is exact, else from scratch."""
+    """Bring the identity tables up to date: incrementally when that is exact, else from scratch;
+    or, with ``graph.source: segment``, from Segment's landed Profiles Sync tables."""
+    if identity.config.graph.source == "segment":
+        return compute_from_segment(session, identity)
     started = time.perf_counter()
     now = utc_naive(now)
     _ensure_state(session, identity)
@@ -463,3 +467,146 @@ def _write(session: WarehouseSession, graph: Graph, sets: list[tuple], full: boo
                     f"UPDATE {table} AS t SET canonical_segment_id = mv.new FROM {staged_moves} AS mv "
                     "WHERE t.canonical_segment_id = mv.old"
                 )
+
+
+LANDED_COLUMNS = {
+    "id_graph_updates": (
+        "segment_id",
+        "canonical_segment_id",
+        "timestamp",
+        "triggering_event_id",
+        "seq",
+        "uuid_ts",
+    ),
+    "external_id_mapping_updates": (
+        "segment_id",
+        "external_id_type",
+        "external_id_value",
+        "external_id_hash",
+        "timestamp",
+        "triggering_event_id",
+        "seq",
+        "uuid_ts",
+    ),
+}
+"""The columns of Segment's landed Profiles Sync tables the identity layer reads (Segment's names)."""
+MAX_CHAIN = 64
+"""Merge chains longer than this in the landed ``id_graph_updates`` are taken as a cycle."""
+
+
+def segment_graph_sql(landed_schema: str) -> dict[str, str]:
+    """The identity tables from Segment's landed ``_updates`` tables (DuckDB dialect; pure).
+
+    ``id_graph``: per ``segment_id``, its creation (the first row by ``seq``) and its canonical
+    profile (the latest row's); ``external_id_mapping``: per identifier, the first association,
+    under the current canonical profile; ``profile_merges``: per merged-away profile, the row that
+    first pointed it elsewhere. Segment writes a new ``id_graph_updates`` row for every profile a
+    merge re-points, so the latest row is already the end of the chain; ``follow_chains_sql``
+    closes any gap left by rows landing out of order."""
+    updates = f"{ident(landed_schema)}.id_graph_updates"
+    mappings = f"{ident(landed_schema)}.external_id_mapping_updates"
+    graph_rows = (
+        "SELECT CAST(segment_id AS VARCHAR) AS segment_id, CAST(canonical_segment_id AS VARCHAR) AS canonical, "
+        "CAST(timestamp AS TIMESTAMP) AS ts, CAST(triggering_event_id AS VARCHAR) AS event_id, "
+        f"CAST(seq AS BIGINT) AS seq, CAST(uuid_ts AS TIMESTAMP) AS uuid_ts FROM {updates} WHERE segment_id IS NOT NULL"
+    )
+    return {
+        ID_GRAPH_TABLE: f"""CREATE OR REPLACE TABLE {ID_GRAPH_TABLE} AS
+WITH u AS ({graph_rows}),
+first_row AS (
+    SELECT * FROM u QUALIFY row_number() OVER (PARTITION BY segment_id ORDER BY seq NULLS FIRST, uuid_ts NULLS FIRST) = 1
+), last_row AS (
+    SELECT * FROM u QUALIFY row_number() OVER (PARTITION BY segment_id ORDER BY seq DESC NULLS LAST, uuid_ts DESC NULLS LAST) = 1
+)
+SELECT f.segment_id, coalesce(l.canonical, f.segment_id) AS canonical_segment_id, f.ts AS timestamp,
+       f.event_id AS triggering_event_id, f.seq
+FROM first_row AS f JOIN last_row AS l ON l.segment_id = f.segment_id""",
+        EXTERNAL_ID_TABLE: f"""CREATE OR REPLACE TABLE {EXTERNAL_ID_TABLE} AS
+SELECT coalesce(g.canonical_segment_id, e.segment_id) AS canonical_segment_id, e.segment_id,
+       e.external_id_type, e.external_id_value, e.external_id_hash, e.ts AS timestamp,
+       e.event_id AS triggering_event_id, e.seq
+FROM (
+    SELECT CAST(segment_id AS VARCHAR) AS segment_id, lower(CAST(external_id_type AS VARCHAR)) AS external_id_type,
+           CAST(external_id_value AS VARCHAR) AS external_id_value, CAST(external_id_hash AS VARCHAR) AS external_id_hash,
+           CAST(timestamp AS TIMESTAMP) AS ts, CAST(triggering_event_id AS VARCHAR) AS event_id,
+           CAST(seq AS BIGINT) AS seq, CAST(uuid_ts AS TIMESTAMP) AS uuid_ts
+    FROM {mappings}
+    WHERE segment_id IS NOT NULL AND external_id_type IS NOT NULL AND external_id_value IS NOT NULL
+) AS e
+LEFT JOIN {ID_GRAPH_TABLE} AS g ON g.segment_id = e.segment_id
+QUALIFY row_number() OVER (
+    PARTITION BY e.external_id_type, e.external_id_value ORDER BY e.seq NULLS FIRST, e.uuid_ts NULLS FIRST
+) = 1""",
+        MERGES_TABLE: f"""CREATE OR REPLACE TABLE {MERGES_TABLE} AS
+SELECT u.segment_id, u.canonical AS merged_into, g.canonical_segment_id, u.ts AS timestamp,
+       u.event_id AS triggering_event_id, u.seq
+FROM ({graph_rows}) AS u JOIN {ID_GRAPH_TABLE} AS g ON g.segment_id = u.segment_id
+WHERE u.canonical <> u.segment_id
+QUALIFY row_number() OVER (PARTITION BY u.segment_id ORDER BY u.seq NULLS FIRST, u.uuid_ts NULLS FIRST) = 1""",
+    }
+
+
+BROKEN_CHAINS_SQL = (
+    f"SELECT count(*) FROM {ID_GRAPH_TABLE} AS t JOIN {ID_GRAPH_TABLE} AS g ON g.segment_id = t.canonical_segment_id "
+    "WHERE g.canonical_segment_id <> g.segment_id"
+)
+FOLLOW_CHAINS_SQL = (
+    f"UPDATE {ID_GRAPH_TABLE} AS t SET canonical_segment_id = g.canonical_segment_id FROM {ID_GRAPH_TABLE} AS g "
+    "WHERE g.segment_id = t.canonical_segment_id AND g.canonical_segment_id <> g.segment_id "
+    "AND g.canonical_segment_id <> t.segment_id"
+)
+"""One hop along merge chains whose end is not in the latest row yet (``A → B``, later ``B → C``)."""
+
+
+def compute_from_segment(session: WarehouseSession, identity: IdentityProject) -> IdentityRunStats:
+    """Replace the identity tables with Segment's own graph, read from its landed Profiles Sync tables.
+
+    The local resolver's state is cleared, so switching back to ``source: local`` rebuilds from
+    the events instead of extending Segment's graph."""
+    started = time.perf_counter()
+    landed = identity.config.graph.landed_schema
+    assert landed is not None  # validated with the file
+    for table, wanted in LANDED_COLUMNS.items():
+        have = {c for c, _ in session.columns(landed, table)}
+        if not have:
+            raise WarehouseError(
+                f"{identity.file} (field 'graph.landed_schema'): {landed}.{table} does not exist. "
+                "Point `landed_schema` at the schema where Segment's Profiles Sync lands its tables, "
+                "or set `graph.source: local`."
+            )
+        missing = [c for c in wanted if c not in have]
+        if missing:
+            raise WarehouseError(
+                f"{identity.file} (field 'graph.landed_schema'): {landed}.{table} has no column(s) "
+                f"{', '.join(missing)}; it does not look like Segment's Profiles Sync table."
+            )
+    _ensure_state(session, identity)
+    statements = segment_graph_sql(landed)
+    with transaction(session):
+        session.execute(statements[ID_GRAPH_TABLE])
+        for _ in range(MAX_CHAIN):
+            if not int(session.query(BROKEN_CHAINS_SQL).scalar() or 0):
+                break
+            session.execute(FOLLOW_CHAINS_SQL)
+        else:
+            raise WarehouseError(
+                f"{landed}.id_graph_updates: merge chains do not end after {MAX_CHAIN} hops "
+                "(a cycle of canonical_segment_id); check the landed table."
+            )
+        session.execute(statements[EXTERNAL_ID_TABLE])
+        session.execute(statements[MERGES_TABLE])
+        session.execute(f"DELETE FROM {STATE_TABLE}")
+    counts = session.query(
+        f"SELECT count(*) FILTER (WHERE segment_id = canonical_segment_id), count(*) FILTER (WHERE segment_id <> canonical_segment_id) "
+        f"FROM {ID_GRAPH_TABLE}"
+    ).rows[0]
+    return IdentityRunStats(
+        "segment",
+        f"read Segment's graph from {landed}.id_graph_updates and {landed}.external_id_mapping_updates",
+        0,
+        0,
+        int(counts[1] or 0),
+        0,
+        int(counts[0] or 0),
+        time.perf_counter() - started,
+    )

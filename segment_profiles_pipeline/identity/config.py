@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import Field, field_validator, model_validator
@@ -27,6 +27,7 @@ EXTERNAL_ID_TABLE = f"{IDENTITY_SCHEMA}.external_id_mapping"
 MERGES_TABLE = f"{IDENTITY_SCHEMA}.profile_merges"
 DEFAULT_LIMIT = 5
 DEFAULT_BLOCKED = ("^[0-]*$", "-1", "null", "anonymous")
+PROFILES_SYNC_SCHEMA = "profiles_sync"
 TYPE_PATTERN = r"^[a-z][a-z0-9_.]*$"
 """Segment's identifier types are lower-case (``user_id``, ``email``, ``ios.idfa``)."""
 
@@ -93,6 +94,45 @@ class SourcesConfig(Strict):
         return value
 
 
+class GraphConfig(Strict):
+    """Where the identity graph comes from: resolved here (``local``), or read from the tables
+    Segment's own Profiles Sync lands (``segment``), so traits and everything downstream use
+    Segment's graph in a workspace that already has Profiles Sync."""
+
+    source: Literal["local", "segment"] = Field(
+        default="local",
+        description="`local`: resolve the graph from the event tables; `segment`: read Segment's landed tables.",
+    )
+    landed_schema: Identifier | None = Field(
+        default=None,
+        description="`segment`: the schema where Segment lands `id_graph_updates` and `external_id_mapping_updates`.",
+    )
+
+    @model_validator(mode="after")
+    def _schema_for_segment(self) -> GraphConfig:
+        if self.source == "segment" and self.landed_schema is None:
+            raise ValueError(
+                "`source: segment` reads Segment's landed Profiles Sync tables: set `landed_schema` "
+                "to the schema holding id_graph_updates and external_id_mapping_updates"
+            )
+        if self.source == "local" and self.landed_schema is not None:
+            raise ValueError(
+                "`landed_schema` is only read with `source: segment`; remove it or set the source"
+            )
+        return self
+
+
+class ProfilesSyncConfig(Strict):
+    """The ``profiles_sync`` schema this project writes in Segment's Profiles Sync layout."""
+
+    enabled: bool = Field(default=True, description="Write the Profiles Sync tables.")
+    schema_name: Identifier = Field(
+        default=PROFILES_SYNC_SCHEMA,
+        alias="schema",
+        description="Schema of the Profiles Sync tables (default `profiles_sync`).",
+    )
+
+
 class IdentityFile(Strict):
     """The whole ``identity.yml``."""
 
@@ -102,6 +142,8 @@ class IdentityFile(Strict):
         description="Regular expressions matched against the whole value, ignoring case; empty values are always blocked.",
     )
     sources: SourcesConfig = Field(default_factory=SourcesConfig)
+    graph: GraphConfig = Field(default_factory=GraphConfig)
+    profiles_sync: ProfilesSyncConfig = Field(default_factory=ProfilesSyncConfig)
 
     @field_validator("blocked_values")
     @classmethod
@@ -123,6 +165,12 @@ class IdentityFile(Strict):
         priorities = [i.priority for i in self.identifiers if i.priority is not None]
         if len(priorities) != len(set(priorities)):
             raise ValueError("two identifier types share a priority; give each a distinct `priority`")
+        landed = self.graph.landed_schema
+        if self.profiles_sync.enabled and landed and landed.lower() == self.profiles_sync.schema_name.lower():
+            raise ValueError(
+                f"profiles_sync.schema '{self.profiles_sync.schema_name}' is Segment's landed schema "
+                "(graph.landed_schema): writing there would overwrite Segment's tables; choose another schema"
+            )
         return self
 
 
