@@ -1,7 +1,9 @@
 """Dagster assets for computed traits and audiences.
 
-``computed_traits`` depends on the event tables it reads, ``audiences`` on ``computed_traits``
-and on the models it joins, so lineage shows exactly what feeds a profile trait. The work
+``computed_traits`` depends on the event tables it reads and on the identity graph that keys
+them on resolved profiles (``identity/external_id_mapping``); ``audiences`` on ``computed_traits``,
+on ``identity/id_graph`` (past memberships follow merges) and on the models it joins, so lineage
+shows exactly what feeds a profile trait. The work
 itself is in ``compute.py``; these functions only open a session, turn definition problems
 into a ``Failure`` that names the file, trait and fix (not retried: retrying cannot fix a
 definition), and report Segment-style preview metadata.
@@ -24,6 +26,7 @@ from dagster import (
 from pydantic import Field
 
 from segment_profiles_pipeline.errors import ConfigError
+from segment_profiles_pipeline.identity.config import EXTERNAL_ID_TABLE, ID_GRAPH_TABLE
 from segment_profiles_pipeline.metadata import table_metadata
 from segment_profiles_pipeline.models.assets import POOL, WAREHOUSE_RETRY
 from segment_profiles_pipeline.traits.compute import compute_audiences, compute_traits
@@ -34,6 +37,8 @@ from segment_profiles_pipeline.warehouse.base import Warehouse
 GROUP = "computed_traits"
 TRAITS_KEY = AssetKey("computed_traits")
 AUDIENCES_KEY = AssetKey("audiences")
+ID_MAP_KEY = AssetKey(EXTERNAL_ID_TABLE.split("."))
+ID_GRAPH_KEY = AssetKey(ID_GRAPH_TABLE.split("."))
 
 
 class ComputedTraitsConfig(Config):
@@ -52,12 +57,12 @@ def build_traits_assets(traits: TraitsProject, kind: str) -> list[AssetsDefiniti
         key=TRAITS_KEY,
         group_name=GROUP,
         kinds={kind},
-        deps=[AssetKey([schema, table]) for schema, table in traits.event_tables()],
+        deps=[AssetKey([schema, table]) for schema, table in traits.event_tables()] + [ID_MAP_KEY],
         code_version=version,
         pool=POOL,
         retry_policy=WAREHOUSE_RETRY,
         metadata=file_metadata,
-        description=f"`{TRAITS_TABLE}`: one row per profile, one column per computed trait "
+        description=f"`{TRAITS_TABLE}`: one row per identity-resolved profile, one column per computed trait "
         f"({', '.join(t.key for t in traits.traits)}).",
     )
     def computed_traits(
@@ -72,6 +77,11 @@ def build_traits_assets(traits: TraitsProject, kind: str) -> list[AssetsDefiniti
         context.log.info(
             f"{TRAITS_TABLE}: {stats.mode} run ({stats.reason}), {stats.profiles_recomputed} profile(s) recomputed"
         )
+        if stats.unresolved_events:
+            context.log.warning(
+                f"{stats.unresolved_events} event row(s) read belong to no resolved profile (every identifier "
+                "blocked or empty, or not in the identity graph yet) and are not counted; see docs/computed-traits.md"
+            )
         return MaterializeResult(
             metadata={
                 **metadata,
@@ -79,6 +89,8 @@ def build_traits_assets(traits: TraitsProject, kind: str) -> list[AssetsDefiniti
                 "reason": stats.reason,
                 "profiles_recomputed": MetadataValue.int(stats.profiles_recomputed),
                 "new_events": MetadataValue.int(stats.new_events),
+                "unresolved_events": MetadataValue.int(stats.unresolved_events),
+                "profiles_moved": MetadataValue.int(stats.profiles_moved),
                 "seconds": MetadataValue.float(round(stats.seconds, 3)),
             }
         )
@@ -90,7 +102,7 @@ def build_traits_assets(traits: TraitsProject, kind: str) -> list[AssetsDefiniti
         key=AUDIENCES_KEY,
         group_name=GROUP,
         kinds={kind},
-        deps=[TRAITS_KEY, *(AssetKey(model) for model in traits.joined_models())],
+        deps=[TRAITS_KEY, ID_GRAPH_KEY, *(AssetKey(model) for model in traits.joined_models())],
         code_version=version,
         pool=POOL,
         retry_policy=WAREHOUSE_RETRY,

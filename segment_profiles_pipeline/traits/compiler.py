@@ -30,6 +30,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from segment_profiles_pipeline.errors import ConfigError
+from segment_profiles_pipeline.identity.config import ID_GRAPH_TABLE, IdentityRules
+from segment_profiles_pipeline.identity.profile_keys import (
+    IdentifierColumn,
+    identifier_columns,
+    resolved_events_sql,
+)
 from segment_profiles_pipeline.sync.state import STATE_SCHEMA
 from segment_profiles_pipeline.traits.config import (
     AUDIENCES_TABLE,
@@ -52,15 +58,17 @@ Columns = Mapping[str, str]
 
 REQUIRED_EVENT_COLUMNS = ("id", "user_id", "anonymous_id", "timestamp", "received_at")
 FINGERPRINT_NOW = dt.datetime(2000, 1, 1)
-COMPILER_VERSION = "2"
+COMPILER_VERSION = "3"
 """Bump when the generated SQL changes meaning, so stored results are rebuilt once."""
 
-# Raw event rows → profile identity. A profile is its user_id when the event has one, else its
-# anonymous_id; empty strings count as missing (some sources send "" instead of null).
-RAW_UID = "nullif(user_id, '')"
-RAW_AID = "CASE WHEN nullif(user_id, '') IS NULL THEN nullif(anonymous_id, '') END"
-PROFILE_KEY_SQL = "CASE WHEN _uid IS NOT NULL THEN 'user:' || _uid ELSE 'anon:' || _aid END"
-HAS_PROFILE = "(_uid IS NOT NULL OR _aid IS NOT NULL)"
+# Events belong to identity-resolved profiles (``identity/profile_keys.py``): ``profile_key`` is
+# the canonical segment_id of the event's most trusted identifier in the identifier map; an event
+# the map does not hold (all identifiers blocked or empty, or not resolved yet) has none.
+HAS_PROFILE = "profile_key IS NOT NULL"
+ID_MAP = "_traits_id_map"
+"""The run's identifier map (``profile_keys.MAP_COLUMNS``), staged by ``compute`` under this name."""
+TARGETS = "_traits_targets"
+"""The run's send targets (``profile_keys.targets_sql``), staged by ``compute`` under this name."""
 
 STATE_PREFIX = "trait_state__"
 VALUES_PREFIX = "trait_values__"
@@ -185,6 +193,7 @@ class EventTable:
     table: str
     columns: Columns
     traits: tuple[TraitConfig, ...]
+    identifiers: tuple[IdentifierColumn, ...]  # most trusted first
 
     @property
     def name(self) -> str:
@@ -217,7 +226,12 @@ class EventTable:
 
     @property
     def state_columns(self) -> list[str]:
-        return [*KEY_COLUMNS, *(column for t in self.traits for column, _ in _state_aggregates(t, None))]
+        return ["profile_key", *(column for t in self.traits for column, _ in _state_aggregates(t, None))]
+
+    @property
+    def identifier_names(self) -> list[str]:
+        """The identifier columns (what key resolution reads)."""
+        return [ident(i.column) for i in self.identifiers]
 
     @property
     def properties(self) -> list[str]:
@@ -254,6 +268,13 @@ class CompiledTraits:
 
     project: TraitsProject
     tables: tuple[EventTable, ...]
+    id_map: str = ID_MAP  # the relations compute staged for this run (names differ per warehouse)
+    targets: str = TARGETS
+
+    @property
+    def identifier_types(self) -> list[str]:
+        """Every identifier type an event table holds: the part of the identity graph traits read."""
+        return sorted({i.type for t in self.tables for i in t.identifiers})
 
     @property
     def watermark_column(self) -> str:
@@ -317,7 +338,8 @@ class CompiledTraits:
             f"FULL JOIN a{t.index} ON a{t.index}.profile_key = {coalesced('profile_key', self.tables[:n])}"
             for n, t in enumerate(others, start=1)
         ]
-        selects = [f"{coalesced(c, self.tables)} AS {c}" for c in KEY_COLUMNS]
+        key = coalesced("profile_key", self.tables)
+        selects = [f"{key} AS profile_key", "g.user_id", "g.anonymous_id"]
         for trait in self.project.traits:
             table = self._table_of(trait)
             if trait.type == "most_frequent" and not table.stateful:
@@ -326,6 +348,8 @@ class CompiledTraits:
                 selects.append(f"{name}._value AS {trait.key}")
             else:
                 selects.append(f"a{table.index}.{trait.key}")
+        # The send target last: it follows the graph (a profile gaining a user_id), not the events.
+        joins.append(f"LEFT JOIN {self.targets} AS g ON g.profile_key = {key}")
         return (
             "WITH\n"
             + ",\n".join(ctes)
@@ -353,18 +377,23 @@ class CompiledTraits:
                     f"(timestamp >= {table.boundary(scope.previous_now - length)} "
                     f"AND timestamp < {table.boundary(now - length)})"
                 )
-            parts.append(
-                f"SELECT {PROFILE_KEY_SQL} AS profile_key, _uid AS user_id, _aid AS anonymous_id FROM (\n"
-                f"  SELECT {RAW_UID} AS _uid, {RAW_AID} AS _aid FROM {table.name}\n  WHERE "
+            rows = (
+                f"(SELECT {', '.join(table.identifier_names)} FROM {table.name} WHERE "
                 + " OR ".join(predicates)
-                + f"\n) AS r\nWHERE {HAS_PROFILE}"
+                + ")"
+            )
+            parts.append(
+                f"SELECT profile_key FROM (\n{resolved_events_sql(rows, table.identifiers, self.id_map)}\n) AS r\n"
+                f"WHERE {HAS_PROFILE}"
             )
         return "\nUNION\n".join(parts) or None
 
     def new_rows_sql(self, table: EventTable, high_water: dt.datetime) -> str:
         """The rows loaded since the last run (the columns ``events_sql`` reads): one filter on the
         watermark column, which grows with loading, so the warehouse skips older blocks by min/max."""
-        columns = ", ".join([*REQUIRED_EVENT_COLUMNS, *table.properties])
+        columns = ", ".join(
+            dict.fromkeys([*REQUIRED_EVENT_COLUMNS, *table.identifier_names, *table.properties])
+        )
         wm = ident(self.watermark_column)
         return f"SELECT {columns} FROM {table.name} WHERE {wm} > {timestamp_literal(high_water)}"
 
@@ -372,10 +401,13 @@ class CompiledTraits:
         """Profiles of every copy of a new message that also has an older copy: the new copy may
         win deduplication over the stored one, so these profiles are recomputed from their events."""
         newer = f"coalesce({ident(self.watermark_column)} > {timestamp_literal(high_water)}, FALSE)"
+        copies = (
+            f"(SELECT id, {', '.join(table.identifier_names)}, {newer} AS _new FROM {table.name} "
+            f"WHERE id IN (SELECT id FROM {new_rows}))"
+        )
         return (
-            f"WITH c AS (\n  SELECT id, {RAW_UID} AS _uid, {RAW_AID} AS _aid, {newer} AS _new FROM {table.name}\n"
-            f"  WHERE id IN (SELECT id FROM {new_rows})\n)\n"
-            f"SELECT DISTINCT {PROFILE_KEY_SQL} AS profile_key, _uid AS user_id, _aid AS anonymous_id FROM c\n"
+            f"WITH c AS (\n{resolved_events_sql(copies, table.identifiers, self.id_map)}\n)\n"
+            f"SELECT DISTINCT profile_key FROM c\n"
             f"WHERE {HAS_PROFILE} AND id IN (SELECT id FROM c WHERE NOT _new)"
         )
 
@@ -383,39 +415,89 @@ class CompiledTraits:
         """The new messages, deduplicated (all their copies are new), of profiles not in ``redo``."""
         return (
             f"SELECT * FROM (\n{self.events_sql(table, new_rows)}\n) AS e\n"
-            f"WHERE {HAS_PROFILE} AND {PROFILE_KEY_SQL} NOT IN (SELECT profile_key FROM {redo})"
+            f"WHERE {HAS_PROFILE} AND profile_key NOT IN (SELECT profile_key FROM {redo})"
         )
 
     def history_sql(self, table: EventTable, redo: str) -> str:
         """Every event of the profiles in ``redo``, deduplicated against all copies of their messages."""
         events = self.events_sql(
-            table, table.name, f"id IN (SELECT id FROM {table.name} WHERE {_raw_in(redo)})"
+            table, table.name, f"id IN (SELECT id FROM {table.name} WHERE {self._raw_in(table, redo)})"
         )
         return f"SELECT * FROM (\n{events}\n) AS e\nWHERE {_in(redo)}"
 
+    def moved_sql(self, table: EventTable, changed: str, previous_map: str, high_water: dt.datetime) -> str:
+        """Profiles that gained or lost events of ``table`` because the graph changed since the last
+        run: the events already counted (at or below the high-water mark) holding an identifier in
+        ``changed`` (type, value), keyed under ``previous_map`` (the last run's) and under this
+        run's map; both profiles of an event whose key differs. A merge moves every event of the
+        merged-away profile; a first identifier for an unresolved event gives it a profile."""
+        wm = ident(self.watermark_column)
+        holds = " OR ".join(
+            f"CAST({ident(i.column)} AS VARCHAR) IN (SELECT external_id_value FROM {changed} "
+            f"WHERE external_id_type = {literal(i.type)})"
+            for i in table.identifiers
+        )
+        names = ", ".join(table.identifier_names)
+        rows = (
+            f"(SELECT {names} FROM {table.name} WHERE NOT coalesce({wm} > {timestamp_literal(high_water)}, FALSE) "
+            f"AND ({holds}))"
+        )
+        before = (
+            f"(SELECT {names}, profile_key AS _before FROM (\n"
+            f"{resolved_events_sql(rows, table.identifiers, previous_map)}\n) AS b)"
+        )
+        return (
+            f"WITH m AS (\n{resolved_events_sql(before, table.identifiers, self.id_map)}\n)\n"
+            "SELECT _before AS profile_key FROM m WHERE _before IS NOT NULL AND _before IS DISTINCT FROM profile_key\n"
+            "UNION\n"
+            "SELECT profile_key FROM m WHERE profile_key IS NOT NULL AND profile_key IS DISTINCT FROM _before"
+        )
+
+    def unresolved_sql(self, table: EventTable, source: str) -> str:
+        """Rows of ``source`` (copies included) the identifier map gives no profile: all identifiers
+        empty or blocked, or not resolved by the graph yet. Reported, never silently dropped."""
+        rows = f"(SELECT {', '.join(table.identifier_names)} FROM {source})"
+        return (
+            f"SELECT profile_key FROM (\n{resolved_events_sql(rows, table.identifiers, self.id_map)}\n) AS r "
+            "WHERE profile_key IS NULL"
+        )
+
+    def _raw_in(self, table: EventTable, profiles: str) -> str:
+        """Raw rows holding an identifier that the map gives to a profile in ``profiles``: a superset
+        of those profiles' rows (an event belongs to its most trusted identifier's profile), narrowed
+        after deduplication. Each test reads a raw column, so the warehouse can prune."""
+        tests = [
+            f"CAST({ident(i.column)} AS VARCHAR) IN (SELECT external_id_value FROM {self.id_map} "
+            f"WHERE external_id_type = {literal(i.type)} AND profile_key IN (SELECT profile_key FROM {profiles}))"
+            for i in table.identifiers
+        ]
+        return "(" + " OR ".join(tests) + ")"
+
     def events_sql(self, table: EventTable, source: str, where: str | None = None) -> str:
-        """The columns the traits need, one row per message ``id`` of ``source`` (first received copy wins)."""
-        select = [f"{RAW_UID} AS _uid", f"{RAW_AID} AS _aid"]
+        """The columns the traits need, one row per message ``id`` of ``source`` (first received copy
+        wins), with the ``profile_key`` of the winning copy (null when the identifier map has none)."""
+        select = list(table.identifier_names)
         if table.windows or table.ordered:
             select.append("timestamp AS _ts")
         if table.ordered:
             select += ["received_at AS _received_at", "id AS _id"]
-        select += table.properties
-        return (
-            "SELECT " + ", ".join(select) + f"\nFROM {source}" + (f"\nWHERE {where}" if where else "") + "\n"
+        select += [p for p in table.properties if p not in select]
+        deduplicated = (
+            "(SELECT " + ", ".join(select) + f"\nFROM {source}" + (f"\nWHERE {where}" if where else "") + "\n"
             "QUALIFY row_number() OVER (PARTITION BY id ORDER BY received_at NULLS LAST, timestamp NULLS LAST, "
-            "user_id NULLS LAST, anonymous_id NULLS LAST) = 1"
+            "user_id NULLS LAST, anonymous_id NULLS LAST) = 1)"
         )
+        return resolved_events_sql(deduplicated, table.identifiers, self.id_map)
 
     def state_sql(self, table: EventTable, events: str) -> str:
         """A windowless table's per-profile state from deduplicated ``events`` (a relation)."""
-        select = [f"{PROFILE_KEY_SQL} AS profile_key", "_uid AS user_id", "_aid AS anonymous_id"]
+        select = ["profile_key"]
         for trait in table.traits:
             select += [f"{agg} AS {column}" for column, agg in _state_aggregates(trait, _condition(trait))]
         return (
             "SELECT "
             + ",\n  ".join(select)
-            + f"\nFROM {_profile_rows(table, events, None)}\nGROUP BY _uid, _aid"
+            + f"\nFROM {_profile_rows(table, events, None)}\nGROUP BY profile_key"
         )
 
     def values_sql(
@@ -435,8 +517,8 @@ class CompiledTraits:
         if keep:
             where.append(keep)
         return (
-            f"SELECT {PROFILE_KEY_SQL} AS profile_key, {column} AS _value, count(*) AS _n\n"
-            f"FROM {events}\nWHERE " + " AND ".join(where) + f"\nGROUP BY _uid, _aid, {column}"
+            f"SELECT profile_key, {column} AS _value, count(*) AS _n\n"
+            f"FROM {events}\nWHERE " + " AND ".join(where) + f"\nGROUP BY profile_key, {column}"
         )
 
     def merge_sql(self, table: EventTable, fresh: str) -> str:
@@ -444,7 +526,7 @@ class CompiledTraits:
         combined with the new events' state, so the cost follows the new events, not the history."""
         merged = [f"{expr} AS {column}" for t in table.traits for column, expr in _state_merges(t)]
         return (
-            "SELECT d.profile_key, d.user_id, d.anonymous_id"
+            "SELECT d.profile_key"
             + "".join(f",\n  {m}" for m in merged)
             + f"\nFROM (\n{self.state_sql(table, fresh)}\n) AS d\n"
             f"LEFT JOIN {table.state_table} AS s ON s.profile_key = d.profile_key"
@@ -459,7 +541,9 @@ class CompiledTraits:
         )
 
     def _events(self, table: EventTable, touched: str | None) -> str:
-        where = f"id IN (SELECT id FROM {table.name} WHERE {_raw_in(touched)})" if touched else None
+        where = (
+            f"id IN (SELECT id FROM {table.name} WHERE {self._raw_in(table, touched)})" if touched else None
+        )
         return self.events_sql(table, table.name, where)
 
     def _filter(self, table: EventTable, trait: TraitConfig, now: dt.datetime) -> str | None:
@@ -469,7 +553,7 @@ class CompiledTraits:
         return " AND ".join(parts) or None
 
     def _aggregate(self, table: EventTable, now: dt.datetime, touched: str | None) -> str:
-        select = [f"{PROFILE_KEY_SQL} AS profile_key", "_uid AS user_id", "_aid AS anonymous_id"]
+        select = ["profile_key"]
         for trait in table.traits:
             if trait.type != "most_frequent":
                 select.append(f"{_trait_aggregate(trait, self._filter(table, trait, now))} AS {trait.key}")
@@ -477,7 +561,7 @@ class CompiledTraits:
         return (
             "SELECT "
             + ",\n  ".join(select)
-            + f"\nFROM {_profile_rows(table, f'e{table.index}', keep)}\nGROUP BY _uid, _aid"
+            + f"\nFROM {_profile_rows(table, f'e{table.index}', keep)}\nGROUP BY profile_key"
         )
 
     def _most_frequent(
@@ -490,7 +574,7 @@ class CompiledTraits:
         """Trait values of a windowless table from its state tables (the same SQL after full and
         incremental runs, so both give identical values)."""
         only = f"profile_key IN (SELECT profile_key FROM {touched})" if touched else None
-        selects = ["s.profile_key", "s.user_id", "s.anonymous_id"]
+        selects = ["s.profile_key"]
         joins = []
         for trait in table.traits:
             selects.append(f"{_finalized(trait)} AS {trait.key}")
@@ -517,18 +601,9 @@ class CompiledTraits:
         )
 
 
-def _raw_in(profiles: str) -> str:
-    """Raw event rows of the profiles in ``profiles``, on the raw columns (no expression on the
-    probe side) so the warehouse can prune with the join's keys."""
-    return (
-        f"(user_id IN (SELECT user_id FROM {profiles}) OR "
-        f"({RAW_UID} IS NULL AND anonymous_id IN (SELECT anonymous_id FROM {profiles})))"
-    )
-
-
 def _in(profiles: str) -> str:
     """Deduplicated event rows of the profiles in ``profiles``."""
-    return f"{PROFILE_KEY_SQL} IN (SELECT profile_key FROM {profiles})"
+    return f"profile_key IN (SELECT profile_key FROM {profiles})"
 
 
 def _profile_rows(table: EventTable, events: str, keep: str | None) -> str:
@@ -539,7 +614,7 @@ def _profile_rows(table: EventTable, events: str, keep: str | None) -> str:
     if not table.ordered:
         return f"{events}\nWHERE {where}"
     return (
-        f"(SELECT *, row_number() OVER (PARTITION BY _uid, _aid ORDER BY _ts NULLS FIRST, "
+        f"(SELECT *, row_number() OVER (PARTITION BY profile_key ORDER BY _ts NULLS FIRST, "
         f"_received_at NULLS FIRST, _id) AS _order, {NULL_KEY_PARTS} AS _nulls FROM {events} WHERE {where}) AS o"
     )
 
@@ -671,11 +746,14 @@ def _finalized(trait: TraitConfig) -> str:
     return f"s.{trait.key}"
 
 
-def compile_traits(project: TraitsProject, schemas: Mapping[tuple[str, str], Columns]) -> CompiledTraits:
+def compile_traits(
+    project: TraitsProject, schemas: Mapping[tuple[str, str], Columns], rules: IdentityRules
+) -> CompiledTraits:
     """Check every trait against the warehouse's columns and compile the project.
 
     ``schemas`` maps each ``project.event_tables()`` entry to its columns (empty when the
-    table does not exist). Raises ConfigError naming the file, trait, problem and fix.
+    table does not exist); ``rules`` say which columns hold identifiers, most trusted first.
+    Raises ConfigError naming the file, trait, problem and fix.
     """
     config = project.config
     tables = []
@@ -712,7 +790,7 @@ def compile_traits(project: TraitsProject, schemas: Mapping[tuple[str, str], Col
                     else f"traits.{first.key}.event",
                     fix="point the event at a Segment track-event table, or pick a timestamp `sources.watermark_column`.",
                 )
-        event_table = EventTable(index, schema, table, columns, traits)
+        event_table = EventTable(index, schema, table, columns, traits, identifier_columns(rules, columns))
         for trait in traits:
             _check_trait(project, event_table, trait)
         tables.append(event_table)
@@ -775,6 +853,12 @@ def compile_audiences(
     ``models.<name>`` table (empty when missing); ``previous``: columns of the current audiences
     table, or None on the first run. Rows: every profile that is a member of an audience now or
     was one before. Columns: TRUE = member, FALSE = was a member and left, NULL = never a member.
+
+    Past memberships follow merges: the previous rows are re-keyed to their profile's canonical
+    id through ``identity.id_graph``, so a profile is a past member when it or any profile merged
+    into it was one (Segment's merged profile still holds that ``true``, and must get ``false``
+    when the merged profile is no member). A merged-away profile's own row disappears (the sync
+    sends nothing for it), and rows of profiles the graph does not know are dropped the same way.
     """
     config = project.config
     for audience in project.audiences:
@@ -818,17 +902,22 @@ def compile_audiences(
             + " OR ".join(f"c.{k}" for k in keys)
         )
 
-    def before(key: str) -> str:
-        return f"p.{key}" if key in previous else "CAST(NULL AS BOOLEAN)"
+    def ever(key: str) -> str:
+        return f"bool_or(a.{key} IS NOT NULL)" if key in previous else "FALSE"
 
+    past = (
+        "SELECT g.canonical_segment_id AS profile_key, max(a.user_id) AS user_id, "
+        "CASE WHEN max(a.user_id) IS NULL THEN max(a.anonymous_id) END AS anonymous_id, "
+        + ", ".join(f"{ever(k)} AS {k}" for k in keys)
+        + f"\nFROM {AUDIENCES_TABLE} AS a JOIN {ID_GRAPH_TABLE} AS g ON g.segment_id = a.profile_key\n"
+        "GROUP BY g.canonical_segment_id"
+    )
     return (
-        f"WITH c AS (\n{current}\n)\nSELECT coalesce(c.profile_key, p.profile_key) AS profile_key, "
+        f"WITH c AS (\n{current}\n), p AS (\n{past}\n)\nSELECT coalesce(c.profile_key, p.profile_key) AS profile_key, "
         "coalesce(c.user_id, p.user_id) AS user_id, coalesce(c.anonymous_id, p.anonymous_id) AS anonymous_id, "
-        + ", ".join(
-            f"CASE WHEN c.{k} THEN TRUE WHEN {before(k)} IS NOT NULL THEN FALSE END AS {k}" for k in keys
-        )
-        + f"\nFROM c FULL JOIN {AUDIENCES_TABLE} AS p ON p.profile_key = c.profile_key\nWHERE "
-        + " OR ".join(f"coalesce(c.{k}, FALSE) OR {before(k)} IS NOT NULL" for k in keys)
+        + ", ".join(f"CASE WHEN c.{k} THEN TRUE WHEN p.{k} THEN FALSE END AS {k}" for k in keys)
+        + "\nFROM c FULL JOIN p ON p.profile_key = c.profile_key\nWHERE "
+        + " OR ".join(f"coalesce(c.{k}, FALSE) OR coalesce(p.{k}, FALSE)" for k in keys)
     )
 
 

@@ -22,15 +22,20 @@ full rebuild, which is always correct. State lives in ``_segment_profiles``
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from segment_profiles_pipeline.errors import ConfigError, WarehouseError
+from segment_profiles_pipeline.identity.config import EXTERNAL_ID_TABLE, ID_GRAPH_TABLE, load_identity
+from segment_profiles_pipeline.identity.profile_keys import MAP_COLUMNS, identifier_map_sql, targets_sql
 from segment_profiles_pipeline.sync.state import STATE_SCHEMA
 from segment_profiles_pipeline.traits.compiler import (
+    ID_MAP,
     STATE_PREFIX,
+    TARGETS,
     VALUES_PREFIX,
     CompiledTraits,
     IncrementalScope,
@@ -47,6 +52,9 @@ from segment_profiles_pipeline.traits.config import (
 from segment_profiles_pipeline.warehouse.base import WarehouseSession, ident, literal
 
 STATE_TABLE = f"{STATE_SCHEMA}.trait_watermarks"
+MAP_STATE = f"{STATE_SCHEMA}.trait_profile_map"
+"""The identifier map (``profile_keys.MAP_COLUMNS``) the stored traits were computed with: the
+next run compares the graph with it to find the events a merge or a new identifier moved."""
 NEXT_AUDIENCES = f"{AUDIENCES_TABLE}__next"
 STATE_DDL = f"""CREATE TABLE IF NOT EXISTS {STATE_TABLE} (
     event_table VARCHAR NOT NULL,
@@ -70,8 +78,10 @@ class TraitsRunStats:
     reason: str  # why a full rebuild was needed, or what the incremental run picked up
     rows: int  # profiles in the traits table afterwards
     profiles_recomputed: int  # profiles whose row was rewritten or removed
-    profiles_from_history: int  # of those, profiles whose events were read again (windows, id copies)
+    profiles_from_history: int  # of those, profiles whose events were read again (windows, id copies, moves)
     new_events: int  # rows above the previous high-water marks (all rows on a full rebuild)
+    unresolved_events: int  # of those rows, how many the identity graph gives no profile (not counted)
+    profiles_moved: int  # profiles that gained or lost events through the graph since the last run
     seconds: float
 
 
@@ -128,8 +138,21 @@ def _split(table: str) -> tuple[str, str]:
 
 
 def compile_in(session: WarehouseSession, traits: TraitsProject) -> CompiledTraits:
-    """Compile against the warehouse's current columns (raises ConfigError naming the problem)."""
-    return compile_traits(traits, {t: dict(session.columns(*t)) for t in traits.event_tables()})
+    """Compile against the warehouse's current columns and the identity rules of the same models
+    folder (which columns are identifiers). Raises ConfigError naming the problem."""
+    rules = load_identity(traits.path.parent).rules
+    return compile_traits(traits, {t: dict(session.columns(*t)) for t in traits.event_tables()}, rules)
+
+
+def require_graph(session: WarehouseSession, traits: TraitsProject, table: str, step: str) -> None:
+    """Traits are keyed on identity-resolved profiles: without the graph there are none."""
+    if not session.table_exists(*_split(table)):
+        raise ConfigError(
+            f"{table} does not exist, so {step} cannot key events on identity-resolved profiles.",
+            file=traits.file,
+            field="traits",
+            fix="materialize the identity graph first (asset group `identity`, upstream of computed_traits).",
+        )
 
 
 def compute_traits(
@@ -140,6 +163,7 @@ def compute_traits(
     now = utc_naive(now)
     compiled = compile_in(session, traits)
     fingerprint = compiled.fingerprint()
+    require_graph(session, traits, EXTERNAL_ID_TABLE, "computed_traits")
     for statement in (
         f"CREATE SCHEMA IF NOT EXISTS {STATE_SCHEMA}",
         STATE_DDL,
@@ -180,45 +204,132 @@ def compute_traits(
         )
         for name, snap in snapshots.items()
     ]
-    if reason is not None:
-        _rebuild(session, compiled, now, state)
-        rows = _count(session, TRAITS_TABLE)
-        new_events = sum(int(s["total_rows"]) for s in snapshots.values())
-        return TraitsRunStats("full", reason, rows, rows, rows, new_events, time.perf_counter() - started)
+    with scratch_tables(session) as scratch:
+        # This run's view of the graph, staged once: every statement keys events through it.
+        compiled = dataclasses.replace(
+            compiled,
+            id_map=scratch(ID_MAP, identifier_map_sql(compiled.identifier_types)),
+            targets=scratch(TARGETS, targets_sql()),
+        )
+        if reason is not None:
+            unresolved = sum(
+                _count(session, f"({compiled.unresolved_sql(t, t.name)})") for t in compiled.tables
+            )
+            _rebuild(session, compiled, now, state, scratch)
+            rows = _count(session, TRAITS_TABLE)
+            new_events = sum(int(s["total_rows"]) for s in snapshots.values())
+            return TraitsRunStats(
+                "full", reason, rows, rows, rows, new_events, unresolved, 0, time.perf_counter() - started
+            )
+        return _incremental(session, compiled, previous, snapshots, high_water, state, now, scratch, started)
 
+
+def _incremental(
+    session: WarehouseSession,
+    compiled: CompiledTraits,
+    previous: dict[str, dict],
+    snapshots: dict[str, dict],
+    high_water: dict[str, dt.datetime],
+    state: list[tuple],
+    now: dt.datetime,
+    scratch: Scratch,
+    started: float,
+) -> TraitsRunStats:
+    """Merge the new events, and recompute the profiles the graph changed since the last run:
+    those that gained or lost events (merges, newly resolved identifiers) from their history, and
+    those whose send target changed (a user_id added) from their state."""
+    changed = scratch("_traits_changed", _changed_identifiers_sql(compiled.id_map))
+    moved = scratch(
+        "_traits_moved",
+        "\nUNION\n".join(
+            f"SELECT profile_key FROM (\n{compiled.moved_sql(t, changed, MAP_STATE, high_water[t.name])}\n) AS m{t.index}"
+            for t in compiled.tables
+        )
+        if _count(session, changed)
+        else "SELECT CAST(NULL AS VARCHAR) AS profile_key WHERE FALSE",
+    )
+    retargeted = scratch(
+        "_traits_retargeted",
+        f"SELECT t.profile_key FROM {TRAITS_TABLE} AS t LEFT JOIN {compiled.targets} AS g "
+        "ON g.profile_key = t.profile_key "
+        "WHERE t.user_id IS DISTINCT FROM g.user_id OR t.anonymous_id IS DISTINCT FROM g.anonymous_id",
+    )
+    profiles_moved = _count(session, moved)
     new_events = sum(int(s["newer_rows"]) for s in snapshots.values())
-    if new_events == 0 and all(t.stateful for t in compiled.tables):
+    unresolved = sum(
+        _count(
+            session, f"({compiled.unresolved_sql(t, f'({compiled.new_rows_sql(t, high_water[t.name])})')})"
+        )
+        for t in compiled.tables
+        if int(snapshots[t.name]["newer_rows"])
+    )
+    graph_moves = profiles_moved + _count(session, retargeted)
+    if new_events == 0 and graph_moves == 0 and all(t.stateful for t in compiled.tables):
         with transaction(session):
             _write_state(session, state)
+            _update_map(session, compiled, changed)
         rows = _count(session, TRAITS_TABLE)
         return TraitsRunStats(
-            "incremental", "no new events since the last run", rows, 0, 0, 0, time.perf_counter() - started
+            "incremental",
+            "no new events and no graph change since the last run",
+            rows,
+            0,
+            0,
+            0,
+            0,
+            0,
+            time.perf_counter() - started,
         )
 
     scope = IncrementalScope(
         high_water=high_water, previous_now=min(r["computed_at"] for r in previous.values())
     )
-    with scratch_tables(session) as scratch:
-        writes, touched, redone = _merge_new_events(compiled, scope, now, scratch, session)
-        with transaction(session):
-            for statement in writes:
-                session.execute(statement)
-            session.execute(
-                f"DELETE FROM {TRAITS_TABLE} WHERE profile_key IN (SELECT profile_key FROM {touched})"
-            )
-            columns = ", ".join(compiled.columns)
-            session.execute(f"INSERT INTO {TRAITS_TABLE} ({columns}) {compiled.select(now, touched)}")
-            _write_state(session, state)
-        recomputed = _count(session, touched)
-        from_history = redone if all(t.stateful for t in compiled.tables) else recomputed
+    writes, touched, redone = _merge_new_events(compiled, scope, now, scratch, session, moved, retargeted)
+    with transaction(session):
+        for statement in writes:
+            session.execute(statement)
+        session.execute(
+            f"DELETE FROM {TRAITS_TABLE} WHERE profile_key IN (SELECT profile_key FROM {touched})"
+        )
+        columns = ", ".join(compiled.columns)
+        session.execute(f"INSERT INTO {TRAITS_TABLE} ({columns}) {compiled.select(now, touched)}")
+        _write_state(session, state)
+        _update_map(session, compiled, changed)
+    recomputed = _count(session, touched)
+    from_history = redone if all(t.stateful for t in compiled.tables) else recomputed
     return TraitsRunStats(
         "incremental",
-        f"{new_events} new event(s) since the last run",
+        f"{new_events} new event(s), {profiles_moved} profile(s) moved by the identity graph since the last run",
         _count(session, TRAITS_TABLE),
         recomputed,
         from_history,
         new_events,
+        unresolved,
+        profiles_moved,
         time.perf_counter() - started,
+    )
+
+
+def _changed_identifiers_sql(id_map: str) -> str:
+    """Identifiers (type, value) whose profile differs between this run's map and the stored one:
+    new to the graph, moved by a merge, or gone (a graph rebuilt under other rules)."""
+    columns = ", ".join(MAP_COLUMNS)
+    return (
+        f"SELECT external_id_type, external_id_value FROM (SELECT {columns} FROM {id_map} "
+        f"EXCEPT SELECT {columns} FROM {MAP_STATE}) AS n\nUNION\n"
+        f"SELECT external_id_type, external_id_value FROM (SELECT {columns} FROM {MAP_STATE} "
+        f"EXCEPT SELECT {columns} FROM {id_map}) AS o"
+    )
+
+
+def _update_map(session: WarehouseSession, compiled: CompiledTraits, changed: str) -> None:
+    """Store this run's map for the changed identifiers only (the rest is equal already)."""
+    columns = ", ".join(MAP_COLUMNS)
+    match = "t.external_id_type = c.external_id_type AND t.external_id_value = c.external_id_value"
+    session.execute(f"DELETE FROM {MAP_STATE} AS t USING {changed} AS c WHERE {match}")
+    session.execute(
+        f"INSERT INTO {MAP_STATE} ({columns}) SELECT {', '.join(f't.{c}' for c in MAP_COLUMNS)} "
+        f"FROM {compiled.id_map} AS t JOIN {changed} AS c ON {match}"
     )
 
 
@@ -228,20 +339,25 @@ def _merge_new_events(
     now: dt.datetime,
     scratch: Scratch,
     session: WarehouseSession,
+    moved: str,
+    retargeted: str,
 ) -> tuple[list[str], str, int]:
     """Stage the next state rows of the profiles the new events touch (in scratch tables, so the
     transaction only moves rows). Returns the statements that write them, the scratch table of
     every profile whose traits row must be rewritten, and how many profiles were recomputed from
-    their events because a new message also had an older copy."""
+    their events because a new message also had an older copy or the graph moved their events."""
     writes: list[str] = []
-    touched: list[str] = []
+    touched: list[str] = [f"SELECT profile_key FROM {t}" for t in (moved, retargeted)]
     redone = 0
     for table in compiled.tables:
         if not table.stateful:
             continue
         mark = scope.high_water[table.name]
         new_rows = scratch(f"_traits_new_{table.index}", compiled.new_rows_sql(table, mark))
-        redo = scratch(f"_traits_redo_{table.index}", compiled.redo_sql(table, new_rows, mark))
+        redo = scratch(
+            f"_traits_redo_{table.index}",
+            f"{compiled.redo_sql(table, new_rows, mark)}\nUNION\nSELECT profile_key FROM {moved}",
+        )
         fresh = compiled.fresh_sql(table, new_rows, redo)
         # Value traits read the new events too: deduplicate them once.
         fresh = (
@@ -265,7 +381,7 @@ def _merge_new_events(
             writes += _replace(
                 values_table(trait), VALUE_COLUMNS[:2], VALUE_COLUMNS, next_values, redo if history else None
             )
-        touched += [f"SELECT profile_key, user_id, anonymous_id FROM {t}" for t in (next_state, redo)]
+        touched += [f"SELECT profile_key FROM {t}" for t in (next_state, redo)]
     windowed = compiled.touched_by_windows(now, scope)
     if windowed:
         touched.append(windowed)
@@ -286,38 +402,45 @@ def _replace(table: str, keys: list[str], columns: list[str], rows: str, redo: s
 
 
 def _rebuild(
-    session: WarehouseSession, compiled: CompiledTraits, now: dt.datetime, state: list[tuple]
+    session: WarehouseSession,
+    compiled: CompiledTraits,
+    now: dt.datetime,
+    state: list[tuple],
+    scratch: Scratch,
 ) -> None:
-    """Full rebuild: the state tables from every event, then the traits table from them."""
+    """Full rebuild: the state tables from every event, then the traits table from them, and the
+    identifier map they were keyed with."""
     # Forget the watermarks first: on warehouses where DDL commits (Snowflake), a crash halfway would
     # otherwise leave new state tables under old watermarks, and the next run would merge events twice.
     session.execute(f"DELETE FROM {STATE_TABLE}")
-    with scratch_tables(session) as scratch:
-        sources: dict[int, str] = {}
+    sources: dict[int, str] = {}
+    for table in compiled.tables:
+        if table.stateful:
+            events = compiled.events_sql(table, table.name)
+            # Value traits read the same deduplicated events as the state table: deduplicate once.
+            sources[table.index] = (
+                scratch(f"_traits_events_{table.index}", events)
+                if table.value_traits
+                else f"(\n{events}\n) AS e"
+            )
+    with transaction(session):
         for table in compiled.tables:
-            if table.stateful:
-                events = compiled.events_sql(table, table.name)
-                # Value traits read the same deduplicated events as the state table: deduplicate once.
-                sources[table.index] = (
-                    scratch(f"_traits_events_{table.index}", events)
-                    if table.value_traits
-                    else f"(\n{events}\n) AS e"
-                )
-        with transaction(session):
-            for table in compiled.tables:
-                if not table.stateful:
-                    continue
-                source = sources[table.index]
+            if not table.stateful:
+                continue
+            source = sources[table.index]
+            session.execute(
+                f"CREATE OR REPLACE TABLE {table.state_table} AS {compiled.state_sql(table, source)}"
+            )
+            for trait in table.value_traits:
                 session.execute(
-                    f"CREATE OR REPLACE TABLE {table.state_table} AS {compiled.state_sql(table, source)}"
+                    f"CREATE OR REPLACE TABLE {values_table(trait)} AS {compiled.values_sql(table, trait, source)}"
                 )
-                for trait in table.value_traits:
-                    session.execute(
-                        f"CREATE OR REPLACE TABLE {values_table(trait)} AS {compiled.values_sql(table, trait, source)}"
-                    )
-            session.execute(f"CREATE OR REPLACE TABLE {TRAITS_TABLE} AS {compiled.select(now)}")
-            _drop_stale_state(session, compiled)
-            _write_state(session, state)
+        session.execute(f"CREATE OR REPLACE TABLE {TRAITS_TABLE} AS {compiled.select(now)}")
+        session.execute(
+            f"CREATE OR REPLACE TABLE {MAP_STATE} AS SELECT {', '.join(MAP_COLUMNS)} FROM {compiled.id_map}"
+        )
+        _drop_stale_state(session, compiled)
+        _write_state(session, state)
 
 
 def _drop_stale_state(session: WarehouseSession, compiled: CompiledTraits) -> None:
@@ -355,7 +478,7 @@ def _full_rebuild_reason(
         t.name for t in compiled.tables
     }:
         return "trait definitions (or event column types) changed since the last run"
-    missing = [t for t in compiled.state_tables if not session.table_exists(*_split(t))]
+    missing = [t for t in (*compiled.state_tables, MAP_STATE) if not session.table_exists(*_split(t))]
     if missing:
         return f"state table(s) {', '.join(missing)} missing"
     if any(r["computed_at"] > now for r in previous.values()):
@@ -386,6 +509,8 @@ def compute_audiences(session: WarehouseSession, traits: TraitsProject) -> Audie
         )
     models = {name: dict(session.columns("models", name)) for name in traits.joined_models()}
     previous = dict(session.columns(*_split(AUDIENCES_TABLE))) or None
+    if previous:
+        require_graph(session, traits, ID_GRAPH_TABLE, "audiences")
     sql = compile_audiences(traits, traits_columns, models, previous)
     session.execute(f"CREATE OR REPLACE TABLE {NEXT_AUDIENCES} AS {sql}")
     try:

@@ -9,6 +9,9 @@ from typing import Any
 
 import pyarrow as pa
 
+from segment_profiles_pipeline.identity.compute import compute_identity
+from segment_profiles_pipeline.identity.config import load_identity
+from segment_profiles_pipeline.traits.compute import TraitsRunStats, compute_traits
 from segment_profiles_pipeline.traits.config import TraitsProject, load_traits
 from segment_profiles_pipeline.warehouse.base import WarehouseSession
 
@@ -62,6 +65,29 @@ def traits_file(folder: Path, text: str) -> TraitsProject:
     return project
 
 
+def resolve(session: WarehouseSession, project: TraitsProject, now: dt.datetime) -> None:
+    """Resolve identities over the project's event tables (the real identity layer, with the rules
+    of the project's folder: Segment's defaults unless the test writes an identity.yml)."""
+    compute_identity(session, load_identity(project.path.parent), project.event_tables(), [], now)
+
+
+def compute(
+    session: WarehouseSession, project: TraitsProject, now: dt.datetime, full_refresh: bool = False
+) -> TraitsRunStats:
+    """What a run of the asset graph does: the identity graph, then the traits on its profiles."""
+    resolve(session, project, now)
+    return compute_traits(session, project, now, full_refresh)
+
+
+def profile_name(row: dict[str, Any]) -> str:
+    """A readable, hand-writable name for a profile row: ``user:<user_id>`` or ``anon:<anonymous_id>``
+    (its send target); ``profile_key`` itself is a hash (the canonical segment_id)."""
+    return f"user:{row['user_id']}" if row["user_id"] is not None else f"anon:{row['anonymous_id']}"
+
+
 def table_rows(session: WarehouseSession, table: str = "traits.computed_traits") -> dict[str, dict[str, Any]]:
-    """A traits-shaped table as {profile_key: {column: value}}."""
-    return {r["profile_key"]: r for r in session.query(f"SELECT * FROM {table}").dicts()}
+    """A traits-shaped table as {profile name: {column: value}} (names from ``profile_name``)."""
+    rows = session.query(f"SELECT * FROM {table}").dicts()
+    named = {profile_name(r): r for r in rows}
+    assert len(named) == len(rows), "two profiles share a send target"
+    return named

@@ -7,6 +7,8 @@ from pathlib import Path
 import dagster as dg
 from dagster import AssetKey
 
+from segment_profiles_pipeline.identity.assets import build_identity_defs
+from segment_profiles_pipeline.identity.config import load_identity
 from segment_profiles_pipeline.models.sample_data import seed_missing
 from segment_profiles_pipeline.settings import PROJECT_ROOT
 from segment_profiles_pipeline.traits.assets import build_traits_assets
@@ -35,8 +37,15 @@ def test_asset_keys_groups_kinds_and_lineage(tmp_path: Path) -> None:
     traits, audiences = specs[AssetKey("computed_traits")], specs[AssetKey("audiences")]
     assert (traits.group_name, audiences.group_name) == ("computed_traits", "computed_traits")
     assert traits.kinds == {"snowflake"} and audiences.kinds == {"snowflake"}
-    assert {d.asset_key for d in traits.deps} == {AssetKey(["flex", "test_event"])}
-    assert {d.asset_key for d in audiences.deps} == {AssetKey("computed_traits"), AssetKey("users")}
+    assert {d.asset_key for d in traits.deps} == {
+        AssetKey(["flex", "test_event"]),
+        AssetKey(["identity", "external_id_mapping"]),
+    }
+    assert {d.asset_key for d in audiences.deps} == {
+        AssetKey("computed_traits"),
+        AssetKey(["identity", "id_graph"]),
+        AssetKey("users"),
+    }
     without = traits_file(
         tmp_path / "plain", "traits:\n  - {name: Events, type: event_counter, event: Test Event}\n"
     )
@@ -50,7 +59,8 @@ def test_materialize_reports_preview_metadata_and_runs_incrementally(tmp_path: P
     with warehouse.session() as session:
         seed_missing(session, 200)
     assets = build_traits_assets(project, "duckdb")
-    result = dg.materialize(assets, resources={"warehouse": warehouse})
+    graph = build_identity_defs(load_identity(PROJECT_ROOT / "models"), project.event_tables(), [], "duckdb")
+    result = dg.materialize([*graph, *assets], resources={"warehouse": warehouse})
     traits = result.asset_materializations_for_node("computed_traits")[0].metadata
     audiences = result.asset_materializations_for_node("audiences")[0].metadata
     with warehouse.session() as session:
@@ -59,6 +69,7 @@ def test_materialize_reports_preview_metadata_and_runs_incrementally(tmp_path: P
             " count(*) FILTER (WHERE sentiment_in_last_interaction = 'positive') FROM traits.computed_traits"
         ).rows[0]
     assert traits["mode"].value == "full" and traits["dagster/row_count"].value == profiles
+    assert traits["unresolved_events"].value == 0 and traits["profiles_moved"].value == 0
     assert traits["profiles_with_value"].value["frequent_inbound_channel"] == with_channel < profiles
     assert f"| positive ({positive}), " in traits["traits"].value  # the most common last sentiment
     assert "| total_inbounds | event_counter | Flex - Engagement Initiated |" in traits["traits"].value

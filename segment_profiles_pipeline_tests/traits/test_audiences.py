@@ -9,9 +9,16 @@ import pyarrow as pa
 import pytest
 
 from segment_profiles_pipeline.errors import ConfigError
-from segment_profiles_pipeline.traits.compute import compute_audiences, compute_traits
+from segment_profiles_pipeline.traits.compute import compute_audiences
 from segment_profiles_pipeline.warehouse.duckdb import DuckDBWarehouse
-from segment_profiles_pipeline_tests.traits.helpers import T0, ev, load_events, table_rows, traits_file
+from segment_profiles_pipeline_tests.traits.helpers import (
+    T0,
+    compute,
+    ev,
+    load_events,
+    table_rows,
+    traits_file,
+)
 
 TRAITS = """
 traits:
@@ -49,7 +56,7 @@ def test_enter_exit_and_never_member(tmp_path: Path) -> None:
                 ev("c3", user="u3", minute=3, sentiment="negative"),
             ],
         )
-        compute_traits(session, project, LATER)
+        compute(session, project, LATER)
         first = compute_audiences(session, project)
         # u2 was never a member of anything: no row. Never a member of one audience: null, not false.
         assert memberships(session, "unhappy", "loyal") == {"user:u1": (True, None), "user:u3": (True, True)}
@@ -68,7 +75,7 @@ def test_enter_exit_and_never_member(tmp_path: Path) -> None:
             ],
             create=False,
         )
-        compute_traits(session, project, LATER + dt.timedelta(hours=1))
+        compute(session, project, LATER + dt.timedelta(hours=1))
         compute_audiences(session, project)
         # u1 left Unhappy (false, so the sync sends unhappy: false once), u2 entered it.
         assert memberships(session, "unhappy", "loyal") == {
@@ -125,7 +132,7 @@ def test_conditions_over_a_joined_model(tmp_path: Path) -> None:
             pa.table({"user_id": ["u1", "u1", "u2", "u3"], "plan": ["free", "pro", "free", "pro"]}),
             create=True,
         )
-        compute_traits(session, project, LATER)
+        compute(session, project, LATER)
         compute_audiences(session, project)
         assert memberships(session, "active_pro_users") == {"user:u1": (True,)}
 
@@ -144,7 +151,7 @@ def test_missing_model_column_names_audience_and_columns(tmp_path: Path) -> None
     )
     with DuckDBWarehouse(database=str(tmp_path / "w.duckdb")).session() as session:
         load_events(session, "flex.test_event", [ev("a", user="u1")])
-        compute_traits(session, project, LATER)
+        compute(session, project, LATER)
         with pytest.raises(ConfigError, match=r"audience 'Pros': model table models.users does not exist"):
             compute_audiences(session, project)
         session.execute("CREATE SCHEMA models")

@@ -11,10 +11,17 @@ import pytest
 
 from segment_profiles_pipeline.models.sample_data import seed_missing
 from segment_profiles_pipeline.settings import PROJECT_ROOT
-from segment_profiles_pipeline.traits.compute import STATE_TABLE, compute_traits
+from segment_profiles_pipeline.traits.compute import STATE_TABLE
 from segment_profiles_pipeline.traits.config import TraitsProject, load_traits
 from segment_profiles_pipeline.warehouse.duckdb import DuckDBWarehouse
-from segment_profiles_pipeline_tests.traits.helpers import T0, ev, load_events, table_rows, traits_file
+from segment_profiles_pipeline_tests.traits.helpers import (
+    T0,
+    compute,
+    ev,
+    load_events,
+    table_rows,
+    traits_file,
+)
 from segment_profiles_pipeline_tests.traits.test_recipes import snowflake_session
 
 DAY = 24 * 60
@@ -74,7 +81,7 @@ def load_all(session, batches: list[dict[str, list[dict[str, Any]]]]) -> None:
 def full_result(tmp_path: Path, project: TraitsProject, now: dt.datetime) -> dict[str, dict[str, Any]]:
     with DuckDBWarehouse(database=str(tmp_path / "reference.duckdb")).session() as session:
         load_all(session, [initial_events(), new_events()])
-        assert compute_traits(session, project, now).mode == "full"
+        assert compute(session, project, now).mode == "full"
         return table_rows(session)
 
 
@@ -82,17 +89,20 @@ def test_incremental_equals_full_and_touches_only_affected_profiles(tmp_path: Pa
     project = traits_file(tmp_path / "models", TRAITS)
     with DuckDBWarehouse(database=str(tmp_path / "w.duckdb")).session() as session:
         load_all(session, [initial_events()])
-        first = compute_traits(session, project, NOW1)
+        first = compute(session, project, NOW1)
         assert first.mode == "full"
         before = table_rows(session)
         for table, rows in new_events().items():
             load_events(session, table, rows, create=False)
-        stats = compute_traits(session, project, NOW2)
+        stats = compute(session, project, NOW2)
         after = table_rows(session)
     assert stats.mode == "incremental" and stats.new_events == 5
     # Recomputed: u1, u7, a1 (new events), u4 (new Other Event), u5 (the window edge passed its event),
-    # u2 and u8 (they hold copies of message "c"; u8's copy is deduplicated away, so u8 gets no row).
-    assert stats.profiles_recomputed == 7 and "user:u8" not in after
+    # u2 (it holds the first copy of message "c"). u8's copy of "c" is deduplicated away by the identity
+    # layer too, so u8 is in no profile: that row is the run's one unresolved event (it used to be
+    # recomputed as a raw-user_id profile of its own, which then had no row).
+    assert stats.profiles_recomputed == 6 and "user:u8" not in after
+    assert stats.unresolved_events == 1
     changed = {k for k in after if before.get(k) != after[k]}
     assert changed == {"user:u1", "user:u7", "anon:a1", "user:u4", "user:u5"}
     assert before["user:u5"]["recent"] == 1 and after["user:u5"]["recent"] == 0
@@ -103,8 +113,8 @@ def test_windows_move_without_new_events(tmp_path: Path) -> None:
     project = traits_file(tmp_path / "models", TRAITS)
     with DuckDBWarehouse(database=str(tmp_path / "w.duckdb")).session() as session:
         load_all(session, [initial_events()])
-        compute_traits(session, project, NOW1)
-        stats = compute_traits(session, project, NOW2)
+        compute(session, project, NOW1)
+        stats = compute(session, project, NOW2)
         rows = table_rows(session)
     assert (stats.mode, stats.new_events, stats.profiles_recomputed) == ("incremental", 0, 1)  # u5 only
     assert (rows["user:u5"]["recent"], rows["user:u5"]["recent_last_v"]) == (0, None)
@@ -128,7 +138,7 @@ def test_full_rebuild_when_incremental_would_be_wrong(tmp_path: Path, change: st
     now = NOW2
     with DuckDBWarehouse(database=str(tmp_path / "w.duckdb")).session() as session:
         load_all(session, [initial_events()])
-        compute_traits(session, project, NOW1)
+        compute(session, project, NOW1)
         if change == "definitions":
             # same columns, other meaning: only the fingerprint of the compiled SQL can tell
             project = traits_file(tmp_path / "models", TRAITS.replace("days: 3", "days: 2"))
@@ -142,7 +152,7 @@ def test_full_rebuild_when_incremental_would_be_wrong(tmp_path: Path, change: st
             session.execute(f"DELETE FROM {STATE_TABLE}")
         elif change == "state_table_lost":  # Other Event has no windowed trait: its traits are kept as state
             session.execute("DROP TABLE _segment_profiles.trait_state__flex__other_event")
-        stats = compute_traits(session, project, now, full_refresh=change == "full_refresh")
+        stats = compute(session, project, now, full_refresh=change == "full_refresh")
         rows = table_rows(session)
     assert stats.mode == "full" and reason in stats.reason
     if change == "late_row":
@@ -159,8 +169,8 @@ def test_no_new_events_and_no_windows_recomputes_nothing(tmp_path: Path) -> None
     )
     with DuckDBWarehouse(database=str(tmp_path / "w.duckdb")).session() as session:
         load_all(session, [initial_events()])
-        compute_traits(session, project, NOW1)
-        stats = compute_traits(session, project, NOW2)
+        compute(session, project, NOW1)
+        stats = compute(session, project, NOW2)
         assert (stats.mode, stats.profiles_recomputed, stats.rows) == (
             "incremental",
             0,
@@ -175,7 +185,7 @@ def test_sample_data_new_events_for_ten_profiles_change_only_their_rows(tmp_path
     now = dt.datetime(2026, 11, 2)
     with DuckDBWarehouse(database=str(tmp_path / "w.duckdb")).session() as session:
         seed_missing(session, 200)
-        assert compute_traits(session, project, now).mode == "full"
+        assert compute(session, project, now).mode == "full"
         before = table_rows(session)
         ten = [f"u_{n:07d}" for n in range(1, 11)]
         users = ", ".join(f"'{u}'" for u in ten)
@@ -194,10 +204,10 @@ def test_sample_data_new_events_for_ten_profiles_change_only_their_rows(tmp_path
             f"FROM flex.flex_engagement_completed WHERE user_id IN ({users}) "
             "QUALIFY row_number() OVER (PARTITION BY user_id ORDER BY id) = 1"
         )
-        stats = compute_traits(session, project, now + dt.timedelta(hours=1))
+        stats = compute(session, project, now + dt.timedelta(hours=1))
         after = table_rows(session)
         assert stats.mode == "incremental" and stats.profiles_recomputed == 10 and stats.new_events == 20
-        assert compute_traits(session, project, now + dt.timedelta(hours=1), full_refresh=True).mode == "full"
+        assert compute(session, project, now + dt.timedelta(hours=1), full_refresh=True).mode == "full"
         rebuilt = table_rows(session)
     changed = {k for k in after if before.get(k) != after[k]}
     assert changed == {f"user:{u}" for u in ten}
@@ -324,16 +334,16 @@ def test_merged_state_equals_a_full_rebuild_after_every_increment(tmp_path: Path
     warehouse = DuckDBWarehouse(database=str(tmp_path / "w.duckdb"))
     with warehouse.session() as session:
         load_batches(session, batches[:1], first=True)
-        assert compute_traits(session, project, now).mode == "full"
+        assert compute(session, project, now).mode == "full"
     for number in range(1, len(batches)):
         with warehouse.session() as session:  # sessions of one thread share a connection: one at a time
             load_batches(session, batches[number : number + 1], first=False)
-            stats = compute_traits(session, project, now + dt.timedelta(hours=number))
+            stats = compute(session, project, now + dt.timedelta(hours=number))
             merged = table_rows(session)
         assert (stats.mode, stats.profiles_from_history) == ("incremental", 0)
         with DuckDBWarehouse(database=str(tmp_path / f"reference{number}.duckdb")).session() as reference:
             load_batches(reference, batches[: number + 1], first=True)
-            compute_traits(reference, project, now)
+            compute(reference, project, now)
             assert merged == table_rows(reference), f"after load {number}"
     u1, u2, u3, u6, u8, a9 = (
         merged[k] for k in ("user:u1", "user:u2", "user:u3", "user:u6", "user:u8", "anon:a9")
@@ -364,11 +374,11 @@ def test_merged_state_on_snowflake(tmp_path: Path) -> None:
         batches = stateful_batches()
         now = T0 + dt.timedelta(days=10)
         load_batches(session, batches[:2], first=True)
-        assert compute_traits(session, project, now).mode == "full"
+        assert compute(session, project, now).mode == "full"
         load_batches(session, batches[2:], first=False)
-        stats = compute_traits(session, project, now + dt.timedelta(hours=1))
+        stats = compute(session, project, now + dt.timedelta(hours=1))
         merged = table_rows(session)
-        assert compute_traits(session, project, now + dt.timedelta(hours=1), full_refresh=True).mode == "full"
+        assert compute(session, project, now + dt.timedelta(hours=1), full_refresh=True).mode == "full"
         assert (stats.mode, stats.profiles_from_history) == ("incremental", 0)
         assert merged == table_rows(session)
 
@@ -414,13 +424,13 @@ def test_new_copy_of_an_old_message_recomputes_the_profiles_of_its_copies(tmp_pa
     now = T0 + dt.timedelta(days=3)
     with DuckDBWarehouse(database=str(tmp_path / "w.duckdb")).session() as session:
         load_events(session, "flex.test_event", first, types)
-        compute_traits(session, project, now)
+        compute(session, project, now)
         load_events(session, "flex.test_event", second, types, create=False)
-        stats = compute_traits(session, project, now)
+        stats = compute(session, project, now)
         rows = table_rows(session)
     with DuckDBWarehouse(database=str(tmp_path / "reference.duckdb")).session() as reference:
         load_events(reference, "flex.test_event", first + second, types)
-        compute_traits(reference, project, now)
+        compute(reference, project, now)
         assert rows == table_rows(reference)
     assert (stats.mode, stats.profiles_from_history, stats.profiles_recomputed) == ("incremental", 4, 5)
     assert (rows["user:u1"]["events"], rows["user:u1"]["last_v"], rows["user:u1"]["all_v"]) == (1, "x", ["x"])
@@ -434,14 +444,14 @@ def test_incremental_runs_read_new_events_only(tmp_path: Path) -> None:
     now = T0 + dt.timedelta(days=10)
     with DuckDBWarehouse(database=str(tmp_path / "w.duckdb")).session() as session:
         load_batches(session, stateful_batches()[:1], first=True)
-        compute_traits(session, project, now)
+        compute(session, project, now)
         session.execute("UPDATE flex.test_event SET v = 'edited' WHERE id = 'a1'")
         load_events(
             session, "flex.test_event", batch(1, [("a9", "u1", None, 30, {"v": "w"})]), TYPES, create=False
         )
-        assert compute_traits(session, project, now).mode == "incremental"
+        assert compute(session, project, now).mode == "incremental"
         merged = table_rows(session)["user:u1"]
-        compute_traits(session, project, now, full_refresh=True)
+        compute(session, project, now, full_refresh=True)
         rebuilt = table_rows(session)["user:u1"]
     assert (merged["all_v"], merged["last_v"], merged["events"]) == (["w", "x", "y"], "w", 4)
     assert rebuilt["all_v"] == ["edited", "w", "y"]
@@ -450,12 +460,12 @@ def test_incremental_runs_read_new_events_only(tmp_path: Path) -> None:
 def test_full_rebuild_drops_the_state_of_removed_traits(tmp_path: Path) -> None:
     with DuckDBWarehouse(database=str(tmp_path / "w.duckdb")).session() as session:
         load_batches(session, stateful_batches()[:1], first=True)
-        compute_traits(session, traits_file(tmp_path / "models", STATEFUL), T0)
+        compute(session, traits_file(tmp_path / "models", STATEFUL), T0)
         assert session.table_exists("_segment_profiles", "trait_values__top_v_3")
         fewer = STATEFUL.replace(
             "  - {name: Top v 3, type: most_frequent, event: Test Event, property: v, min_frequency: 3}\n", ""
         )
-        stats = compute_traits(session, traits_file(tmp_path / "models", fewer), T0)
+        stats = compute(session, traits_file(tmp_path / "models", fewer), T0)
         assert stats.mode == "full" and "definitions" in stats.reason
         assert not session.table_exists("_segment_profiles", "trait_values__top_v_3")
         assert session.table_exists("_segment_profiles", "trait_values__top_v")

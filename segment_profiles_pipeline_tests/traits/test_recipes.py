@@ -17,16 +17,17 @@ import pyarrow as pa
 import pytest
 from dagster_snowflake import SnowflakeResource
 
+from segment_profiles_pipeline.identity.config import load_identity
 from segment_profiles_pipeline.models.sample_data import generate, seed_missing
 from segment_profiles_pipeline.settings import PROJECT_ROOT
 from segment_profiles_pipeline.traits.compiler import compile_traits
-from segment_profiles_pipeline.traits.compute import compute_audiences, compute_traits
+from segment_profiles_pipeline.traits.compute import compute_audiences
 from segment_profiles_pipeline.traits.config import TraitsProject, load_traits
 from segment_profiles_pipeline.warehouse.base import WarehouseSession
 from segment_profiles_pipeline.warehouse.dialect import to_dialect
 from segment_profiles_pipeline.warehouse.duckdb import DuckDBWarehouse
 from segment_profiles_pipeline.warehouse.snowflake import SnowflakeWarehouse
-from segment_profiles_pipeline_tests.traits.helpers import table_rows, traits_file
+from segment_profiles_pipeline_tests.traits.helpers import compute, table_rows, traits_file
 
 USERS = 200
 NOW = dt.datetime(2026, 11, 2)
@@ -47,20 +48,33 @@ def shipped() -> TraitsProject:
     return project
 
 
-def _profile(row: dict[str, Any]) -> str | None:
-    if row["user_id"]:
-        return f"user:{row['user_id']}"
-    return f"anon:{row['anonymous_id']}" if row["anonymous_id"] else None
+Graph = dict[tuple[str, str], str]
+"""(identifier type, value) → canonical profile, as the identity layer resolved them."""
 
 
-def _by_profile(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """Deduplicate by message id (first received copy), then group by profile."""
+def graph_of(session: WarehouseSession) -> Graph:
+    rows = session.query(
+        "SELECT external_id_type, external_id_value, canonical_segment_id FROM identity.external_id_mapping"
+    ).rows
+    return {(t, v): p for t, v, p in rows}
+
+
+def _profile(row: dict[str, Any], graph: Graph) -> str | None:
+    """The profile of the event's most trusted identifier the graph holds (user_id, then anonymous_id)."""
+    for kind in ("user_id", "anonymous_id"):
+        if (kind, row[kind]) in graph:
+            return graph[(kind, row[kind])]
+    return None
+
+
+def _by_profile(rows: list[dict[str, Any]], graph: Graph) -> dict[str, list[dict[str, Any]]]:
+    """Deduplicate by message id (first received copy), then group by resolved profile."""
     kept: dict[str, dict[str, Any]] = {}
     for row in sorted(rows, key=lambda r: r["received_at"]):
         kept.setdefault(row["id"], row)
     out: dict[str, list[dict[str, Any]]] = {}
     for row in kept.values():
-        if (key := _profile(row)) is not None:
+        if (key := _profile(row, graph)) is not None:
             out.setdefault(key, []).append(row)
     return out
 
@@ -80,11 +94,11 @@ def _most_frequent(values: list[Any], minimum: int) -> Any:
     return min(v for v, n in counts.items() if n == best)
 
 
-def expected_six() -> dict[str, dict[str, Any]]:
-    """The six recipes computed in plain Python from the generator's rows."""
+def expected_six(graph: Graph) -> dict[str, dict[str, Any]]:
+    """The six recipes computed in plain Python from the generator's rows, per resolved profile."""
     data = generate(users=USERS)
-    initiated = _by_profile(data["flex.flex_engagement_initiated"].to_pylist())
-    completed = _by_profile(data["flex.flex_engagement_completed"].to_pylist())
+    initiated = _by_profile(data["flex.flex_engagement_initiated"].to_pylist(), graph)
+    completed = _by_profile(data["flex.flex_engagement_completed"].to_pylist(), graph)
     out: dict[str, dict[str, Any]] = {}
     for key in initiated.keys() | completed.keys():
         ini, com = initiated.get(key), completed.get(key)
@@ -100,32 +114,33 @@ def expected_six() -> dict[str, dict[str, Any]]:
     return out
 
 
-def _six(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The six columns, numbers as int (Snowflake returns NUMBER columns as Decimal)."""
+def _six(session: WarehouseSession, table: str = "traits.computed_traits") -> dict[str, dict[str, Any]]:
+    """The six columns by profile_key, numbers as int (Snowflake returns NUMBER columns as Decimal)."""
     return {
-        key: {k: int(v) if isinstance(v, Decimal) else v for k, v in row.items() if k in SIX}
-        for key, row in rows.items()
+        row["profile_key"]: {k: int(v) if isinstance(v, Decimal) else v for k, v in row.items() if k in SIX}
+        for row in session.query(f"SELECT * FROM {table}").dicts()
     }
 
 
-@pytest.fixture(scope="module")
-def expected() -> dict[str, dict[str, Any]]:
-    return expected_six()
-
-
-def test_six_recipes_match_an_independent_computation(
-    tmp_path: Path, shipped: TraitsProject, expected
-) -> None:
+def test_six_recipes_match_an_independent_computation(tmp_path: Path, shipped: TraitsProject) -> None:
     with DuckDBWarehouse(database=str(tmp_path / "w.duckdb")).session() as session:
         seed_missing(session, USERS)
-        compute_traits(session, shipped, NOW)
+        compute(session, shipped, NOW)
+        graph = graph_of(session)
+        assert _six(session) == expected_six(graph)
         rows = table_rows(session)
-    assert _six(rows) == expected
     # the data exercises every branch: anonymous profiles, no frequent channel, a missing sentiment
     assert any(k.startswith("anon:") for k in rows)
     assert any(r["frequent_inbound_channel"] is None for r in rows.values())
     assert any(r["frequent_inbound_channel"] == "email" for r in rows.values())
     assert all((r["user_id"] is None) != (r["anonymous_id"] is None) for r in rows.values())
+    # and identity resolution: anonymous-only events counted on an identified user's profile
+    events = generate(users=USERS)["flex.flex_engagement_initiated"].to_pylist()
+    identified = {p for p, r in rows.items() if r["user_id"] is not None}
+    assert any(
+        e["user_id"] is None and _profile(e, graph) in {rows[p]["profile_key"] for p in identified}
+        for e in events
+    )
 
 
 @contextmanager
@@ -139,11 +154,14 @@ def snowflake_session() -> Iterator[WarehouseSession]:
             yield session
 
 
-def test_six_recipes_and_audience_on_snowflake(shipped: TraitsProject, expected) -> None:
+def test_six_recipes_and_audience_on_snowflake(shipped: TraitsProject) -> None:
     with snowflake_session() as session:
         seed_missing(session, USERS)
-        assert compute_traits(session, shipped, NOW).mode == "full"
-        assert _six(table_rows(session)) == expected
+        assert compute(session, shipped, NOW).mode == "full"
+        graph = graph_of(session)
+        expected = expected_six(graph)
+        assert _six(session) == expected
+        u1 = graph[("user_id", "u_0000001")]
         # an incremental run on Snowflake: one new inbound email engagement for u_0000001
         template = generate(users=USERS)["flex.flex_engagement_initiated"].slice(0, 1).to_pylist()[0]
         new = {
@@ -156,16 +174,16 @@ def test_six_recipes_and_audience_on_snowflake(shipped: TraitsProject, expected)
             "timestamp": dt.datetime(2026, 11, 1, 17),
         }
         session.load("flex.flex_engagement_initiated", pa.Table.from_pylist([new]), create=False)
-        stats = compute_traits(session, shipped, NOW + dt.timedelta(hours=1))
+        stats = compute(session, shipped, NOW + dt.timedelta(hours=1))
         assert (stats.mode, stats.profiles_recomputed) == ("incremental", 1)
-        traits = _six(table_rows(session))
-        assert traits["user:u_0000001"]["total_inbounds"] == expected["user:u_0000001"]["total_inbounds"] + 1
-        assert {k: v for k, v in traits.items() if k != "user:u_0000001"} == {
-            k: v for k, v in expected.items() if k != "user:u_0000001"
-        }
+        traits = _six(session)
+        assert traits[u1]["total_inbounds"] == expected[u1]["total_inbounds"] + 1
+        assert {k: v for k, v in traits.items() if k != u1} == {k: v for k, v in expected.items() if k != u1}
         audiences = compute_audiences(session, shipped)
         members = {
-            k for k, v in table_rows(session, "traits.audiences").items() if v["email_inbound_customers"]
+            r["profile_key"]
+            for r in session.query("SELECT * FROM traits.audiences").dicts()
+            if r["email_inbound_customers"]
         }
     assert members == {k for k, v in traits.items() if v["frequent_inbound_channel"] == "email"}
     assert audiences.members == {"email_inbound_customers": len(members)}
@@ -200,7 +218,8 @@ def test_snowflake_sql_uses_snowflake_functions(tmp_path: Path) -> None:
         "last_known_agent_worker_sid": "VARCHAR",
         "duration": "BIGINT",
     }
-    sql = compile_traits(project, {("flex", "flex_engagement_initiated"): columns}).select(NOW)
+    rules = load_identity(tmp_path / "models").rules
+    sql = compile_traits(project, {("flex", "flex_engagement_initiated"): columns}, rules).select(NOW)
     snowflake = to_dialect(sql, "snowflake")
     assert (
         "FILTER (WHERE" in sql and "FILTER" not in snowflake

@@ -10,9 +10,15 @@ import pyarrow as pa
 import pytest
 
 from segment_profiles_pipeline.errors import ConfigError
-from segment_profiles_pipeline.traits.compute import compute_traits
 from segment_profiles_pipeline.warehouse.duckdb import DuckDBWarehouse
-from segment_profiles_pipeline_tests.traits.helpers import T0, ev, load_events, table_rows, traits_file
+from segment_profiles_pipeline_tests.traits.helpers import (
+    T0,
+    compute,
+    ev,
+    load_events,
+    table_rows,
+    traits_file,
+)
 
 NOW = T0 + dt.timedelta(days=10)
 DAY = 24 * 60
@@ -29,7 +35,7 @@ def run(
     with DuckDBWarehouse(database=str(tmp_path / "w.duckdb")).session() as session:
         for table, rows in tables.items():
             load_events(session, table, rows, types)
-        compute_traits(session, project, now, full_refresh=True)
+        compute(session, project, now, full_refresh=True)
         return table_rows(session)
 
 
@@ -301,9 +307,10 @@ def test_duplicate_ids_keep_the_first_received_copy(tmp_path: Path) -> None:
             ]
         },
     )
+    # profile_key is the profile's canonical segment_id (identity layer), no longer "user:u1"
+    assert rows["user:u1"].pop("profile_key").startswith("use_")
     assert rows == {
         "user:u1": {
-            "profile_key": "user:u1",
             "user_id": "u1",
             "anonymous_id": None,
             "events": 2,
