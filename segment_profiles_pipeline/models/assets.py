@@ -20,6 +20,8 @@ from dagster import (
     MetadataValue,
     ResourceParam,
     RetryPolicy,
+    TableColumnDep,
+    TableColumnLineage,
     asset,
     multi_asset,
 )
@@ -27,9 +29,10 @@ from dagster import (
 from segment_profiles_pipeline.errors import WarehouseError
 from segment_profiles_pipeline.metadata import table_metadata
 from segment_profiles_pipeline.models.checks import check_specs, primary_key_checks
+from segment_profiles_pipeline.models.lineage import DEFAULT_SCHEMA, LineageError, column_origins
 from segment_profiles_pipeline.models.sample_data import SOURCE_TABLES, seed_missing
 from segment_profiles_pipeline.project import MODELS_SCHEMA, ModelProblem, ModelSpec, display_path
-from segment_profiles_pipeline.warehouse.base import Warehouse, WarehouseBusy, ident
+from segment_profiles_pipeline.warehouse.base import Warehouse, WarehouseBusy, WarehouseSession, ident
 
 WAREHOUSE_RETRY = RetryPolicy(max_retries=3, delay=2, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS)
 """Transient warehouse errors (a lock held too long, a dropped Snowflake session) retry the step."""
@@ -41,11 +44,36 @@ def source_key(schema: str | None, table: str) -> AssetKey:
     return AssetKey([schema or "main", table])
 
 
+def table_key(schema: str | None, table: str) -> AssetKey:
+    """The asset of a table a model reads: another model, or a source table."""
+    return AssetKey(table) if schema == MODELS_SCHEMA else source_key(schema, table)
+
+
 def upstream_keys(spec: ModelSpec) -> list[AssetKey]:
-    return [
-        AssetKey(table) if schema == MODELS_SCHEMA else source_key(schema, table)
+    return [table_key(schema, table) for schema, table in spec.upstream]
+
+
+def column_lineage(
+    session: WarehouseSession, spec: ModelSpec, columns: list[str]
+) -> tuple[TableColumnLineage, list[str]]:
+    """``dagster/column_lineage`` of a model just built, and the columns sqlglot could not trace.
+
+    Traced against the upstream tables' columns as the warehouse has them. A column missing from
+    the trace (DuckDB's ``COLUMNS('…')`` expands only in the warehouse) is reported, not dropped
+    silently; a constant column is traced, to nothing."""
+    schemas = {
+        (schema, table): [c for c, _ in session.columns(schema or DEFAULT_SCHEMA, table)]
         for schema, table in spec.upstream
-    ]
+    }
+    origins = column_origins(spec.sql, schemas)
+    lineage = TableColumnLineage(
+        deps_by_column={
+            column: [TableColumnDep(asset_key=table_key(s, t), column_name=c) for s, t, c in found]
+            for column, found in origins.items()
+            if found
+        }
+    )
+    return lineage, [c for c in columns if c not in origins]
 
 
 def source_specs(tables: Iterable[tuple[str | None, str]], kind: str, generated: bool) -> list[AssetSpec]:
@@ -146,6 +174,16 @@ def build_model_asset(spec: ModelSpec, kind: str) -> AssetsDefinition:
             session.execute(f"DROP TABLE IF EXISTS {ident(spec.table)}")
             session.execute(f"ALTER TABLE {ident(staging)} RENAME TO {ident(spec.name)}")
             metadata = table_metadata(session, spec.table)
+            try:
+                metadata["dagster/column_lineage"], untraced = column_lineage(session, spec, columns)
+            except LineageError as exc:  # the table is right; only the UI's column graph is missing
+                context.log.warning(f"{spec.sql_path}: no column lineage for this model: {exc}")
+            else:
+                if untraced:
+                    context.log.warning(
+                        f"{spec.sql_path}: column lineage leaves out {', '.join(untraced)}: sqlglot could not "
+                        "trace them (e.g. DuckDB's COLUMNS(...)); name them in the select list to get their lineage."
+                    )
             checks = primary_key_checks(session, key, spec.table, pk)
         context.log.info(f"{spec.table}: {metadata['dagster/row_count'].value} rows")
         return MaterializeResult(metadata=metadata, check_results=checks)

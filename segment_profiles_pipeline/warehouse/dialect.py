@@ -28,7 +28,9 @@ def referenced_tables(sql: str) -> list[tuple[str | None, str]]:
 
     Uses sqlglot's scope analysis: a name is a CTE only where that CTE is in scope, so
     ``WITH users AS (SELECT * FROM users) SELECT * FROM users`` still reads the table ``users``
-    (inside its own definition, a non-recursive CTE's name is the table)."""
+    (inside its own definition, a non-recursive CTE's name is the table). DuckDB's statement form
+    ``PIVOT app.users ON …`` is invisible to the scopes, so the table it pivots is added unless a
+    CTE of the query has its name."""
     tree = sqlglot.parse_one(sql, read="duckdb")
     try:
         real = {
@@ -39,6 +41,12 @@ def referenced_tables(sql: str) -> list[tuple[str | None, str]]:
         }
     except OptimizeError as exc:
         raise WarehouseError(f"could not analyse the query's tables: {exc}") from exc
+    ctes = {cte.alias_or_name.lower() for cte in tree.find_all(sqlglot.exp.CTE)}
+    real |= {
+        id(pivot.this)
+        for pivot in tree.find_all(sqlglot.exp.Pivot)
+        if isinstance(pivot.this, sqlglot.exp.Table) and pivot.this.name.lower() not in ctes
+    }
     seen: dict[tuple[str | None, str], None] = {}
     for table in tree.find_all(sqlglot.exp.Table):
         name = table.name.lower()

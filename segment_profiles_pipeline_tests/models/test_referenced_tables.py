@@ -29,6 +29,13 @@ from segment_profiles_pipeline_tests.conftest import write
             "WHERE u.id IN (SELECT user_id FROM app.events) UNION ALL SELECT * FROM app.users",
             [("app", "users"), ("models", "accounts"), ("app", "events")],
         ),
+        # DuckDB's PIVOT statement: its table is outside every sqlglot scope, yet read
+        ("SELECT * FROM (PIVOT app.users ON plan USING count(*) GROUP BY user_id)", [("app", "users")]),
+        # ... unless a CTE of that name is what is pivoted
+        (
+            "WITH u AS (SELECT * FROM app.users) SELECT * FROM (PIVOT u ON plan USING count(*) GROUP BY user_id)",
+            [("app", "users")],
+        ),
     ],
 )
 def test_referenced_tables(sql: str, expected: list) -> None:
