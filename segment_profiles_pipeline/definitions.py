@@ -24,6 +24,7 @@ from segment_profiles_pipeline.automation.schedules import build_schedules
 from segment_profiles_pipeline.automation.source_sensor import build_source_sensor
 from segment_profiles_pipeline.errors import ConfigError
 from segment_profiles_pipeline.identity.assets import identity_assets
+from segment_profiles_pipeline.identity.explorer import build_explorer_job
 from segment_profiles_pipeline.models.assets import build_broken_asset, build_model_asset, build_sources
 from segment_profiles_pipeline.predictions import build_defs as build_prediction_defs
 from segment_profiles_pipeline.project import TRAITS_FILE, ModelProblem, collect_mappings, load_project
@@ -81,7 +82,10 @@ def build_definitions(settings: Settings, *, strict: bool = True) -> Definitions
     )
     return Definitions(
         assets=assets,
-        jobs=[build_test_mapping_job(spec) for spec in project.mappings],
+        jobs=[
+            *(build_test_mapping_job(spec) for spec in project.mappings),
+            build_explorer_job(settings.models_dir),
+        ],
         schedules=[*build_schedules(project.mappings), *predictions.schedules],
         sensors=[build_source_sensor(tables, project.mappings), build_alert_sensor(project.mappings)],
         resources={"warehouse": warehouse_from_settings(settings), "segment": segment},
