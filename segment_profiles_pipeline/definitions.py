@@ -27,6 +27,7 @@ from segment_profiles_pipeline.identity.assets import identity_assets
 from segment_profiles_pipeline.identity.explorer import build_explorer_job
 from segment_profiles_pipeline.models.assets import build_broken_asset, build_model_asset, build_sources
 from segment_profiles_pipeline.predictions import build_defs as build_prediction_defs
+from segment_profiles_pipeline.profiles_sync import build_defs as build_profiles_sync_defs
 from segment_profiles_pipeline.project import TRAITS_FILE, ModelProblem, collect_mappings, load_project
 from segment_profiles_pipeline.settings import Settings
 from segment_profiles_pipeline.sync.assets import build_sync_asset, sync_asset_key
@@ -76,6 +77,7 @@ def build_definitions(settings: Settings, *, strict: bool = True) -> Definitions
         *identity_assets(settings.models_dir, project.mappings, kind),
         *predictions.assets,
         *(build_sync_asset(spec, kind) for spec in project.mappings),
+        *build_profiles_sync_defs(settings.models_dir, project.mappings, kind),
     ]
     assets += _stubs(
         problems, {k for a in assets for k in (a.keys if isinstance(a, AssetsDefinition) else [a.key])}

@@ -293,3 +293,13 @@ def current_sql(schema: str, columns: Sequence[str]) -> dict[str, str]:
         "segment_id, seq, timestamp AS received_at, uuid_ts, timestamp "
         f"FROM {graph} WHERE segment_id <> canonical_segment_id",
     }
+
+
+def drift_sql(schema: str, columns: Sequence[str]) -> str:
+    """Profiles whose latest ``profile_traits_updates`` row differs from ``profile_traits``:
+    consumers keeping the latest row per ``segment_id`` must get the current state (always 0)."""
+    differs = " OR ".join(f"l.{ident(c)} IS DISTINCT FROM p.{ident(c)}" for c in ["merged_to", *columns])
+    return (
+        f"SELECT count(*) FROM {latest(f'{schema}.profile_traits_updates')} AS l "
+        f"JOIN {schema}.profile_traits AS p ON p.canonical_segment_id = l.segment_id WHERE {differs}"
+    )
