@@ -17,7 +17,14 @@ import dataclasses
 import os
 from collections.abc import Sequence
 
-from dagster import AssetKey, AssetsDefinition, Definitions, in_process_executor, multiprocess_executor
+from dagster import (
+    AssetKey,
+    AssetsDefinition,
+    Definitions,
+    definitions,
+    in_process_executor,
+    multiprocess_executor,
+)
 
 from segment_profiles_pipeline.automation.alert_sensor import build_alert_sensor
 from segment_profiles_pipeline.automation.schedules import build_schedules
@@ -31,14 +38,25 @@ from segment_profiles_pipeline.profiles_sync import build_defs as build_profiles
 from segment_profiles_pipeline.project import TRAITS_FILE, ModelProblem, collect_mappings, load_project
 from segment_profiles_pipeline.settings import Settings
 from segment_profiles_pipeline.sync.assets import build_sync_asset, sync_asset_key
-from segment_profiles_pipeline.sync.resources import segment_from_env
+from segment_profiles_pipeline.sync.readback import build_readback_check, profile_api_from_env
+from segment_profiles_pipeline.sync.resources import SegmentDestination, segment_from_env
 from segment_profiles_pipeline.sync.test_mapping import build_test_mapping_job
 from segment_profiles_pipeline.traits import build_traits_assets, check_trait_key_clashes, load_traits
 from segment_profiles_pipeline.traits.assets import GROUP as TRAITS_GROUP
+from segment_profiles_pipeline.warehouse.duckdb import DuckDBWarehouse
 from segment_profiles_pipeline.warehouse.resources import warehouse_from_settings
+from segment_profiles_pipeline.warehouse.snowflake import SnowflakeWarehouse
 
 VALIDATION_CLI = "DAGSTER_IS_DEFS_VALIDATION_CLI"
 """Set to ``1`` by ``dagster definitions validate`` itself (Dagster ≥ 1.10)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Resources:
+    """The two resources every asset of the project uses."""
+
+    warehouse: DuckDBWarehouse | SnowflakeWarehouse
+    segment: SegmentDestination
 
 
 def strict_from_env() -> bool:
@@ -46,8 +64,15 @@ def strict_from_env() -> bool:
     return os.environ.get(VALIDATION_CLI) == "1"
 
 
-def build_definitions(settings: Settings, *, strict: bool = True) -> Definitions:
-    segment = segment_from_env(production=settings.production)
+def build_definitions(
+    settings: Settings, *, strict: bool = True, resources: Resources | None = None
+) -> Definitions:
+    """Everything the project defines. ``resources`` replaces the warehouse and destination read
+    from the environment (the ``SegmentProfiles`` component configures them in YAML)."""
+    if resources is None:
+        resources = Resources(
+            warehouse_from_settings(settings), segment_from_env(production=settings.production)
+        )
     project = load_project(settings.models_dir, strict=strict)
     kind = settings.warehouse
     tables = [t for m in project.models.values() for t in m.upstream if t[0] != "models"]
@@ -84,13 +109,18 @@ def build_definitions(settings: Settings, *, strict: bool = True) -> Definitions
     )
     return Definitions(
         assets=assets,
+        asset_checks=[build_readback_check(s) for s in project.mappings if s.mapping.action == "identify"],
         jobs=[
             *(build_test_mapping_job(spec) for spec in project.mappings),
             build_explorer_job(settings.models_dir),
         ],
         schedules=[*build_schedules(project.mappings), *predictions.schedules],
         sensors=[build_source_sensor(tables, project.mappings), build_alert_sensor(project.mappings)],
-        resources={"warehouse": warehouse_from_settings(settings), "segment": segment},
+        resources={
+            "warehouse": resources.warehouse,
+            "segment": resources.segment,
+            "profile_api": profile_api_from_env(),
+        },
         # DuckDB has one writer per file: steps of a run execute one after another in one process
         # (no step start-up cost, no lock contention). Snowflake runs steps in parallel processes.
         executor=in_process_executor if kind == "duckdb" else multiprocess_executor,
@@ -113,4 +143,8 @@ def _stubs(problems: Sequence[ModelProblem], taken: set[AssetKey]) -> list[Asset
     return stubs
 
 
-defs = build_definitions(Settings.from_env(), strict=strict_from_env())
+@definitions
+def defs() -> Definitions:
+    """The shipped project, from the environment. Lazy, so importing this module (as the
+    ``SegmentProfiles`` component does, for ``build_definitions``) loads nothing."""
+    return build_definitions(Settings.from_env(), strict=strict_from_env())

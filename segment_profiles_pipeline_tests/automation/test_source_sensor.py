@@ -30,6 +30,20 @@ MEMBERSHIPS = AssetKey("account_memberships")
 SYNC_USERS = AssetKey(["profile_sync", "users_identify"])
 SYNC_MEMBERSHIPS = AssetKey(["profile_sync", "account_memberships_group"])
 IDENTITY = {AssetKey(["identity", t]) for t in ("id_graph", "external_id_mapping", "profile_merges")}
+PROFILES_SYNC = {
+    AssetKey(["profiles_sync", t])
+    for t in (
+        "id_graph_updates",
+        "external_id_mapping_updates",
+        "profile_traits_updates",
+        "user_traits",
+        "user_identifiers",
+        "profile_merges",
+        "id_graph",
+        "external_id_mapping",
+        "profile_traits",
+    )
+}
 FROM_APP_USERS = {
     USERS,
     MEMBERSHIPS,
@@ -38,6 +52,7 @@ FROM_APP_USERS = {
     AssetKey("subscriptions"),
     AssetKey(["profile_sync", "subscriptions_identify"]),
     *IDENTITY,  # the identity graph reads the identify mappings' records
+    *PROFILES_SYNC,  # Segment's Profiles Sync tables follow the graph and the syncs
 }
 """Everything a change of app.users feeds in the shipped project."""
 
