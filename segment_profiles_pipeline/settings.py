@@ -58,6 +58,14 @@ def env(name: str) -> str | None:
     return value or None
 
 
+def is_set(name: str) -> bool:
+    """Whether a variable a user named (a ``SegmentProfiles`` component's ``*_env`` fields) is set.
+
+    Those names are the user's, not documented settings; their values are secrets, so only
+    whether they are set is read here (the resources get them as ``EnvVar``)."""
+    return bool(os.environ.get(name, "").strip())
+
+
 def env_flag(name: str, default: bool) -> bool:
     value = env(name)
     if value is None:

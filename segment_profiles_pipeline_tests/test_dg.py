@@ -21,7 +21,9 @@ from segment_profiles_pipeline_tests.conftest import write
 DG = Path(sys.executable).with_name("dg")
 
 
-def dg(args: list[str], tmp_path: Path, timeout: float = 120, **extra: str) -> subprocess.CompletedProcess:
+def dg(
+    args: list[str], tmp_path: Path, timeout: float = 120, cwd: Path = PROJECT_ROOT, **extra: str
+) -> subprocess.CompletedProcess:
     home = tmp_path / "dagster_home"
     home.mkdir(exist_ok=True)
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
@@ -29,9 +31,7 @@ def dg(args: list[str], tmp_path: Path, timeout: float = 120, **extra: str) -> s
     for name in ("WAREHOUSE", "SAMPLE_DATA", "ALERT_WEBHOOK_URL", "VIRTUAL_ENV"):
         env.pop(name, None)
     env.update(DAGSTER_HOME=str(home), DUCKDB_DATABASE=str(tmp_path / "warehouse.duckdb"), **extra)
-    return subprocess.run(
-        [str(DG), *args], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=timeout
-    )
+    return subprocess.run([str(DG), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def test_pyproject_declares_a_dg_project() -> None:

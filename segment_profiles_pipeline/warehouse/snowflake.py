@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
@@ -15,12 +16,9 @@ from dagster import ConfigurableResource, EnvVar
 from dagster_snowflake import SnowflakeResource
 
 from segment_profiles_pipeline.errors import ConfigError, WarehouseError
-from segment_profiles_pipeline.settings import env
+from segment_profiles_pipeline.settings import is_set
 from segment_profiles_pipeline.warehouse.base import QueryResult, ident, literal
 from segment_profiles_pipeline.warehouse.dialect import to_dialect
-
-REQUIRED = ("SNOWFLAKE_ACCOUNT", "SNOWFLAKE_USER", "SNOWFLAKE_DATABASE", "SNOWFLAKE_WAREHOUSE")
-
 
 Connect = Callable[[], AbstractContextManager[Any]]
 
@@ -133,29 +131,48 @@ class SnowflakeWarehouse(ConfigurableResource):
             yield s
 
 
-def snowflake_from_env() -> SnowflakeWarehouse:
-    """Build the Snowflake resource, failing early with the names (never values) of missing variables."""
-    missing = [name for name in REQUIRED if not env(name)]
-    if not env("SNOWFLAKE_PASSWORD") and not env("SNOWFLAKE_PRIVATE_KEY"):
-        missing.append("SNOWFLAKE_PASSWORD or SNOWFLAKE_PRIVATE_KEY")
+@dataclass(frozen=True)
+class SnowflakeEnv:
+    """Names of the environment variables that hold the Snowflake connection (README, Configuration)."""
+
+    account: str = "SNOWFLAKE_ACCOUNT"
+    user: str = "SNOWFLAKE_USER"
+    database: str = "SNOWFLAKE_DATABASE"
+    warehouse: str = "SNOWFLAKE_WAREHOUSE"
+    password: str = "SNOWFLAKE_PASSWORD"
+    private_key: str = "SNOWFLAKE_PRIVATE_KEY"
+    role: str = "SNOWFLAKE_ROLE"
+
+
+def snowflake_from_env(
+    names: SnowflakeEnv = SnowflakeEnv(), where: str = "WAREHOUSE=snowflake"
+) -> SnowflakeWarehouse:
+    """Build the Snowflake resource, failing early with the names (never values) of missing variables.
+
+    ``where`` says who asked for Snowflake (the environment, or a component's YAML file)."""
+    missing = [
+        name for name in (names.account, names.user, names.database, names.warehouse) if not is_set(name)
+    ]
+    if not is_set(names.password) and not is_set(names.private_key):
+        missing.append(f"{names.password} or {names.private_key}")
     if missing:
         raise ConfigError(
-            "WAREHOUSE=snowflake but these environment variables are not set: " + ", ".join(missing) + ".",
+            f"{where} but these environment variables are not set: " + ", ".join(missing) + ".",
             field="environment",
-            fix="export them (see README, Configuration) or unset WAREHOUSE to use the embedded DuckDB.",
+            fix="export them (see README, Configuration) or use the embedded DuckDB warehouse.",
         )
     secret = (
-        {"password": EnvVar("SNOWFLAKE_PASSWORD")}
-        if env("SNOWFLAKE_PASSWORD")
-        else {"private_key": EnvVar("SNOWFLAKE_PRIVATE_KEY")}
+        {"password": EnvVar(names.password)}
+        if is_set(names.password)
+        else {"private_key": EnvVar(names.private_key)}
     )
-    optional = {"role": EnvVar("SNOWFLAKE_ROLE")} if env("SNOWFLAKE_ROLE") else {}
+    optional = {"role": EnvVar(names.role)} if is_set(names.role) else {}
     return SnowflakeWarehouse(
         snowflake=SnowflakeResource(
-            account=EnvVar("SNOWFLAKE_ACCOUNT"),
-            user=EnvVar("SNOWFLAKE_USER"),
-            database=EnvVar("SNOWFLAKE_DATABASE"),
-            warehouse=EnvVar("SNOWFLAKE_WAREHOUSE"),
+            account=EnvVar(names.account),
+            user=EnvVar(names.user),
+            database=EnvVar(names.database),
+            warehouse=EnvVar(names.warehouse),
             **secret,
             **optional,
         )

@@ -86,7 +86,7 @@ def test_validate_fails_while_the_module_loads_for_a_server(sample_models, tmp_p
         [
             sys.executable,
             "-c",
-            "from segment_profiles_pipeline.definitions import defs; "
+            "from segment_profiles_pipeline.definitions import defs; defs = defs(); "
             "print(sorted(k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()))",
         ],
         cwd=PROJECT_ROOT,

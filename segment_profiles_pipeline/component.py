@@ -1,0 +1,161 @@
+"""The project as a Dagster Component: ``SegmentProfiles``, configured in a ``defs.yaml``.
+
+A user with a ``dg`` project of their own drops this into ``defs/`` instead of running the
+standalone project::
+
+    dg scaffold defs segment_profiles_pipeline.SegmentProfiles segment_profiles
+    dg check yaml && dg check defs
+
+It builds exactly what ``definitions.py`` builds (through ``build_definitions``): only where the
+settings come from differs. The standalone project reads them from the environment; the
+component reads them from its YAML, with secrets still only as the *names* of environment
+variables (``write_key_env``, ``snowflake_env``) that reach the resources as ``EnvVar``.
+Paths of the models folder are relative to the component's folder (``defs/<name>/``), the DuckDB
+file relative to the project root, so a data file never lands inside the code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from dagster import Component, ComponentLoadContext, Definitions, EnvVar, Model, Resolvable, Scaffolder
+from dagster import scaffold_component as write_defs_yaml
+from dagster.components.scaffold.scaffold import ScaffoldRequest, scaffold_with
+from pydantic import Field
+
+from segment_profiles_pipeline.definitions import Resources, build_definitions, strict_from_env
+from segment_profiles_pipeline.errors import ConfigError
+from segment_profiles_pipeline.segment.spec import resolve_endpoint
+from segment_profiles_pipeline.settings import Settings, is_set
+from segment_profiles_pipeline.sync.resources import SegmentDestination
+from segment_profiles_pipeline.warehouse.duckdb import DuckDBWarehouse
+from segment_profiles_pipeline.warehouse.snowflake import SnowflakeEnv, SnowflakeWarehouse, snowflake_from_env
+
+
+class DuckDBConfig(Model):
+    database: str = Field(
+        default="data/warehouse.duckdb", description="DuckDB file; a relative path is under the project root."
+    )
+    connection_config: dict[str, Any] = Field(
+        default_factory=dict, description="DuckDB settings for every connection, e.g. {threads: 2}."
+    )
+
+
+class SnowflakeEnvNames(Model):
+    """Which environment variables hold the Snowflake connection (their values are never in YAML)."""
+
+    account: str = "SNOWFLAKE_ACCOUNT"
+    user: str = "SNOWFLAKE_USER"
+    database: str = "SNOWFLAKE_DATABASE"
+    warehouse: str = "SNOWFLAKE_WAREHOUSE"
+    password: str = "SNOWFLAKE_PASSWORD"
+    private_key: str = "SNOWFLAKE_PRIVATE_KEY"
+    role: str = "SNOWFLAKE_ROLE"
+
+
+class DestinationConfig(Model):
+    region: Literal["north_america", "europe"] = Field(
+        default="north_america",
+        description="Region of the Segment workspace: picks the Tracking API endpoint.",
+    )
+    endpoint: str | None = Field(
+        default=None,
+        description="Explicit Tracking API base URL (overrides the region); https, or http on loopback.",
+    )
+    write_key_env: str = Field(
+        default="SEGMENT_WRITE_KEY",
+        description="Environment variable with the source's write key. Unset: every sync is a dry run.",
+    )
+
+
+class SegmentProfilesScaffolder(Scaffolder):
+    """``dg scaffold defs``: a ``defs.yaml`` with every setting at its default, and a first model."""
+
+    def scaffold(self, request: ScaffoldRequest) -> None:
+        write_defs_yaml(request, {"models": "models", "warehouse": "duckdb", "sample_data": True})
+        models = Path(request.target_path) / "models"
+        models.mkdir(exist_ok=True)
+        (models / "users.sql").write_text(
+            "-- One row per user: the records the users_identify mapping sends as Identify calls.\n"
+            "SELECT user_id, email, first_name, last_name, plan, updated_at\nFROM app.users\n"
+        )
+        (models / "users.yml").write_text(
+            "primary_key: user_id\n"
+            "mappings:\n"
+            "  - name: users_identify\n"
+            "    action: identify\n"
+            "    user_id: user_id\n"
+            "    traits: {email: email, first_name: first_name, last_name: last_name, plan: plan}\n"
+            "    timestamp: updated_at\n"
+            "    schedule: {interval: 1h}\n"
+        )
+
+
+@scaffold_with(SegmentProfilesScaffolder)
+class SegmentProfiles(Component, Model, Resolvable):
+    """Warehouse models to live Segment profiles: models, computed traits, identity, predictions and
+    one sync asset per mapping, with their schedules and sensors, as the standalone project."""
+
+    models: str = Field(
+        default="models",
+        description="Folder of SQL models and their YAML (computed_traits.yml, predictions.yml, identity.yml "
+        "in it too); relative to this component's folder.",
+    )
+    warehouse: Literal["duckdb", "snowflake"] = "duckdb"
+    duckdb: DuckDBConfig = Field(default_factory=DuckDBConfig)
+    snowflake_env: SnowflakeEnvNames = Field(default_factory=SnowflakeEnvNames)
+    sample_data: bool | None = Field(
+        default=None,
+        description="Create missing sample source tables (default: on for duckdb, off for snowflake).",
+    )
+    sample_users: int = Field(default=5000, ge=1, description="Users in the generated sample data.")
+    destination: DestinationConfig = Field(default_factory=DestinationConfig)
+    production: bool = Field(
+        default=False, description="Refuse to load without a write key, instead of dry-running every sync."
+    )
+
+    def settings(self, context: ComponentLoadContext) -> Settings:
+        database = Path(self.duckdb.database)
+        return Settings(
+            warehouse=self.warehouse,
+            duckdb_database=database if database.is_absolute() else context.project_root / database,
+            sample_data=self.warehouse == "duckdb" if self.sample_data is None else self.sample_data,
+            sample_users=self.sample_users,
+            models_dir=context.path / self.models,
+            production=self.production,
+        )
+
+    def resources(self, settings: Settings, where: Path) -> Resources:
+        """The warehouse and destination as this YAML configures them; secrets as ``EnvVar``."""
+        if self.warehouse == "snowflake":
+            warehouse: DuckDBWarehouse | SnowflakeWarehouse = snowflake_from_env(
+                SnowflakeEnv(**self.snowflake_env.model_dump()), where=f"{where} sets warehouse: snowflake"
+            )
+        else:
+            warehouse = DuckDBWarehouse(
+                database=str(settings.duckdb_database), connection_config=self.duckdb.connection_config
+            )
+        key = self.destination.write_key_env
+        if self.production and not is_set(key):
+            raise ConfigError(
+                f"production: true, but the environment variable {key} is not set: every sync would be a "
+                "dry run that sends nothing to Segment.",
+                file=str(where),
+                field="destination.write_key_env",
+                fix=f"export {key} with the Segment source's write key, or set production: false.",
+            )
+        resolve_endpoint(self.destination.region, self.destination.endpoint)  # a bad URL fails the load
+        segment = SegmentDestination(
+            write_key=EnvVar(key) if is_set(key) else None,
+            region=self.destination.region,
+            endpoint=self.destination.endpoint,
+        )
+        return Resources(warehouse, segment)
+
+    def build_defs(self, context: ComponentLoadContext) -> Definitions:
+        settings = self.settings(context)
+        where = context.path / "defs.yaml"
+        return build_definitions(
+            settings, strict=strict_from_env(), resources=self.resources(settings, where)
+        )
