@@ -5,7 +5,6 @@ materialize together, downstream of the identity graph and of every identify map
 asset (the acknowledged traits are the sync's output).
 """
 
-
 import datetime as dt
 from pathlib import Path
 

@@ -152,11 +152,13 @@ def ident_like(key: str) -> bool:
 
 
 def planned_sql(mapping: str, traits: Sequence[str]) -> str:
-    """What the mapping's latest sync would have sent, when that sync was a dry run: its outbox
-    rows (adds and updates), one row per trait present in the message (a skipped null is absent)."""
+    """What the mapping's latest sync would have sent, when that sync was a dry run: the outbox
+    rows (adds and updates) of the latest sync of each shard (a live sync writes none, so a dry
+    run followed by a live one contributes nothing), one row per trait present in the message (a
+    skipped null is absent)."""
     runs = (
         f"SELECT sync_id FROM {HISTORY} WHERE mapping = {literal(mapping)} "
-        "QUALIFY row_number() OVER (PARTITION BY shard ORDER BY started_at DESC, sync_id DESC) = 1 AND dry_run"
+        "QUALIFY row_number() OVER (PARTITION BY shard ORDER BY started_at DESC, sync_id DESC) = 1"
     )
     parts = [
         f"SELECT o.mapping AS source, o.record_key, json_extract_string(o.message, '$.userId') AS user_id, "

@@ -20,7 +20,10 @@ def _appended(result) -> dict[str, int]:
     out = {}
     for event in result.get_asset_materialization_events():
         materialization = event.materialization
-        if materialization.asset_key.path[0] == "profiles_sync" and "rows_appended" in materialization.metadata:
+        if (
+            materialization.asset_key.path[0] == "profiles_sync"
+            and "rows_appended" in materialization.metadata
+        ):
             out[materialization.asset_key.path[1]] = materialization.metadata["rows_appended"].value
     return out
 
@@ -35,7 +38,11 @@ def test_live_syncs_land_acknowledged_traits_and_a_rerun_appends_nothing(
         instance = DagsterInstance.ephemeral()
         first = materialize_all(defs, instance)
         assert first.success
-        assert _checks(first) == {**_checks(first), "latest_update_is_current_state": True, "acknowledged_traits_on_profiles": True}
+        assert _checks(first) == {
+            **_checks(first),
+            "latest_update_is_current_state": True,
+            "acknowledged_traits_on_profiles": True,
+        }
         assert _appended(first)["profile_traits_updates"] > 0
         second = materialize_all(defs, instance)
         assert second.success
@@ -52,7 +59,9 @@ def test_live_syncs_land_acknowledged_traits_and_a_rerun_appends_nothing(
             if k == "plan"
         }
     with duckdb.connect(str(db_path), read_only=True) as con:
-        assert con.execute("SELECT count(*) FROM _segment_profiles.profile_trait_sources WHERE dry_run").fetchone() == (0,)
+        assert con.execute(
+            "SELECT count(*) FROM _segment_profiles.profile_trait_sources WHERE dry_run"
+        ).fetchone() == (0,)
         landed = set(
             con.execute(
                 "SELECT m.external_id_value, 'plan', t.plan FROM profiles_sync.profile_traits AS t "
@@ -67,10 +76,10 @@ def test_a_dry_run_fills_traits_from_the_outbox_flagged(sample_models, settings_
     defs = build(settings_for(sample_models, sample_users=60))
     assert materialize_all(defs).success
     with duckdb.connect(str(db_path), read_only=True) as con:
-        flags = con.execute(
-            "SELECT DISTINCT dry_run FROM _segment_profiles.profile_trait_sources"
-        ).fetchall()
-        rows = con.execute("SELECT count(*) FROM profiles_sync.profile_traits_updates WHERE context_dry_run").fetchone()
+        flags = con.execute("SELECT DISTINCT dry_run FROM _segment_profiles.profile_trait_sources").fetchall()
+        rows = con.execute(
+            "SELECT count(*) FROM profiles_sync.profile_traits_updates WHERE context_dry_run"
+        ).fetchone()
     assert flags == [(True,)]
     assert rows[0] > 0
 

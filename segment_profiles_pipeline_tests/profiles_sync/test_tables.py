@@ -331,12 +331,27 @@ def test_profiles_sync_tables_follow_acknowledged_traits_merges_and_dry_runs(
             (p3, "email", "bo@example.com"),
             (p3, "plan", "pro"),
         }
+        # the dry-run trait, synced live: acknowledged now, no longer flagged
+        assert run_sync(session, SCORES, sender, now=at(43)).status == "success"
+        refresh(session, 43, specs)
+        assert session.query(
+            "SELECT value_json, dry_run FROM _segment_profiles.profile_trait_sources WHERE trait = 'Lifetime Value'"
+        ).rows == [("120.5", False)]
+        # a clock behind the last run's: uuid_ts still grows
+        session.execute("UPDATE models.scores SET ltv = 99")
+        assert run_sync(session, SCORES, sender, now=at(44)).status == "success"
+        assert refresh(session, 1, specs).appended["profile_traits_updates"] == 1
         # seq and uuid_ts only grow, in every _updates table
         for table in ("id_graph_updates", "external_id_mapping_updates", "profile_traits_updates"):
             stamps = session.query(f"SELECT seq, uuid_ts FROM profiles_sync.{table} ORDER BY seq").rows
             assert [s for s, _ in stamps] == list(range(1, len(stamps) + 1)), table
             assert [u for _, u in stamps] == sorted(u for _, u in stamps), table
-        assert refresh(session, 43, specs).appended == {
+        runs = session.query(
+            "SELECT DISTINCT uuid_ts FROM profiles_sync.profile_traits_updates ORDER BY 1"
+        ).rows
+        # runs at minutes 11, 40, 42, 43 (the flag changed) and the late clock, stamped just after 43
+        assert [r[0] for r in runs] == [at(11), at(40), at(42), at(43), at(43) + dt.timedelta(microseconds=1)]
+        assert refresh(session, 50, specs).appended == {
             "id_graph_updates": 0,
             "external_id_mapping_updates": 0,
             "profile_traits_updates": 0,
