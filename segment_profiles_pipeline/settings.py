@@ -36,6 +36,13 @@ ENVIRONMENT: dict[str, tuple[str | None, str]] = {
         None,
         "Explicit Tracking API base URL (e.g. `http://127.0.0.1:8080`); overrides the region.",
     ),
+    "SEGMENT_SPACE_ID": (None, "Unify space id: with the token below, enables the `profile_readback` check."),
+    "SEGMENT_PROFILE_API_TOKEN": (None, "Profile API access token of that space (a secret: `EnvVar`)."),
+    "SEGMENT_PROFILE_API_ENDPOINT": (
+        None,
+        "Explicit Profile API base URL (e.g. the test server's); overrides the region.",
+    ),
+    "SEGMENT_READBACK_SAMPLE": ("20", "Acknowledged records read back per identify mapping (1 to 1000)."),
     "ALERT_WEBHOOK_URL": (None, "Slack-compatible incoming webhook for sync alerts."),
     "SNOWFLAKE_ACCOUNT": (None, "Snowflake account identifier (WAREHOUSE=snowflake)."),
     "SNOWFLAKE_USER": (None, "Snowflake user."),

@@ -27,6 +27,12 @@ as a separate process so the sender is measured, not the server sharing its inte
 
 It prints ``READY http://127.0.0.1:PORT`` once it accepts requests and serves until killed.
 ``GET /stats`` returns the counters as JSON, ``GET /messages`` what was received and applied.
+
+With ``profile_spaces={"spa_1": "token"}`` it also answers Segment's Profile API ``/traits`` route
+(``GET /v1/spaces/<space>/collections/users/profiles/<user_id|anonymous_id>:<value>/traits``) from
+the identify calls it applied: Basic auth with the space's token, 404 for an unknown profile,
+``limit`` / ``next`` / ``include`` as Segment has them, and scripted 429s
+(``profile_api_rate_limit_next``) or a profile that lost or changed a trait (``tamper_profile``).
 User documentation: ``docs/test-server.md``.
 """
 
@@ -41,7 +47,7 @@ import socket
 import sys
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, Self
@@ -141,6 +147,16 @@ def _error(status: int, message: str) -> Response:
     return _json(status, {"success": False, "message": message})
 
 
+PROFILE_TRAITS_ROUTE = "/v1/spaces/{space}/collections/users/profiles/{external_id}/traits"
+PROFILE_DEFAULT_TRAITS = 10
+PROFILE_MAX_TRAITS = 200
+
+
+def _profile_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
+    """The Profile API's error shape: ``{"error": {"code": ..., "message": ...}}``."""
+    return _json(status, {"error": {"code": code, "message": message}}, headers)
+
+
 class FakeSegmentServer:
     """Segment Tracking API stand-in listening on ``127.0.0.1`` (port 0 picks a free port).
 
@@ -161,6 +177,7 @@ class FakeSegmentServer:
         port: int = 0,
         record: RecordMode = "all",
         on_message: Callable[[ReceivedMessage], None] | None = None,
+        profile_spaces: Mapping[str, str] | None = None,
     ):
         keys = list(dict.fromkeys([*([write_key] if write_key is not None else []), *write_keys]))
         if not keys:
@@ -177,6 +194,12 @@ class FakeSegmentServer:
         self._received: list[ReceivedMessage] = []
         self._seen_ids: set[str] = set()
         self._profiles: dict[str, dict[ProfileKey, dict[str, Any]]] = {}
+        self._profile_spaces = dict(profile_spaces or {})
+        """Profile API: space id → its access token. Every write key feeds every space."""
+        self._unify: dict[tuple[str, str], dict[str, Any]] = {}
+        """Profile API view: (``user_id`` | ``anonymous_id``, value) → merged identify traits."""
+        self._profile_faults: deque[str | None] = deque()
+        self._profile_log: list[tuple[str, int]] = []
         self._message_count = 0
         self._applied_count = 0
         self._dropped_count = 0
@@ -213,6 +236,7 @@ class FakeSegmentServer:
                 Route("/stats", self._stats, methods=["GET"]),
                 Route("/messages", self._messages_endpoint, methods=["GET"]),
                 Route("/health", self._health, methods=["GET"]),
+                Route(PROFILE_TRAITS_ROUTE, self._profile_traits, methods=["GET"]),
             ]
         )
         config = uvicorn.Config(
@@ -353,6 +377,23 @@ class FakeSegmentServer:
             self._hold_timeout_s = timeout_s
             self._hold_released = asyncio.Event()
 
+    def profile_api_rate_limit_next(self, n: int, retry_after: float | None = 0) -> None:
+        """Answer the next ``n`` Profile API requests with 429 (``Retry-After`` omitted when None)."""
+        with self._lock:
+            self._profile_faults.extend([None if retry_after is None else str(retry_after)] * n)
+
+    def tamper_profile(
+        self, external_id: str, *, drop: Iterable[str] = (), set_traits: Mapping[str, Any] | None = None
+    ) -> None:
+        """Make the Profile API view of ``external_id`` (``user_id:u1``) lose ``drop`` and hold ``set_traits``:
+        what a profile looks like when Segment did not apply what it acknowledged."""
+        kind, _, value = external_id.partition(":")
+        with self._lock:
+            traits = self._unify.setdefault((kind, value), {})
+            for trait in drop:
+                traits.pop(trait, None)
+            traits.update(set_traits or {})
+
     def _schedule(self, n: int, fault: _Fault) -> None:
         with self._lock:
             self._faults.extend([fault] * n)
@@ -403,6 +444,12 @@ class FakeSegmentServer:
         with self._lock:
             profiles = self._profiles.get(fingerprint, {})
             return {key: dict(traits) for key, traits in profiles.items()}
+
+    @property
+    def profile_api_log(self) -> list[tuple[str, int]]:
+        """(path with query, status) of every Profile API request, in arrival order."""
+        with self._lock:
+            return list(self._profile_log)
 
     @property
     def requests(self) -> int:
@@ -486,6 +533,63 @@ class FakeSegmentServer:
 
     async def _health(self, request: Request) -> Response:
         return Response(b"ok", media_type="text/plain")
+
+    async def _profile_traits(self, request: Request) -> Response:
+        """Segment's Profile API ``/traits`` over the applied identify calls (see the module docstring)."""
+        response = self._traits_answer(request)
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        with self._lock:
+            self._profile_log.append((target, response.status_code))
+        return response
+
+    def _traits_answer(self, request: Request) -> Response:
+        with self._lock:
+            fault = self._profile_faults.popleft() if self._profile_faults else False
+        if fault is not False:
+            headers = {"Retry-After": fault} if fault is not None else None
+            return _profile_error(429, "rate_limit_error", "Too Many Requests (injected)", headers)
+        space = request.path_params["space"]
+        token = self._profile_spaces.get(space)
+        if token is None or self._check_token(request.headers.get("authorization")) != token:
+            return _profile_error(401, "authentication_error", "invalid access token for this space")
+        kind, _, value = request.path_params["external_id"].partition(":")
+        params = request.query_params
+        limit_text, offset_text = params.get("limit", str(PROFILE_DEFAULT_TRAITS)), params.get("next", "0")
+        if not (
+            limit_text.isdigit() and 1 <= int(limit_text) <= PROFILE_MAX_TRAITS and offset_text.isdigit()
+        ):
+            return _profile_error(
+                400, "validation_error", f"limit must be 1..{PROFILE_MAX_TRAITS}, next a cursor"
+            )
+        with self._lock:
+            found = self._unify.get((kind, value))
+            traits = dict(found) if found is not None else None
+        if traits is None:
+            return _profile_error(404, "not_found", "Profile was not found.")
+        wanted = [t for t in params.get("include", "").split(",") if t]
+        names = sorted(t for t in traits if not wanted or t in wanted)
+        limit, offset = int(limit_text), int(offset_text)
+        page = names[offset : offset + limit]
+        more = offset + limit < len(names)
+        cursor = {
+            "url": request.url.path,
+            "has_more": more,
+            "next": str(offset + limit) if more else "",
+            "limit": limit,
+        }
+        return _json(200, {"traits": {name: traits[name] for name in page}, "cursor": cursor})
+
+    @staticmethod
+    def _check_token(header: str | None) -> str | None:
+        """The user name of a Basic header with an empty password (the Profile API's form), else None."""
+        scheme, _, encoded = (header or "").partition(" ")
+        if scheme.lower() != "basic":
+            return None
+        try:
+            username, colon, password = base64.b64decode(encoded, validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        return username if colon and not password else None
 
     async def _handle(self, request: Request, single_type: str | None) -> Response:
         with self._lock:
@@ -642,6 +746,10 @@ class FakeSegmentServer:
         profile = self._profiles.setdefault(fingerprint, {}).setdefault(key, {})
         if isinstance(traits, dict):
             profile.update(traits)
+            if key[0] == "identify":
+                for field, kind in (("userId", "user_id"), ("anonymousId", "anonymous_id")):
+                    if message.get(field):
+                        self._unify.setdefault((kind, str(message[field])), {}).update(traits)
 
     def _check_basic_auth(self, header: str | None) -> str | Literal[False] | None:
         """The accepted key of a Basic header, False for a wrong one, None when there is none."""
@@ -767,10 +875,24 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="print each received message as one JSON line on stdout (writeKey fingerprint, applied, dropped)",
     )
+    parser.add_argument(
+        "--profile-space",
+        action="append",
+        dest="profile_spaces",
+        metavar="SPACE=TOKEN",
+        help="answer the Profile API /traits route for this space id with this access token; repeatable",
+    )
     args = parser.parse_args(argv)
+    spaces = dict(item.partition("=")[::2] for item in args.profile_spaces or [])
+    if not all(spaces) or not all(spaces.values()):
+        parser.error("--profile-space takes SPACE=TOKEN, both non-empty")
     on_message = _print_message if args.print_messages else None
     server = FakeSegmentServer(
-        write_keys=args.write_keys or ["wk"], port=args.port, record=args.record, on_message=on_message
+        write_keys=args.write_keys or ["wk"],
+        port=args.port,
+        record=args.record,
+        on_message=on_message,
+        profile_spaces=spaces,
     )
     server.serve_forever(announce=lambda url: print(f"READY {url}", flush=True))
 

@@ -368,3 +368,113 @@ def test_the_cli_prints_each_message_and_accepts_several_keys():
         (key_fingerprint("one"), True),
         (key_fingerprint("two"), False),
     ]
+
+
+# -- the Profile API /traits route -----------------------------------------------------------------
+
+SPACE, TOKEN = "spa_test", "pat-test-token"
+TRAITS = "/v1/spaces/spa_test/collections/users/profiles/{}/traits"
+
+
+def token_auth(token: str = TOKEN) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{token}:".encode()).decode()}
+
+
+@pytest.fixture
+def unify():
+    with (
+        FakeSegmentServer(write_keys=["wk", "wk2"], profile_spaces={SPACE: TOKEN}) as srv,
+        httpx.Client(base_url=srv.url) as client,
+    ):
+        client.post(
+            "/v1/batch",
+            content=batch(
+                msg(1, anonymousId="a1", traits={"plan": "free", "email": "ana@example.com"}),
+                msg(2, traits={**{f"t{i:03d}": i for i in range(250)}}),
+            ),
+            headers=BASIC,
+        )
+        wk2 = {
+            "Authorization": "Basic " + base64.b64encode(b"wk2:").decode(),
+            "Content-Type": "application/json",
+        }
+        client.post(
+            "/v1/batch",
+            content=batch(msg(3, userId="u1", traits={"plan": "pro", "age": None})),
+            headers=wk2,
+        )
+        yield srv, client
+
+
+def test_profile_api_answers_merged_identify_traits_of_every_write_key(unify):
+    srv, http = unify
+    answer = http.get(TRAITS.format("user_id:u1"), headers=token_auth()).json()
+    # the default page is 10 traits; u1 holds 3, merged in arrival order across both write keys
+    assert answer == {
+        "traits": {"age": None, "email": "ana@example.com", "plan": "pro"},
+        "cursor": {"url": TRAITS.format("user_id:u1"), "has_more": False, "next": "", "limit": 10},
+    }
+    assert http.get(TRAITS.format("anonymous_id:a1"), headers=token_auth()).json()["traits"] == {
+        "email": "ana@example.com",
+        "plan": "free",  # the anonymous id was only on the first call
+    }
+    assert srv.profile_api_log == [
+        (TRAITS.format("user_id:u1"), 200),
+        (TRAITS.format("anonymous_id:a1"), 200),
+    ]
+
+
+def test_profile_api_pages_include_and_limit(unify):
+    _, http = unify
+    first = http.get(TRAITS.format("user_id:u2"), params={"limit": "200"}, headers=token_auth()).json()
+    assert (
+        len(first["traits"]) == 200
+        and first["cursor"]["has_more"] is True
+        and first["cursor"]["next"] == "200"
+    )
+    rest = http.get(
+        TRAITS.format("user_id:u2"), params={"limit": "200", "next": "200"}, headers=token_auth()
+    ).json()
+    assert (
+        sorted(rest["traits"]) == [f"t{i:03d}" for i in range(200, 250)]
+        and rest["cursor"]["has_more"] is False
+    )
+    only = http.get(TRAITS.format("user_id:u1"), params={"include": "plan,nope"}, headers=token_auth()).json()
+    assert only["traits"] == {"plan": "pro"}
+    assert (
+        http.get(TRAITS.format("user_id:u1"), params={"limit": "201"}, headers=token_auth()).status_code
+        == 400
+    )
+
+
+def test_profile_api_auth_404_and_injected_429(unify):
+    srv, http = unify
+    assert http.get(TRAITS.format("user_id:u1"), headers=token_auth("wrong")).json() == {
+        "error": {"code": "authentication_error", "message": "invalid access token for this space"}
+    }
+    other_space = http.get(
+        "/v1/spaces/spa_other/collections/users/profiles/user_id:u1/traits", headers=token_auth()
+    )
+    assert other_space.status_code == 401
+    assert (
+        http.get(
+            TRAITS.format("user_id:u1"),
+            headers={"Authorization": "Basic " + base64.b64encode(f"{TOKEN}:x".encode()).decode()},
+        ).status_code
+        == 401
+    )
+    missing = http.get(TRAITS.format("user_id:nobody"), headers=token_auth())
+    assert (missing.status_code, missing.json()["error"]["code"]) == (404, "not_found")
+    srv.profile_api_rate_limit_next(1, retry_after=3)
+    limited = http.get(TRAITS.format("user_id:u1"), headers=token_auth())
+    assert (limited.status_code, limited.headers["retry-after"]) == (429, "3")
+    assert http.get(TRAITS.format("user_id:u1"), headers=token_auth()).status_code == 200
+
+
+def test_tamper_profile_loses_and_changes_traits(unify):
+    srv, http = unify
+    srv.tamper_profile("user_id:u1", drop=["email"], set_traits={"plan": "free"})
+    assert http.get(TRAITS.format("user_id:u1"), headers=token_auth()).json()["traits"] == {
+        "age": None,
+        "plan": "free",
+    }
