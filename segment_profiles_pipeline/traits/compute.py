@@ -525,8 +525,8 @@ def compute_audiences(session: WarehouseSession, traits: TraitsProject) -> Audie
         + f" FROM {AUDIENCES_TABLE}"
     ).rows[0]
     return AudiencesRunStats(
-        rows=int(counts[0]),
-        members={k: int(counts[1 + 2 * i]) for i, k in enumerate(keys)},
-        exited={k: int(counts[2 + 2 * i]) for i, k in enumerate(keys)},
+        rows=int(counts[0] or 0),
+        members={k: int(counts[1 + 2 * i] or 0) for i, k in enumerate(keys)},
+        exited={k: int(counts[2 + 2 * i] or 0) for i, k in enumerate(keys)},
         seconds=time.perf_counter() - started,
     )
