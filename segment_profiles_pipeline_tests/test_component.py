@@ -166,7 +166,7 @@ def test_yaml_settings_reach_the_resources_and_secrets_stay_env_vars(
     )
     with sandbox.load_component_and_build_defs(defs_path=path) as (_, defs):
         warehouse, segment = defs.resources["warehouse"], defs.resources["segment"]
-        assert Path(warehouse.database).parts[-2:] == ("warehouse", "acme.duckdb")
+        assert warehouse.database == str(sandbox.project_root / "warehouse" / "acme.duckdb")
         assert warehouse.connection_config == {"threads": 1}
         assert segment.write_key == EnvVar("ACME_SEGMENT_KEY")
         assert segment.endpoint_url == "https://events.eu1.segmentapis.com"
