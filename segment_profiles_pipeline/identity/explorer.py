@@ -54,14 +54,13 @@ from segment_profiles_pipeline.identity.config import (
     IdentityProject,
     load_identity,
 )
-from segment_profiles_pipeline.sync.state import STATE_SCHEMA
+from segment_profiles_pipeline.profiles_sync.config import schema_of
+from segment_profiles_pipeline.profiles_sync.sources import TRAIT_SOURCES
 from segment_profiles_pipeline.traits.config import load_traits
 from segment_profiles_pipeline.warehouse.base import Warehouse, WarehouseSession, ident, in_list, literal
 
 SEGMENT_ID = "segment_id"
 """The pseudo identifier type that looks a profile up by its own id."""
-PROFILE_TRAITS_TABLE = "profiles_sync.profile_traits"
-TRAIT_SOURCES_TABLE = f"{STATE_SCHEMA}.profile_trait_sources"
 DEFAULT_EVENTS = 10
 MAX_EVENTS = 1000
 SUGGESTIONS = 5
@@ -266,7 +265,7 @@ def explore(
         f"SELECT segment_id, merged_into, timestamp, triggering_event_id FROM {MERGES_TABLE} "
         f"WHERE canonical_segment_id = {literal(canonical)} ORDER BY seq, segment_id"
     ).dicts()
-    traits, notes = _traits(session, canonical)
+    traits, notes = _traits(session, f"{schema_of(identity)}.profile_traits", canonical)
     return ProfileView(
         lookup=lookup,
         segment_id=canonical,
@@ -312,15 +311,16 @@ def _suggest(session: WarehouseSession, lookup: Lookup) -> str:
     return " Close matches: " + ", ".join(f"{t}:{v}" for t, v in rows) + "."
 
 
-def _traits(session: WarehouseSession, canonical: str) -> tuple[list[dict[str, Any]] | None, list[str]]:
-    """The profile's traits (latest row per trait of the sidecar), or None and why."""
-    missing = [
-        t for t in (PROFILE_TRAITS_TABLE, TRAIT_SOURCES_TABLE) if not session.table_exists(*t.split("."))
-    ]
+def _traits(
+    session: WarehouseSession, profile_traits: str, canonical: str
+) -> tuple[list[dict[str, Any]] | None, list[str]]:
+    """The profile's traits (the sidecar's latest row per trait, ties to the source sorting first, as
+    ``profile_traits`` holds them), or None and why. Both tables come from the profiles_sync assets."""
+    missing = [t for t in (profile_traits, TRAIT_SOURCES) if not session.table_exists(*t.split("."))]
     if missing:
         return None, [f"traits are not available: {', '.join(missing)} not built yet; {BUILD_PROFILES_SYNC}."]
     rows = session.query(
-        f"SELECT trait, value_json, source, updated_at, dry_run FROM {TRAIT_SOURCES_TABLE} "
+        f"SELECT trait, value_json, source, updated_at, dry_run FROM {TRAIT_SOURCES} "
         f"WHERE segment_id = {literal(canonical)} "
         "QUALIFY row_number() OVER (PARTITION BY trait ORDER BY updated_at DESC, source) = 1 ORDER BY trait"
     ).dicts()

@@ -294,3 +294,17 @@ def test_graph_not_built(tmp_path: Path) -> None:
         caught.value
     )
     assert "dg launch --assets 'identity/*'" in str(caught.value)
+
+
+def test_traits_come_from_the_configured_profiles_sync_schema(tmp_path: Path) -> None:
+    config = IdentityFile.model_validate({"profiles_sync": {"schema": "ps_custom"}})
+    identity = IdentityProject(Path("identity.yml"), config, rules_from(config))
+    with duckdb(tmp_path) as session:
+        build_scenario(session)  # writes profiles_sync.profile_traits, not ps_custom's
+        missing = explore(session, identity, EVENTS, "user_id:u1")
+        session.execute("CREATE SCHEMA ps_custom")
+        session.execute("CREATE TABLE ps_custom.profile_traits AS SELECT * FROM profiles_sync.profile_traits")
+        found = explore(session, identity, EVENTS, "user_id:u1")
+    assert missing.traits is None
+    assert missing.notes[0].startswith("traits are not available: ps_custom.profile_traits not built yet")
+    assert [t["trait"] for t in found.traits or []] == ["email", "plan", "total_inbounds"]
