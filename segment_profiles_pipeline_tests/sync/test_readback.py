@@ -29,6 +29,7 @@ from segment_profiles_pipeline.sync.state import ensure_state
 from segment_profiles_pipeline.testing.segment_server import FakeSegmentServer
 from segment_profiles_pipeline.warehouse.duckdb import DuckDBWarehouse
 from segment_profiles_pipeline_tests.sync.helpers import people_spec, people_table
+from segment_profiles_pipeline_tests.warehouse.fake_snowflake import fake_snowflake
 
 WRITE_KEY = "wk-readback-test"
 SPACE = "spa_readback"
@@ -258,3 +259,15 @@ def test_profile_api_base_urls() -> None:
         resolve_profile_api_base(None, "http://example.com")
     with pytest.raises(ConfigError, match="SEGMENT_REGION: unknown Segment region 'mars'"):
         resolve_profile_api_base("mars", None)
+
+
+def test_read_back_on_snowflake_through_fakesnow(server) -> None:
+    with fake_snowflake() as warehouse:
+        sync(warehouse, server)
+        server.tamper_profile("user_id:u3", set_traits={"plan": "free"})
+        result = readback(warehouse, server)
+    assert not result.passed
+    assert result.metadata["sampled"].value == 3
+    assert [(r.data["record_key"], r.data["trait"]) for r in result.metadata["mismatches"].records] == [
+        ("u3", "plan")
+    ]
