@@ -16,6 +16,7 @@ file relative to the project root, so a data file never lands inside the code.
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,6 +30,7 @@ from segment_profiles_pipeline.errors import ConfigError
 from segment_profiles_pipeline.segment.spec import resolve_endpoint
 from segment_profiles_pipeline.settings import Settings, is_set
 from segment_profiles_pipeline.sync.resources import SegmentDestination
+from segment_profiles_pipeline.translator import SegmentProfilesTranslator
 from segment_profiles_pipeline.warehouse.duckdb import DuckDBWarehouse
 from segment_profiles_pipeline.warehouse.snowflake import SnowflakeEnv, SnowflakeWarehouse, snowflake_from_env
 
@@ -114,6 +116,33 @@ class SegmentProfiles(Component, Model, Resolvable):
     production: bool = Field(
         default=False, description="Refuse to load without a write key, instead of dry-running every sync."
     )
+    translator: str | None = Field(
+        default=None,
+        description="Dotted path of a SegmentProfilesTranslator subclass (groups, owners, tags, freshness), "
+        "e.g. my_project.segment.CrmTranslator.",
+    )
+
+    def load_translator(self, where: Path) -> SegmentProfilesTranslator:
+        if self.translator is None:
+            return SegmentProfilesTranslator()
+        module, _, name = self.translator.rpartition(".")
+        try:
+            found = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise ConfigError(
+                f"cannot import '{self.translator}': {exc}.",
+                file=str(where),
+                field="translator",
+                fix="give the dotted path of a class importable in this project, e.g. my_project.segment.MyTranslator.",
+            ) from None
+        if not (isinstance(found, type) and issubclass(found, SegmentProfilesTranslator)):
+            raise ConfigError(
+                f"'{self.translator}' is not a subclass of SegmentProfilesTranslator.",
+                file=str(where),
+                field="translator",
+                fix="subclass segment_profiles_pipeline.translator.SegmentProfilesTranslator.",
+            )
+        return found()
 
     def settings(self, context: ComponentLoadContext) -> Settings:
         database = Path(self.duckdb.database)
@@ -157,5 +186,8 @@ class SegmentProfiles(Component, Model, Resolvable):
         settings = self.settings(context)
         where = context.path / "defs.yaml"
         return build_definitions(
-            settings, strict=strict_from_env(), resources=self.resources(settings, where)
+            settings,
+            strict=strict_from_env(),
+            resources=self.resources(settings, where),
+            translator=self.load_translator(where),
         )

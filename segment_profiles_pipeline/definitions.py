@@ -43,6 +43,7 @@ from segment_profiles_pipeline.sync.resources import SegmentDestination, segment
 from segment_profiles_pipeline.sync.test_mapping import build_test_mapping_job
 from segment_profiles_pipeline.traits import build_traits_assets, check_trait_key_clashes, load_traits
 from segment_profiles_pipeline.traits.assets import GROUP as TRAITS_GROUP
+from segment_profiles_pipeline.translator import SegmentProfilesTranslator
 from segment_profiles_pipeline.warehouse.duckdb import DuckDBWarehouse
 from segment_profiles_pipeline.warehouse.resources import warehouse_from_settings
 from segment_profiles_pipeline.warehouse.snowflake import SnowflakeWarehouse
@@ -65,10 +66,15 @@ def strict_from_env() -> bool:
 
 
 def build_definitions(
-    settings: Settings, *, strict: bool = True, resources: Resources | None = None
+    settings: Settings,
+    *,
+    strict: bool = True,
+    resources: Resources | None = None,
+    translator: SegmentProfilesTranslator | None = None,
 ) -> Definitions:
     """Everything the project defines. ``resources`` replaces the warehouse and destination read
-    from the environment (the ``SegmentProfiles`` component configures them in YAML)."""
+    from the environment (the ``SegmentProfiles`` component configures them in YAML);
+    ``translator`` sets groups, owners, tags and freshness policies of the generated assets."""
     if resources is None:
         resources = Resources(
             warehouse_from_settings(settings), segment_from_env(production=settings.production)
@@ -107,7 +113,7 @@ def build_definitions(
     assets += _stubs(
         problems, {k for a in assets for k in (a.keys if isinstance(a, AssetsDefinition) else [a.key])}
     )
-    return Definitions(
+    defs = Definitions(
         assets=assets,
         asset_checks=[build_readback_check(s) for s in project.mappings if s.mapping.action == "identify"],
         jobs=[
@@ -125,6 +131,8 @@ def build_definitions(
         # (no step start-up cost, no lock contention). Snowflake runs steps in parallel processes.
         executor=in_process_executor if kind == "duckdb" else multiprocess_executor,
     )
+    syncs = {sync_asset_key(spec.mapping.name): spec for spec in project.mappings}
+    return (translator or SegmentProfilesTranslator()).apply(defs, syncs)
 
 
 def _stubs(problems: Sequence[ModelProblem], taken: set[AssetKey]) -> list[AssetsDefinition]:

@@ -214,3 +214,34 @@ def test_snowflake_names_the_missing_variables_and_the_yaml(sandbox, monkeypatch
         f"environment: {path / 'defs.yaml'} sets warehouse: snowflake but these environment variables are not set: "
         "SNOWFLAKE_USER, SNOWFLAKE_DATABASE, SNOWFLAKE_WAREHOUSE, ACME_SF_PASSWORD or SNOWFLAKE_PRIVATE_KEY."
     )
+
+
+def test_a_translator_named_in_yaml_shapes_the_assets(sandbox) -> None:
+    path = _component(
+        sandbox,
+        {
+            "models": str(PROJECT_ROOT / "models"),
+            "translator": "segment_profiles_pipeline_tests.test_translator.CrmTranslator",
+        },
+    )
+    with sandbox.load_component_and_build_defs(defs_path=path) as (_, defs):
+        sync = defs.resolve_asset_graph().get(AssetKey(["profile_sync", "users_identify"]))
+        assert sync.owners == ["team:crm"] and sync.freshness_policy is None
+
+
+@pytest.mark.parametrize(
+    ("translator", "error"),
+    [
+        ("segment_profiles_pipeline_tests.test_translator.NoSuchTranslator", "cannot import"),
+        ("no_such_package.Translator", "cannot import 'no_such_package.Translator': No module named"),
+        (
+            "segment_profiles_pipeline_tests.test_translator.SYNC",
+            "is not a subclass of SegmentProfilesTranslator",
+        ),
+    ],
+)
+def test_a_translator_that_does_not_load_names_the_field(sandbox, translator: str, error: str) -> None:
+    path = _component(sandbox, {"models": str(PROJECT_ROOT / "models"), "translator": translator})
+    message = _load_error(sandbox, path)
+    assert message.startswith(f"{path / 'defs.yaml'} (field 'translator'): ")
+    assert error in message
