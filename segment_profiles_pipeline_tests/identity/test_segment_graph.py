@@ -143,9 +143,12 @@ def test_identity_tables_from_segments_landed_graph(tmp_path: Path, dialect: str
 
 def test_switching_back_to_local_rebuilds_from_the_events(tmp_path: Path) -> None:
     """Segment mode clears the resolver's state: a local run afterwards is a full rebuild."""
-    (tmp_path / "identity.yml").write_text(SEGMENT_YML)
     with duckdb_session(tmp_path) as session:
         landed(session)
+        assert (
+            compute_identity(session, load_identity(tmp_path), [], [], at(99)).mode == "full"
+        )  # local first
+        (tmp_path / "identity.yml").write_text(SEGMENT_YML)
         compute_identity(session, load_identity(tmp_path), [], [], at(100))
         (tmp_path / "identity.yml").write_text("")
         stats = compute_identity(session, load_identity(tmp_path), [], [], at(101))

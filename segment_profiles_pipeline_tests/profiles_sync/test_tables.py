@@ -377,3 +377,54 @@ def test_a_value_changed_before_it_was_read_is_counted_not_invented(
         stats = refresh(session, 21, [people_spec()])
         assert stats.unrecoverable_records == 1
         assert session.query("SELECT plan FROM profiles_sync.profile_traits").rows == [("pro",)]
+
+
+PLANS = MappingSpec(
+    SyncSource("plans", ("plans",), "models.plans", "id", "models/plans.yml"),
+    MappingConfig.model_validate(
+        {
+            "name": "plans_identify",
+            "action": "identify",
+            "user_id": "id",
+            "traits": {"plan": {"column": "plan", "nulls": "skip"}, "tier": "tier"},
+        }
+    ),
+)
+
+
+def test_traits_merge_by_recency_across_mappings_and_a_skipped_null_keeps_the_value(
+    tmp_path: Path, server: FakeSegmentServer
+) -> None:
+    specs = [people_spec(), PLANS]
+
+    def plans(plan: str | None, tier: str | None) -> None:
+        session.execute(
+            "CREATE OR REPLACE TABLE models.plans AS SELECT 'u1' AS id, "
+            f"CAST({repr(plan) if plan else 'NULL'} AS VARCHAR) AS plan, CAST({repr(tier) if tier else 'NULL'} AS VARCHAR) AS tier"
+        )
+
+    def state() -> tuple:
+        [row] = session.query("SELECT * FROM profiles_sync.profile_traits").dicts()
+        return row["plan"], row.get("tier")  # tier is a column once a mapping sent it
+
+    with (
+        session_for("duckdb", tmp_path) as session,
+        SegmentClient(server.url, WRITE_KEY, sleep=no_wait) as sender,
+    ):
+        load_events(session, "flex.test_event", [ev("m1", user="u1", minute=1)])
+        people_table(session, [("u1", "ana@example.com", "free")])
+        plans("pro", "gold")
+        run_sync(session, people_spec(), sender, now=at(10))
+        refresh(session, 11, specs)
+        assert state() == ("free", None)
+        run_sync(session, PLANS, sender, now=at(20))
+        refresh(session, 21, specs)
+        assert state() == ("pro", "gold")  # the later call wins
+        plans(None, None)
+        run_sync(session, PLANS, sender, now=at(30))
+        refresh(session, 31, specs)
+        assert state() == ("pro", None)  # plan's null was skipped (not sent); tier's was sent
+        people_table(session, [("u1", "ana@example.com", "team")])
+        run_sync(session, people_spec(), sender, now=at(40))
+        refresh(session, 41, specs)
+        assert state() == ("team", None)
