@@ -346,6 +346,12 @@ def test_profiles_sync_tables_follow_acknowledged_traits_merges_and_dry_runs(
             stamps = session.query(f"SELECT seq, uuid_ts FROM profiles_sync.{table} ORDER BY seq").rows
             assert [s for s, _ in stamps] == list(range(1, len(stamps) + 1)), table
             assert [u for _, u in stamps] == sorted(u for _, u in stamps), table
+        # profiles-sync-dbt's own models, run on these tables, find the same traits per canonical profile
+        dbt = profiles_sync_dbt_traits(session)
+        ours = traits_of(session, "email, lifetime_value, plan")
+        assert {p: (r["email"], r["lifetime_value"], r["plan"]) for p, r in dbt.items()} == {
+            p: v[:3] for p, v in ours.items() if v[3] is None
+        }
         runs = session.query(
             "SELECT DISTINCT uuid_ts FROM profiles_sync.profile_traits_updates ORDER BY 1"
         ).rows
@@ -428,3 +434,52 @@ def test_traits_merge_by_recency_across_mappings_and_a_skipped_null_keeps_the_va
         run_sync(session, people_spec(), sender, now=at(40))
         refresh(session, 41, specs)
         assert state() == ("team", None)
+
+
+def profiles_sync_dbt_traits(session: WarehouseSession) -> dict[str, dict]:
+    """segmentio/profiles-sync-dbt's full-refresh ``id_graph`` and ``profile_traits`` models
+    (models/profile_materializations/*.sql at bc29522), rendered by hand for schema
+    ``profiles_sync``: its trait columns are the columns of ``profile_traits_updates`` minus the
+    ones it excludes (``user_id``, ``anonymous_id``, ``id``, ``canonical_segment_id``,
+    ``merged_to``, ``sent_at``, ``received_at``, ``context_%``, ``_%``)."""
+    excluded = {
+        "user_id",
+        "anonymous_id",
+        "id",
+        "canonical_segment_id",
+        "merged_to",
+        "sent_at",
+        "received_at",
+    }
+    names = sorted(
+        c
+        for c in columns(session, "profile_traits_updates")
+        if c not in excluded and not c.startswith(("context_", "_"))
+    )
+    id_graph = """SELECT all_updates.segment_id, all_updates.canonical_segment_id FROM (
+        SELECT updates.segment_id, updates.canonical_segment_id,
+            row_number() OVER (PARTITION BY updates.segment_id
+                ORDER BY updates2.canonical_segment_id IS NOT NULL, updates.seq DESC NULLS FIRST) AS rn
+        FROM profiles_sync.id_graph_updates AS updates
+        LEFT JOIN profiles_sync.id_graph_updates AS updates2
+            ON updates2.segment_id = updates.canonical_segment_id
+            AND updates.uuid_ts < updates2.uuid_ts + INTERVAL 2 HOUR
+            AND updates2.canonical_segment_id <> updates2.segment_id
+            AND updates2.canonical_segment_id <> updates.canonical_segment_id) AS all_updates
+        WHERE rn = 1"""
+    values = ", ".join(
+        f"LAST_VALUE(updates.{c} IGNORE NULLS) OVER (PARTITION BY COALESCE(id_graph.canonical_segment_id, "
+        f"updates.segment_id) ORDER BY updates.seq ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS {c}"
+        for c in names
+    )
+    rows = session.query(
+        f"""WITH id_graph AS ({id_graph}),
+        last_profile_traits_updates AS (
+            SELECT *, row_number() OVER (PARTITION BY segment_id ORDER BY seq DESC) AS last_record
+            FROM profiles_sync.profile_traits_updates)
+        SELECT DISTINCT COALESCE(id_graph.canonical_segment_id, updates.segment_id) AS canonical_segment_id, {values}
+        FROM last_profile_traits_updates AS updates
+        FULL OUTER JOIN id_graph ON id_graph.segment_id = updates.segment_id
+        WHERE updates.last_record = 1"""
+    ).dicts()
+    return {r.pop("canonical_segment_id"): r for r in rows}
