@@ -52,6 +52,7 @@ BATCHES: list[dict[str, list[dict[str, Any]]]] = [
             ev("t4", user="u2", minute=3, v="z"),
             ev("t5", anon="a3", minute=4, v="q"),
             ev("t6", anon="a4", minute=5, v="w"),
+            ev("t10", anon="a5", minute=5, v="v"),
         ],
         "flex.other_event": [ev("o1", anon="a1", minute=6), ev("o2", user="u1", minute=7)],
         "flex.links": [ev("l0", user="u9", minute=8)],
@@ -62,8 +63,9 @@ BATCHES: list[dict[str, list[dict[str, Any]]]] = [
             ev("t8", user="u3", anon="a3", minute=21, v="q"),
         ],
     },
-    {  # 3: only the graph moves: u2 is seen on a4 (an identity-only feed); no new traits event
-        "flex.links": [ev("l1", user="u2", anon="a4", minute=30)],
+    {  # 3: only the graph changes (an identity-only feed), no new traits event: u2 is seen on a4
+        # (a4's profile merges into u2's) and a5 identifies as u5 (same profile, new send target)
+        "flex.links": [ev("l1", user="u2", anon="a4", minute=30), ev("l2", user="u5", anon="a5", minute=31)],
     },
 ]
 
@@ -145,6 +147,7 @@ def test_merges_and_identifications_move_history_and_incremental_equals_full(
         "user:u2": (1, None),
         "anon:a3": (1, None),
         "anon:a4": (1, None),
+        "anon:a5": (1, None),
     }
     assert _plain(by_key(session)) == _plain(rebuilt(tmp_path, project, 1))
     a1_profile, u1_profile = canonical(session, "anonymous_id", "a1"), canonical(session, "user_id", "u1")
@@ -160,6 +163,7 @@ def test_merges_and_identifications_move_history_and_incremental_equals_full(
         "user:u2": (1, None, "z", None),
         "user:u3": (2, None, "q", "q"),  # a3's profile, identified: same key, new target
         "anon:a4": (1, None, "w", None),
+        "anon:a5": (1, None, "v", None),
     }
     assert rows["user:u1"]["profile_key"] == a1_profile and u1_profile not in by_key(session)
     assert rows["user:u1"]["anonymous_id"] is None and rows["user:u3"]["anonymous_id"] is None
@@ -177,14 +181,20 @@ def test_merges_and_identifications_move_history_and_incremental_equals_full(
     assert (third.mode, third.new_events, third.profiles_moved) == ("incremental", 0, 2)
     rows = table_rows(session)
     assert (rows["user:u2"]["events"], rows["user:u2"]["last_v"]) == (2, "w")
-    assert "anon:a4" not in rows and len(rows) == 3
+    assert "anon:a4" not in rows and "anon:a5" not in rows and len(rows) == 4
+    assert (rows["user:u5"]["events"], rows["user:u5"]["last_v"]) == (1, "v")  # retargeted, not moved
     assert _plain(by_key(session)) == _plain(rebuilt(tmp_path, project, 3))
 
 
 def test_an_event_the_graph_has_not_resolved_yet_counts_once_it_has(
     session: WarehouseSession, tmp_path: Path
 ) -> None:
-    project = traits_file(tmp_path / "models", TRAITS)
+    # no windowed trait: a run without new events may skip everything, unless the graph moved events
+    stateful = TRAITS.replace(
+        "  - {name: Recent, type: event_counter, event: Test Event, window: {days: 3}}\n", ""
+    )
+    project = traits_file(tmp_path / "models", stateful)
+    assert "window" not in stateful
     created: set[str] = set()
     load(session, BATCHES[:1], created)
     resolve(session, project)
@@ -230,3 +240,34 @@ def test_traits_need_the_identity_graph(tmp_path: Path) -> None:
     message = str(err.value)
     assert "computed_traits.yml" in message and "identity.external_id_mapping does not exist" in message
     assert "materialize the identity graph first" in message
+
+
+def test_a_past_membership_follows_its_profile_into_a_merge(tmp_path: Path) -> None:
+    """u1's profile was a member, a1's (older) was not; after the merge the survivor is no member:
+    Segment's merged profile still holds u1's ``true``, so the survivor must carry ``false``."""
+    project = traits_file(
+        tmp_path / "models",
+        """
+        traits:
+          - {name: Events, type: event_counter, event: Test Event}
+        audiences:
+          - {name: Quiet, conditions: {trait: events, operator: less_than_or_equal, value: 2}}
+        """,
+    )
+    with DuckDBWarehouse(database=str(tmp_path / "w.duckdb")).session() as session:
+        created: set[str] = set()
+        first = [ev("t1", anon="a1", minute=0), ev("t2", anon="a1", minute=1), ev("t3", anon="a1", minute=2)]
+        load(session, [{"flex.test_event": [*first, ev("t4", user="u1", minute=3)]}], created)
+        resolve(session, project)
+        compute_traits(session, project, NOW)
+        compute_audiences(session, project)
+        assert {k: r["quiet"] for k, r in table_rows(session, "traits.audiences").items()} == {
+            "user:u1": True
+        }
+        load(session, [{"flex.test_event": [ev("t5", user="u1", anon="a1", minute=4)]}], created)
+        resolve(session, project)
+        compute_traits(session, project, NOW)
+        stats = compute_audiences(session, project)
+        audiences = table_rows(session, "traits.audiences")
+    assert {k: r["quiet"] for k, r in audiences.items()} == {"user:u1": False}  # one row: the survivor's
+    assert (stats.members, stats.exited) == ({"quiet": 0}, {"quiet": 1})
