@@ -535,6 +535,18 @@ class TraitsMappingConfig(MappingConfig):
         description="Which output table the mapping syncs."
     )
 
+    @model_validator(mode="after")
+    def _no_clears(self) -> TraitsMappingConfig:
+        # A profile's row leaves these tables when it merges into another. Clearing its old ids
+        # would null the merged profile's traits in Segment, which resolves those ids to it.
+        if self.on_delete == "clear_traits":
+            raise ValueError(
+                f"mapping '{self.name}': on_delete: clear_traits is not available for computed traits and "
+                "audiences (a row disappears when its profile merges into another; clearing its old ids would "
+                "null the merged profile's traits); remove it (the default `ignore` applies)"
+            )
+        return self
+
 
 class TraitsFile(Strict):
     """The whole ``computed_traits.yml``."""

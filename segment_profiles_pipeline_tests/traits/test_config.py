@@ -196,6 +196,11 @@ def test_event_names_map_to_segment_tables_or_an_override(tmp_path: Path) -> Non
             ONE + "mappings:\n  - {name: m, table: audiences, action: identify, user_id: user_id}\n",
             "mapping 'm' syncs the audiences table, but no audience is defined",
         ),
+        (
+            ONE + "mappings:\n  - {name: m, table: computed_traits, action: identify, user_id: user_id, "
+            "on_delete: clear_traits}\n",
+            "mapping 'm': on_delete: clear_traits is not available for computed traits and audiences",
+        ),
         (ONE + "extra: 1\n", "field 'extra': unknown key"),
         ("traits: [\n", "the YAML does not parse"),
     ],
