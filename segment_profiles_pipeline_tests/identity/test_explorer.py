@@ -62,6 +62,7 @@ def build_scenario(session: WarehouseSession, *, profiles_sync: bool = True) -> 
             ev("m4", user="u1", anon="a2", minute=4, event_text=INITIATED),  # a2 too: P2 merges into P1
             ev("m5", user="u2", anon="a1", minute=5, event_text=INITIATED),  # u2 on u1's device: a1 demoted
             ev("m6", user="u3", anon="anonymous", minute=6, event_text=INITIATED),  # blocked anonymous id
+            ev("m4", user="u1", anon="a2", minute=7, event_text="a late copy"),  # a copy of m4: listed once
         ],
     )
     session.execute("CREATE SCHEMA IF NOT EXISTS models")

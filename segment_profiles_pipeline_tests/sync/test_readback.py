@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import time
 from pathlib import Path
 
@@ -271,3 +272,10 @@ def test_read_back_on_snowflake_through_fakesnow(server) -> None:
     assert [(r.data["record_key"], r.data["trait"]) for r in result.metadata["mismatches"].records] == [
         ("u3", "plan")
     ]
+
+
+def test_an_answer_echoing_the_token_is_masked_in_errors(server) -> None:
+    echoed = f"token {TOKEN} or Basic {base64.b64encode(f'{TOKEN}:'.encode()).decode()} refused"
+    with ProfileApiClient(server.url, SPACE, TOKEN) as client:
+        assert client._short(echoed) == "token *** or Basic *** refused"
+        assert TOKEN not in repr(client)
