@@ -143,9 +143,12 @@ class ScheduleConfig(Strict):
             raise ValueError("`hours` needs `days` (e.g. days: [mon, fri], hours: [6])")
         if self.days and not self.hours:
             raise ValueError("`days` needs `hours` (e.g. hours: [6, 18])")
+        self._check_kinds(kinds)
+        return self
+
+    def _check_kinds(self, kinds: list[str]) -> None:
         if len(kinds) != 1:
             raise ValueError("set exactly one of `interval`, `cron`, `days`+`hours` or `manual: true`")
-        return self
 
     @property
     def cron_schedule(self) -> str | None:
@@ -159,6 +162,37 @@ class ScheduleConfig(Strict):
             hours = ",".join(str(h) for h in sorted(set(self.hours)))
             return f"0 {hours} * * {days}"
         return None
+
+
+class MappingScheduleConfig(ScheduleConfig):
+    """A mapping's ``schedule``: a schedule's cadence, or ``on_upstream_change`` (declarative automation)."""
+
+    on_upstream_change: bool = Field(
+        default=False,
+        description="Follow the table's asset instead of running on a schedule (Dagster declarative "
+        "automation): alone, sync after every update of it (`AutomationCondition.eager()`); with "
+        "`interval`/`cron`/`days`+`hours`, at most once per tick, once it has updated since "
+        "(`AutomationCondition.on_cron`). No schedule is built for such a mapping.",
+    )
+
+    def _check_kinds(self, kinds: list[str]) -> None:
+        if not self.on_upstream_change:
+            if len(kinds) != 1:
+                raise ValueError(
+                    "set exactly one of `interval`, `cron`, `days`+`hours`, `manual: true` "
+                    "or `on_upstream_change: true`"
+                )
+        elif self.manual:
+            raise ValueError("`on_upstream_change: true` and `manual: true` contradict each other (pick one)")
+        elif len(kinds) > 1:
+            raise ValueError(
+                "with `on_upstream_change: true` set at most one of `interval`, `cron` or `days`+`hours`"
+            )
+
+    @property
+    def scheduled(self) -> bool:
+        """Whether a Dagster schedule runs the mapping (not manual, not following its upstream)."""
+        return self.cron_schedule is not None and not self.on_upstream_change
 
 
 class MappingConfig(Strict):
@@ -223,7 +257,7 @@ class MappingConfig(Strict):
     shards: int = Field(
         default=1, ge=1, le=1024, description="Split the sync into key-hash shards (partitions)."
     )
-    schedule: ScheduleConfig = Field(default_factory=lambda: ScheduleConfig(manual=True))
+    schedule: MappingScheduleConfig = Field(default_factory=lambda: MappingScheduleConfig(manual=True))
     delivery_rate_threshold: float = Field(default=0.99, ge=0, le=1)
     retry: RetryConfig = Field(default_factory=RetryConfig)
     allow_full_delete: bool = Field(
@@ -334,6 +368,73 @@ class ModelConfig(Strict):
         description="Column that identifies a record (Segment's Unique Identifier)."
     )
     mappings: list[MappingConfig] = Field(default_factory=list)
+
+
+ASSET_KEY_PART = r"^[A-Za-z0-9_]+$"
+TABLE = r"^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$"
+
+
+class UpstreamTableConfig(Strict):
+    """A warehouse table another asset produces (a dbt model, another pipeline), synced like a model.
+
+    The sync asset depends on ``asset_key``, so lineage runs from that asset (e.g. the dbt model)
+    to the Segment call and a schedule or automation condition sees it as the sync's upstream.
+    The table's columns are unknown at load time: they are checked when the sync runs.
+    """
+
+    table: Annotated[str, Field(pattern=TABLE)] = Field(
+        description="`schema.table` in the warehouse (dbt-duckdb's default schema is `main`)."
+    )
+    dbt_model: Identifier | None = Field(
+        default=None,
+        description="The dbt model building the table: asset key `[<dbt_model>]`, as dagster-dbt's "
+        "default translator names it. Use `asset_key` when your translator names it otherwise.",
+    )
+    asset_key: list[Annotated[str, Field(pattern=ASSET_KEY_PART)]] | None = Field(
+        default=None,
+        min_length=1,
+        description="The key of the asset that produces the table, as a list (`[dbt, dim_users]`) or a "
+        "`/`-separated string (`dbt/dim_users`).",
+    )
+    primary_key: Identifier = Field(description="Column that identifies a record.")
+    description: str = ""
+    mappings: list[MappingConfig] = Field(min_length=1)
+
+    @field_validator("asset_key", mode="before")
+    @classmethod
+    def _slashes(cls, value: Any) -> Any:
+        return value.split("/") if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _one_key(self) -> UpstreamTableConfig:
+        if (self.dbt_model is None) == (self.asset_key is None):
+            raise ValueError(
+                "set exactly one of `dbt_model` (the dbt model's name) or `asset_key` (the producing asset's key)"
+            )
+        return self
+
+    @property
+    def key(self) -> tuple[str, ...]:
+        return (self.dbt_model,) if self.dbt_model else tuple(self.asset_key or ())
+
+
+class UpstreamConfig(Strict):
+    """``models/upstream.yml``: tables produced outside this project's models, and their mappings."""
+
+    tables: list[UpstreamTableConfig] = Field(default_factory=list)
+
+    @field_validator("tables")
+    @classmethod
+    def _distinct(cls, tables: list[UpstreamTableConfig]) -> list[UpstreamTableConfig]:
+        seen: set[str] = set()
+        for entry in tables:
+            table = entry.table.lower()
+            if table in seen:
+                raise ValueError(
+                    f"table '{entry.table}' is listed twice; put all its mappings under one entry"
+                )
+            seen.add(table)
+        return tables
 
 
 def validate_yaml(cls: type[Strict], data: Any, file: str) -> Any:

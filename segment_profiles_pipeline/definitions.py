@@ -27,6 +27,7 @@ from dagster import (
 )
 
 from segment_profiles_pipeline.automation.alert_sensor import build_alert_sensor
+from segment_profiles_pipeline.automation.automation_sensor import build_automation_sensors
 from segment_profiles_pipeline.automation.schedules import build_schedules
 from segment_profiles_pipeline.automation.source_sensor import build_source_sensor
 from segment_profiles_pipeline.errors import ConfigError
@@ -89,7 +90,7 @@ def build_definitions(
         if traits is not None:
             check_trait_key_clashes(traits, project)
             project = dataclasses.replace(
-                project, mappings=collect_mappings(project.models, traits.sync_mappings())
+                project, mappings=collect_mappings(project, traits.sync_mappings())
             )
             tables += traits.event_tables()
             traits_assets = build_traits_assets(traits, kind)
@@ -121,7 +122,11 @@ def build_definitions(
             build_explorer_job(settings.models_dir),
         ],
         schedules=[*build_schedules(project.mappings), *predictions.schedules],
-        sensors=[build_source_sensor(tables, project.mappings), build_alert_sensor(project.mappings)],
+        sensors=[
+            build_source_sensor(tables, project.mappings),
+            build_alert_sensor(project.mappings),
+            *build_automation_sensors(project.mappings),
+        ],
         resources={
             "warehouse": resources.warehouse,
             "segment": resources.segment,

@@ -19,7 +19,14 @@ import sqlglot
 import yaml
 from sqlglot.errors import ParseError
 
-from segment_profiles_pipeline.config import IDENTIFIER, SNAKE, MappingConfig, ModelConfig, validate_yaml
+from segment_profiles_pipeline.config import (
+    IDENTIFIER,
+    SNAKE,
+    MappingConfig,
+    ModelConfig,
+    UpstreamConfig,
+    validate_yaml,
+)
 from segment_profiles_pipeline.errors import ConfigError, PipelineError
 from segment_profiles_pipeline.settings import PROJECT_ROOT
 
@@ -27,8 +34,10 @@ MODELS_SCHEMA = "models"
 TRAITS_FILE = "computed_traits.yml"
 PREDICTIONS_FILE = "predictions.yml"
 IDENTITY_FILE = "identity.yml"
-DOMAIN_FILES = (TRAITS_FILE, PREDICTIONS_FILE, IDENTITY_FILE)
-"""YAML files of the traits, predictions and identity domains: not model companions."""
+UPSTREAM_FILE = "upstream.yml"
+"""Tables other assets produce (dbt models, other pipelines) and their mappings."""
+DOMAIN_FILES = (TRAITS_FILE, PREDICTIONS_FILE, IDENTITY_FILE, UPSTREAM_FILE)
+"""YAML files of the traits, predictions, identity and upstream-tables domains: not model companions."""
 
 
 @dataclass(frozen=True)
@@ -49,9 +58,10 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class SyncSource:
-    """Anything a mapping can sync from: a model table or the computed-traits table."""
+    """Anything a mapping can sync from: a model table, the computed-traits table, or a table
+    another asset produces (``upstream.yml``)."""
 
-    name: str  # asset key (last part) of the table asset
+    name: str  # the table asset's key as the user writes it (``dim_users``, ``dbt/dim_users``)
     asset_key: tuple[str, ...]
     table: str
     primary_key: str
@@ -109,11 +119,32 @@ def check_unique_names(specs: list[MappingSpec], taken: dict[str, str]) -> None:
     taken.update({spec.mapping.name: spec.source.file for spec in specs})
 
 
-def collect_mappings(models: dict[str, ModelSpec], extra: list[MappingSpec]) -> list[MappingSpec]:
-    """Every mapping of the project; names are unique because each becomes an asset key."""
-    out = [spec for m in models.values() for spec in model_mappings(m)] + extra
+def collect_mappings(project: Project, extra: list[MappingSpec]) -> list[MappingSpec]:
+    """Every mapping of the project plus ``extra``; names are unique because each becomes an asset key."""
+    out = [*project.mappings, *extra]
     check_unique_names(out, {})
     return out
+
+
+def upstream_mappings(path: Path) -> list[MappingSpec]:
+    """The mappings of ``upstream.yml``: each reads a table whose asset is defined elsewhere.
+
+    A table in the ``models`` schema is refused: that schema is this project's, and its model's
+    own YAML is where a mapping of it belongs (its asset would otherwise be claimed twice)."""
+    config = validate_yaml(UpstreamConfig, _read_yaml(path), str(path))
+    specs = []
+    for i, entry in enumerate(config.tables):
+        if entry.table.lower().startswith(f"{MODELS_SCHEMA}."):
+            raise ConfigError(
+                f"'{entry.table}' is a table of this project's models.",
+                file=str(path),
+                field=f"tables.{i}.table",
+                fix=f"put the mapping in models/{entry.table.split('.', 1)[1]}.yml instead.",
+            )
+        key = entry.key
+        source = SyncSource("/".join(key), key, entry.table.lower(), entry.primary_key, str(path))
+        specs += [MappingSpec(source, mapping) for mapping in entry.mappings]
+    return specs
 
 
 def _read_sql(path: Path) -> tuple[str, tuple[tuple[str | None, str], ...], tuple[str, ...] | None]:
@@ -213,6 +244,17 @@ def load_project(models_dir: Path, *, strict: bool = True) -> Project:
             if strict:
                 raise exc
             problems.append(_problem(yml_path, exc))
+    upstream = models_dir / UPSTREAM_FILE
+    if upstream.exists():
+        try:
+            specs = upstream_mappings(upstream)
+            check_unique_names(specs, names)
+        except ConfigError as exc:
+            if strict:
+                raise
+            problems.append(_problem(upstream, exc))
+        else:
+            mappings += specs
     return Project(models_dir, models, mappings, problems)
 
 
@@ -256,7 +298,8 @@ def _mapping_names(yml_path: Path) -> tuple[str, ...]:
     """Mapping names a broken model's YAML still declares (best effort: any error means none)."""
     try:
         data = yaml.safe_load(yml_path.read_text())
-        found = [m.get("name") for m in data.get("mappings") or []]
+        entries = (data.get("tables") or []) if yml_path.name == UPSTREAM_FILE else [data]
+        found = [m.get("name") for entry in entries for m in entry.get("mappings") or []]
     except (OSError, yaml.YAMLError, AttributeError, TypeError):
         return ()
     return tuple(n for n in found if isinstance(n, str) and re.fullmatch(SNAKE, n))

@@ -66,7 +66,8 @@ def _sharded_schedule(spec: MappingSpec, cron: str, status: DefaultScheduleStatu
 
 
 def build_schedules(mappings: Sequence[MappingSpec]) -> list[ScheduleDefinition]:
-    """A schedule per mapping that is not ``manual``; running by default iff the mapping is enabled.
+    """A schedule per mapping that is neither ``manual`` nor ``on_upstream_change`` (an automation
+    condition runs those, see ``conditions.py``); running by default iff the mapping is enabled.
 
     Cron expressions and time zones were validated when the project loaded (``config.py``), so a
     bad schedule is a load error naming the YAML file, not a schedule that silently never runs.
@@ -75,7 +76,7 @@ def build_schedules(mappings: Sequence[MappingSpec]) -> list[ScheduleDefinition]
     for spec in mappings:
         mapping = spec.mapping
         cron = mapping.schedule.cron_schedule
-        if cron is None:
+        if cron is None or not mapping.schedule.scheduled:  # manual, or follows its upstream
             continue
         status = DefaultScheduleStatus.RUNNING if mapping.enabled else DefaultScheduleStatus.STOPPED
         if mapping.shards > 1:

@@ -14,8 +14,10 @@ ticks request one run for the assets downstream of the tables whose fingerprint 
 edit that keeps the row count and leaves every timestamp column alone is invisible on DuckDB;
 the mappings' schedules still pick it up.
 
-Held back from those runs: syncs of disabled or ``manual`` mappings (a person starts those) and
-of sharded mappings (their partitions run on their schedule, see ``schedules.py``).
+Held back from those runs: syncs of disabled or ``manual`` mappings (a person starts those), of
+sharded mappings (their partitions run on their schedule, see ``schedules.py``) and of mappings
+with ``on_upstream_change`` (their automation condition follows the refreshed model, see
+``conditions.py``).
 """
 
 import hashlib
@@ -133,11 +135,13 @@ def dump_cursor(current: Mapping[str, str]) -> str:
 
 
 def held_back_syncs(mappings: Sequence[MappingSpec]) -> list[AssetKey]:
-    """Sync assets a source change must not start: disabled, manual or sharded mappings."""
+    """Sync assets a source change must not start: disabled, manual or sharded mappings, and those
+    following their upstream (their automation condition syncs them once the sensor's run has
+    refreshed what they read)."""
     return [
         sync_asset_key(s.mapping.name)
         for s in mappings
-        if not s.mapping.enabled or s.mapping.schedule.cron_schedule is None or s.mapping.shards > 1
+        if not s.mapping.enabled or not s.mapping.schedule.scheduled or s.mapping.shards > 1
     ]
 
 

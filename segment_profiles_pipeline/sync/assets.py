@@ -40,6 +40,7 @@ from pydantic import Field
 
 from segment_profiles_pipeline.automation.alert_sensor import current_health
 from segment_profiles_pipeline.automation.alerts import Health, health_text
+from segment_profiles_pipeline.automation.conditions import sync_condition
 from segment_profiles_pipeline.errors import SyncError
 from segment_profiles_pipeline.models.assets import POOL
 from segment_profiles_pipeline.project import MappingSpec, display_path
@@ -235,6 +236,7 @@ def build_sync_asset(spec: MappingSpec, kind: str) -> AssetsDefinition:
             ),
         ],
         pool=POOL,
+        automation_condition=sync_condition(mapping),  # schedule: {on_upstream_change: true}
         metadata={"mapping": mapping.name, "action": mapping.action, "source_table": spec.source.table},
     )
     def sync(

@@ -1,0 +1,1 @@
+"""The dbt example's Dagster code location (``definitions.py``)."""
