@@ -245,3 +245,12 @@ def test_a_translator_that_does_not_load_names_the_field(sandbox, translator: st
     message = _load_error(sandbox, path)
     assert message.startswith(f"{path / 'defs.yaml'} (field 'translator'): ")
     assert error in message
+
+
+def test_the_readme_example_is_a_valid_component_with_every_attribute() -> None:
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    example = readme.split("```yaml\n# defs/segment_profiles/defs.yaml\n", 1)[1].split("```", 1)[0]
+    config = yaml.safe_load(example)
+    assert config["type"] == "segment_profiles_pipeline.SegmentProfiles"
+    SegmentProfiles.model_validate(config["attributes"])
+    assert set(config["attributes"]) == set(SegmentProfiles.model_fields)

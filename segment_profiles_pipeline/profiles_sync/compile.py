@@ -215,7 +215,9 @@ def state_sql(candidates: str, columns: dict[str, str], gone: Sequence[str] = ()
     picked += "".join(f", CAST(NULL AS VARCHAR) AS {ident(c)}" for c in gone)
     return f"""WITH w AS (
     SELECT * FROM {candidates} WHERE segment_id IS NOT NULL
-    QUALIFY row_number() OVER (PARTITION BY segment_id, trait ORDER BY updated_at DESC, source, dry_run) = 1
+    QUALIFY row_number() OVER (
+        PARTITION BY segment_id, trait ORDER BY updated_at DESC, source, dry_run, record_key DESC, value_json
+    ) = 1
 ), t AS (
     SELECT w.segment_id, max(w.updated_at) AS received_at,
            max(CASE WHEN w.dry_run THEN 1 ELSE 0 END) = 1 AS context_dry_run{traits}
