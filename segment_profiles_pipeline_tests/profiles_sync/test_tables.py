@@ -12,7 +12,7 @@ import pytest
 
 from segment_profiles_pipeline.config import MappingConfig
 from segment_profiles_pipeline.identity.compute import compute_identity
-from segment_profiles_pipeline.identity.config import IdentityFile, IdentityProject, rules_from
+from segment_profiles_pipeline.identity.config import IdentityFile, IdentityProject, load_identity, rules_from
 from segment_profiles_pipeline.profiles_sync.compute import compute_profiles_sync
 from segment_profiles_pipeline.project import MappingSpec, SyncSource
 from segment_profiles_pipeline.segment.client import SegmentClient
@@ -21,6 +21,7 @@ from segment_profiles_pipeline.sync.engine import run_sync
 from segment_profiles_pipeline.testing.segment_server import FakeSegmentServer
 from segment_profiles_pipeline.warehouse.base import WarehouseSession
 from segment_profiles_pipeline.warehouse.duckdb import DuckDBWarehouse
+from segment_profiles_pipeline_tests.identity.test_segment_graph import SEGMENT_YML, landed
 from segment_profiles_pipeline_tests.sync.helpers import people_spec, people_table
 from segment_profiles_pipeline_tests.traits.helpers import T0, ev, load_events
 from segment_profiles_pipeline_tests.traits.test_recipes import snowflake_session
@@ -483,3 +484,31 @@ def profiles_sync_dbt_traits(session: WarehouseSession) -> dict[str, dict]:
         WHERE updates.last_record = 1"""
     ).dicts()
     return {r.pop("canonical_segment_id"): r for r in rows}
+
+
+def test_with_segments_graph_traits_land_on_segments_profiles(
+    tmp_path: Path, server: FakeSegmentServer
+) -> None:
+    """`graph.source: segment`: the acknowledged traits follow Segment's own segment ids."""
+    (tmp_path / "identity.yml").write_text(SEGMENT_YML)
+    identity = load_identity(tmp_path)
+    with (
+        session_for("duckdb", tmp_path) as session,
+        SegmentClient(server.url, WRITE_KEY, sleep=no_wait) as sender,
+    ):
+        landed(session)  # u1 was added to p2, which merged into p1; u5 is on p5
+        people_table(session, [("u1", "ana@example.com", "pro"), ("u5", "cy@example.com", "free")])
+        run_sync(session, people_spec(), sender, now=at(10))
+        compute_identity(session, identity, [], [], at(11))
+        compute_profiles_sync(session, identity, [people_spec()], at(11))
+        assert set(
+            session.query(
+                "SELECT canonical_segment_id, email, plan, merged_to FROM profiles_sync.profile_traits"
+            ).rows
+        ) == {
+            ("p1", "ana@example.com", "pro", None),
+            ("p2", None, None, "p1"),
+            ("p3", None, None, "p1"),
+            ("p4", None, None, "p1"),
+            ("p5", "cy@example.com", "free", None),
+        }
