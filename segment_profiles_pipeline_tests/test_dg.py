@@ -111,3 +111,22 @@ def test_shipped_instance_config_limits_the_warehouse_pool_to_one_run(tmp_path: 
         assert pools.pool_granularity == PoolGranularity.RUN
     dry = subprocess.run(["make", "-n", "home"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=30)
     assert "cp instance/dagster.yaml" in dry.stdout
+
+
+def test_uv_lock_matches_pyproject_and_the_py313_target_uses_it() -> None:
+    """`uv sync` (the README's alternative to make) installs what pyproject declares, pinned."""
+    uv = Path(sys.executable).with_name("uv")
+    check = subprocess.run(
+        [str(uv), "lock", "--check", "--offline"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert check.returncode == 0, check.stderr
+    dry = subprocess.run(
+        ["make", "-n", "test-py313"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=30
+    )
+    assert dry.returncode == 0, dry.stderr
+    assert "uv sync --frozen --extra dev --python python3.13" in dry.stdout
+    assert ".venv-py313/bin/pytest" in dry.stdout
