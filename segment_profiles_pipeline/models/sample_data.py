@@ -111,7 +111,12 @@ def generate(users: int = 5000, seed: int = 7) -> dict[str, pa.Table]:
         user_cols["user_id"][users - 1] = None  # a null key
         user_cols["account_id"][users - 2] = None  # a user without an account
         user_cols["user_id"][users - 3] = user_cols["user_id"][users - 4]  # a duplicated key
-        user_cols["email"][9] = user_cols["email"][10] = "family@example.com"  # a shared email (docs/identity.md)
+        user_cols["email"][9] = user_cols["email"][10] = (
+            "family@example.com"  # a shared email (docs/identity.md)
+        )
+        user_cols["email"][0] = (
+            "ana@example.com"  # the explorer's example (README); u_0000001 owns a shared device
+        )
     users_table = pa.table(
         {k: (_ts(v) if k.endswith("_at") else pa.array(v, type=pa.string())) for k, v in user_cols.items()}
     )
