@@ -2,7 +2,8 @@
 
 ``identity/id_graph``, ``identity/external_id_mapping`` and ``identity/profile_merges`` are one
 computation (a merge touches all three), so they materialize together, downstream of the event
-tables and of the models whose identify mappings feed the graph.
+tables and of the models whose identify mappings feed the graph; with ``graph.source: segment``,
+downstream of Segment's landed Profiles Sync tables instead (external assets, ``landed_specs``).
 """
 
 import datetime as dt

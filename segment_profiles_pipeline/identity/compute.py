@@ -12,6 +12,9 @@ new. When the rows at or below the mark are exactly the rows seen before (no lat
 message) and the rules did not change, only the new messages' new identifier sets are resolved,
 starting from the stored state of the profiles their identifiers reach. Anything else rebuilds
 from scratch, which is always correct; both give the same tables.
+
+With ``graph.source: segment`` none of this runs: ``compute_from_segment`` rebuilds the same
+tables from Segment's landed Profiles Sync ``_updates`` tables (``segment_graph_sql``).
 """
 
 from __future__ import annotations
