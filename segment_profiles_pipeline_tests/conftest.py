@@ -19,7 +19,7 @@ SAMPLE_MODELS = PROJECT_ROOT / "models"
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tests never inherit a developer's warehouse, write key or webhook."""
+    """Tests never inherit a developer's warehouse, write key, Profile API token or webhook."""
     for name in (
         "WAREHOUSE",
         "DUCKDB_DATABASE",
@@ -30,6 +30,10 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
         "SEGMENT_REGION",
         "SEGMENT_ENDPOINT",
         "ALERT_WEBHOOK_URL",
+        "SEGMENT_SPACE_ID",
+        "SEGMENT_PROFILE_API_TOKEN",
+        "SEGMENT_PROFILE_API_ENDPOINT",
+        "SEGMENT_READBACK_SAMPLE",
     ):
         monkeypatch.delenv(name, raising=False)
 
