@@ -54,6 +54,11 @@ from segment_profiles_pipeline.identity.config import (
     IdentityProject,
     load_identity,
 )
+from segment_profiles_pipeline.identity.profile_keys import (
+    IdentifierColumn,
+    identifier_map_sql,
+    resolved_events_sql,
+)
 from segment_profiles_pipeline.profiles_sync.config import schema_of
 from segment_profiles_pipeline.profiles_sync.sources import TRAIT_SOURCES
 from segment_profiles_pipeline.traits.config import load_traits
@@ -346,44 +351,46 @@ def _events(
 ) -> list[dict[str, Any]]:
     """The latest ``limit`` messages attributed to the profile, one SQL statement over every source.
 
-    A message belongs to the profile its most trusted known identifier resolves to (priority order,
-    the first value the graph holds). Raw values suffice: a blocked value is never in the graph, so
-    it matches nothing. Rows are pre-filtered to those holding one of the profile's identifiers."""
+    A message belongs to the profile its most trusted identifier known to the graph resolves to:
+    ``profile_keys.resolved_events_sql``, the one definition the traits layer uses too. Rows are
+    pre-filtered to those holding one of the profile's identifiers; ``via`` is the first of them in
+    priority order (a more trusted one would have placed the row elsewhere, or is unknown)."""
     if limit == 0 or not identifiers:
         return []
     values: dict[str, list[str]] = {}
     for row in identifiers:
         values.setdefault(row["type"], []).append(row["value"])
+    id_map = f"({identifier_map_sql(t.type for t in identity.rules.types)})"
     parts = []
     for table, id_column, arrival, present in Sources(session, identity, event_tables).tables:
         schema, name = table.split(".")
         if not session.table_exists(schema, name):
             continue
         columns = {c for c, _ in session.columns(schema, name)}
-        ordered = [(t.type, present[t.type]) for t in identity.rules.types if t.type in present]
+        ordered = [
+            IdentifierColumn(t.type, present[t.type]) for t in identity.rules.types if t.type in present
+        ]
         if table == IDENTIFY_LOG:
             source, event = "'identify (' || mapping || ')'", "'identify'"
         else:
             label = next((c for c in ("event_text", "event") if c in columns), None)
             source, event = literal(table), f"CAST({label} AS VARCHAR)" if label else "CAST(NULL AS VARCHAR)"
-        hits = [f"CAST({ident(c)} AS VARCHAR) IN {in_list(values[t])}" for t, c in ordered if t in values]
-        if not hits:
+        mine = {
+            i.type: f"CAST(e.{ident(i.column)} AS VARCHAR) IN {in_list(values[i.type])}"
+            for i in ordered
+            if i.type in values
+        }
+        if not mine:
             continue
-        owners = [f"m{i}.canonical_segment_id" for i in range(len(ordered))]
-        joins = " ".join(
-            f"LEFT JOIN {EXTERNAL_ID_TABLE} AS m{i} ON m{i}.external_id_type = {literal(t)} "
-            f"AND m{i}.external_id_value = CAST(e.{ident(c)} AS VARCHAR)"
-            for i, (t, c) in enumerate(ordered)
-        )
         via = " ".join(
-            f"WHEN m{i}.canonical_segment_id IS NOT NULL THEN {literal(t + ':')} || CAST(e.{ident(c)} AS VARCHAR)"
-            for i, (t, c) in enumerate(ordered)
+            f"WHEN {test} THEN {literal(kind + ':')} || CAST(e.{ident(present[kind])} AS VARCHAR)"
+            for kind, test in mine.items()
         )
+        held = f"(SELECT * FROM {table} AS e WHERE {' OR '.join(mine.values())})"
         parts.append(
             f"SELECT {source} AS source, CAST(e.{ident(id_column)} AS VARCHAR) AS message_id, {event} AS event, "
             f"CAST(e.{ident(arrival)} AS TIMESTAMP) AS received_at, CASE {via} END AS via "
-            f"FROM (SELECT * FROM {table} WHERE {' OR '.join(hits)}) AS e {joins} "
-            f"WHERE coalesce({', '.join(owners)}) = {literal(canonical)}"
+            f"FROM ({resolved_events_sql(held, ordered, id_map)}) AS e WHERE e.profile_key = {literal(canonical)}"
         )
     if not parts:
         return []
