@@ -30,6 +30,12 @@ MEMBERSHIPS = AssetKey("account_memberships")
 SYNC_USERS = AssetKey(["profile_sync", "users_identify"])
 SYNC_MEMBERSHIPS = AssetKey(["profile_sync", "account_memberships_group"])
 IDENTITY = {AssetKey(["identity", t]) for t in ("id_graph", "external_id_mapping", "profile_merges")}
+TRAITS = {
+    AssetKey("computed_traits"),
+    AssetKey("audiences"),
+    AssetKey(["profile_sync", "computed_traits_identify"]),
+    AssetKey(["profile_sync", "audiences_identify"]),
+}
 PROFILES_SYNC = {
     AssetKey(["profiles_sync", t])
     for t in (
@@ -52,6 +58,7 @@ FROM_APP_USERS = {
     AssetKey("subscriptions"),
     AssetKey(["profile_sync", "subscriptions_identify"]),
     *IDENTITY,  # the identity graph reads the identify mappings' records
+    *TRAITS,  # computed traits and audiences are keyed on the graph's profiles
     *PROFILES_SYNC,  # Segment's Profiles Sync tables follow the graph and the syncs
 }
 """Everything a change of app.users feeds in the shipped project."""
