@@ -20,4 +20,5 @@ def __getattr__(name: str) -> Any:
         return getattr(compute, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
+
 __all__ = ["IdentityProject", "IdentityRunStats", "compute_identity", "load_identity"]
