@@ -100,8 +100,11 @@ def test_predictions_do_not_accept_it(models_dir) -> None:
         )
 
 
-def test_no_schedule_the_source_sensor_holds_it_back_and_a_running_sensor_targets_it(models_dir) -> None:
-    write(models_dir, people())
+@pytest.mark.parametrize("follow", ["{on_upstream_change: true}", "{on_upstream_change: true, interval: 1h}"])
+def test_no_schedule_the_source_sensor_holds_it_back_and_a_running_sensor_targets_it(
+    models_dir, follow
+) -> None:
+    write(models_dir, people(follow))
     mappings = load_project(models_dir).mappings
     assert [s.name for s in build_schedules(mappings)] == ["people_hourly_schedule"]
     assert held_back_syncs(mappings) == [FOLLOWS]

@@ -1,17 +1,22 @@
 """examples/dbt_users: real dbt (dbt-duckdb) builds a model, the sync sends it over HTTP, lineage and automation follow."""
 
 import ast
+import fcntl
 import importlib
+import os
+import subprocess
 import sys
 import tomllib
 from collections.abc import Iterator
 from types import ModuleType
 
 import pytest
-from dagster import AssetKey, DagsterInstance, evaluate_automation_conditions
+from dagster import AssetKey, DagsterInstance, evaluate_automation_conditions, materialize
+from dagster_dbt import DbtCliResource
 
 from segment_profiles_pipeline.settings import PROJECT_ROOT
 from segment_profiles_pipeline.testing.segment_server import FakeSegmentServer
+from segment_profiles_pipeline.warehouse.duckdb import DuckDBWarehouse
 from segment_profiles_pipeline_tests.conftest import materialize_all
 from segment_profiles_pipeline_tests.test_dependencies import _name
 
@@ -70,6 +75,43 @@ def test_one_run_builds_the_dbt_model_and_sends_it_then_the_sync_follows_the_nex
     assert job.execute_in_process(instance=instance, asset_selection=[DIM_USERS]).success
     after_dbt = evaluate_automation_conditions(defs, instance, cursor=first.cursor)
     assert after_dbt.total_requested == 1 and after_dbt.get_requested_partitions(SYNC) == {None}
+
+
+def test_dbt_waits_for_the_projects_writer_lock(example, db_path) -> None:
+    """dbt writes the DuckDB file from a subprocess: it must queue behind a writer like any other step."""
+    with (db_path.parent / (db_path.name + ".lock")).open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # another writer (a run in another process) holds the file
+        result = materialize(
+            [example.build_dbt_assets()],
+            resources={
+                "dbt": DbtCliResource(project_dir=example.DBT_PROJECT),
+                "warehouse": DuckDBWarehouse(database=str(db_path), lock_timeout_s=0.2),
+            },
+            raise_on_error=False,
+        )
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    assert "held the DuckDB file lock" in failure.step_failure_data.error.to_string()  # type: ignore[union-attr]
+    assert not db_path.exists()  # dbt never opened the file
+
+
+@pytest.mark.e2e
+def test_dg_launch_from_the_example_folder_runs_dbt_and_the_sync(tmp_path, db_path) -> None:
+    """The README's command, as a user runs it: `dg launch --assets '*'` in examples/dbt_users."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SEGMENT_", "DAGSTER_"))}
+    env |= {"DAGSTER_HOME": str(tmp_path), "DUCKDB_DATABASE": str(db_path)}
+    done = subprocess.run(
+        [str(PROJECT_ROOT / ".venv" / "bin" / "dg"), "launch", "--assets", "*"],
+        cwd=EXAMPLE,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    log = done.stdout + done.stderr
+    assert done.returncode == 0, log[-3000:]
+    assert "DRY RUN of 'dbt_users_identify' shard 0 finished success: planned 3," in log
+    assert 'Finished execution of step "dbt_users"' in log
 
 
 def test_the_example_declares_every_package_it_imports() -> None:

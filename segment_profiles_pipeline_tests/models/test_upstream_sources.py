@@ -203,3 +203,10 @@ def test_the_file_is_not_a_model_companion(models_dir) -> None:
 def test_upstream_file_path_constant_matches_the_readme() -> None:
     readme = (Path(__file__).parents[2] / "README.md").read_text()
     assert "models/upstream.yml" in readme
+
+
+def test_upstream_mappings_sit_beside_the_shipped_models_and_traits(sample_models, settings_for, build) -> None:
+    write(sample_models, {"upstream.yml": UPSTREAM_YML})
+    graph = build(settings_for(sample_models)).resolve_asset_graph()
+    assert graph.get(SYNC).parent_keys == {UPSTREAM}
+    assert graph.has(AssetKey(["profile_sync", "computed_traits_identify"]))

@@ -13,13 +13,14 @@ tick and other runs wait instead of failing on DuckDB's own lock.
 """
 
 import dataclasses
+import fcntl
 import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from dagster import AssetExecutionContext, Definitions, ResourceParam
+from dagster import AssetExecutionContext, AssetsDefinition, Definitions, ResourceParam
 from dagster_dbt import DbtCliResource, DbtProject, dbt_assets
 
 from segment_profiles_pipeline.definitions import build_definitions, strict_from_env
@@ -38,19 +39,19 @@ DUCKDB_ENV = "SEGMENT_PROFILES_DBT_DUCKDB"
 # runs without the venv activated, so put this interpreter's scripts folder (where dbt-core's is) first.
 os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
 DBT_PROJECT = DbtProject(project_dir=EXAMPLE / "dbt", profiles_dir=EXAMPLE / "dbt")
-DBT_PROJECT.prepare_if_dev()  # `dg dev`: re-parse on every load, so edits to the dbt project show
-if not DBT_PROJECT.manifest_path.exists():  # a fresh clone: parse once (`dbt parse`, no warehouse)
-    DBT_PROJECT.preparer.prepare(DBT_PROJECT)
+
+# Processes loading the code at once (`dg dev`'s webserver and daemon, test workers) parse one
+# after another: two `dbt parse` writing one target folder could leave a torn manifest.
+DBT_PROJECT.manifest_path.parent.mkdir(parents=True, exist_ok=True)
+with (DBT_PROJECT.manifest_path.parent / ".prepare.lock").open("w") as _lock:
+    fcntl.flock(_lock, fcntl.LOCK_EX)
+    DBT_PROJECT.prepare_if_dev()  # `dg dev`: re-parse on every load, so edits to the dbt project show
+    if not DBT_PROJECT.manifest_path.exists():  # a fresh clone: parse once (`dbt parse`, no warehouse)
+        DBT_PROJECT.preparer.prepare(DBT_PROJECT)
 
 
-def build_example_definitions(settings: Settings, *, strict: bool = True) -> Definitions:
-    """The pipeline over ``segment/`` merged with the dbt project's assets, on the DuckDB of ``settings``."""
-    if settings.warehouse != "duckdb":
-        raise ConfigError(
-            f"the dbt example runs on DuckDB (dbt-duckdb), not {settings.warehouse}.",
-            field="WAREHOUSE",
-            fix="unset WAREHOUSE (or set it to duckdb) to run the example.",
-        )
+def build_dbt_assets() -> AssetsDefinition:
+    """The dbt project's assets: ``dbt build`` under the project's DuckDB writer lock."""
 
     @dbt_assets(manifest=DBT_PROJECT.manifest_path, project=DBT_PROJECT, pool=POOL)
     def dbt_users(
@@ -61,10 +62,21 @@ def build_example_definitions(settings: Settings, *, strict: bool = True) -> Def
         with _file_lock(database.with_name(database.name + ".lock"), warehouse.lock_timeout_s):
             yield from dbt.cli(["build"], context=context).stream()
 
+    return dbt_users
+
+
+def build_example_definitions(settings: Settings, *, strict: bool = True) -> Definitions:
+    """The pipeline over ``segment/`` merged with the dbt project's assets, on the DuckDB of ``settings``."""
+    if settings.warehouse != "duckdb":
+        raise ConfigError(
+            f"the dbt example runs on DuckDB (dbt-duckdb), not {settings.warehouse}.",
+            field="WAREHOUSE",
+            fix="unset WAREHOUSE (or set it to duckdb) to run the example.",
+        )
     pipeline = build_definitions(
         dataclasses.replace(settings, models_dir=SEGMENT_MODELS, sample_data=False), strict=strict
     )
-    dbt = Definitions(assets=[dbt_users], resources={"dbt": DbtCliResource(project_dir=DBT_PROJECT)})
+    dbt = Definitions(assets=[build_dbt_assets()], resources={"dbt": DbtCliResource(project_dir=DBT_PROJECT)})
     return Definitions.merge(pipeline, dbt)
 
 
