@@ -2,13 +2,16 @@
 
 from pathlib import Path
 
+import fakesnow
 import pytest
 from dagster import AssetKey, DagsterInstance, Definitions, ResourceParam, asset
 
 from segment_profiles_pipeline.errors import ConfigError
 from segment_profiles_pipeline.project import load_project
+from segment_profiles_pipeline.settings import Settings
 from segment_profiles_pipeline.warehouse.base import Warehouse
 from segment_profiles_pipeline_tests.conftest import materialize_all, write
+from segment_profiles_pipeline_tests.models.test_snowflake import CREDENTIALS
 
 SYNC = AssetKey(["profile_sync", "crm_identify"])
 UPSTREAM = AssetKey(["crm", "contacts"])
@@ -205,8 +208,29 @@ def test_upstream_file_path_constant_matches_the_readme() -> None:
     assert "models/upstream.yml" in readme
 
 
-def test_upstream_mappings_sit_beside_the_shipped_models_and_traits(sample_models, settings_for, build) -> None:
+def test_upstream_mappings_sit_beside_the_shipped_models_and_traits(
+    sample_models, settings_for, build
+) -> None:
     write(sample_models, {"upstream.yml": UPSTREAM_YML})
     graph = build(settings_for(sample_models)).resolve_asset_graph()
     assert graph.get(SYNC).parent_keys == {UPSTREAM}
     assert graph.has(AssetKey(["profile_sync", "computed_traits_identify"]))
+
+
+def test_upstream_table_syncs_on_snowflake(monkeypatch, models_dir, db_path, build) -> None:
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    write(models_dir, {"upstream.yml": UPSTREAM_YML})
+    settings = Settings(
+        warehouse="snowflake",
+        duckdb_database=db_path,
+        sample_data=False,
+        sample_users=1,
+        models_dir=models_dir,
+    )
+    select = "SELECT * FROM (VALUES ('c1', 'a@x.io'), ('c2', 'b@x.io')) AS t(contact_id, email)"
+    with fakesnow.patch():
+        result = materialize_all(with_upstream(build(settings), select))
+    assert result.success
+    (event,) = [e for e in result.get_asset_materialization_events() if e.asset_key == SYNC]
+    assert event.materialization.metadata["planned"].value == 2
