@@ -142,3 +142,21 @@ def test_the_sync_follows_its_model(models_dir, settings_for, build) -> None:
     # requested once per update, not on every tick
     again = evaluate_automation_conditions(defs, instance, cursor=after_model.cursor)
     assert again.total_requested == 0
+
+
+def test_a_sharded_sync_gets_every_shard_requested(models_dir, settings_for, build) -> None:
+    files = people()
+    files["people.yml"] = files["people.yml"].replace(
+        "schedule: {on_upstream_change: true}",
+        "shards: 2\n                schedule: {on_upstream_change: true}",
+    )
+    write(models_dir, files)
+    defs = build(settings_for(models_dir))
+    instance = DagsterInstance.ephemeral()
+    initial = evaluate_automation_conditions(defs, instance)  # the first evaluation only starts tracking
+    assert initial.total_requested == 0
+    job = defs.resolve_implicit_global_asset_job_def()
+    users = AssetKey(["app", "users"])
+    assert job.execute_in_process(instance=instance, asset_selection=[users, PEOPLE]).success
+    after_model = evaluate_automation_conditions(defs, instance, cursor=initial.cursor)
+    assert after_model.get_requested_partitions(FOLLOWS) == {"shard_0", "shard_1"}

@@ -75,8 +75,8 @@ def test_upstream_table_syncs_after_the_asset_that_builds_it(models_dir, setting
     assert result.success
     (event,) = [e for e in result.get_asset_materialization_events() if e.asset_key == SYNC]
     metadata = event.materialization.metadata
-    assert metadata["planned"].value == 2
-    assert sorted((p["userId"], p["traits"]["email"]) for p in metadata["sample_payloads"].value) == [
+    assert metadata["segment_profiles/planned"].value == 2
+    assert sorted((p["userId"], p["traits"]["email"]) for p in metadata["segment_profiles/sample_payloads"].value) == [
         ("c1", "a@x.io"),
         ("c2", "b@x.io"),
     ]
@@ -233,4 +233,4 @@ def test_upstream_table_syncs_on_snowflake(monkeypatch, models_dir, db_path, bui
         result = materialize_all(with_upstream(build(settings), select))
     assert result.success
     (event,) = [e for e in result.get_asset_materialization_events() if e.asset_key == SYNC]
-    assert event.materialization.metadata["planned"].value == 2
+    assert event.materialization.metadata["segment_profiles/planned"].value == 2
