@@ -7,7 +7,7 @@ shows 10 records; so do we) and long values are cut.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dagster import MetadataValue, TableColumn, TableSchema
@@ -16,6 +16,17 @@ from segment_profiles_pipeline.warehouse.base import WarehouseSession, ident
 
 PREVIEW_ROWS = 10
 MAX_CELL = 60
+NAMESPACE = "segment_profiles"
+"""Prefix of the sync's own metadata keys, as ``segment_profiles/dry_run`` is of its run tag."""
+
+
+def namespaced(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """The project's keys as ``segment_profiles/<key>``; Dagster's own ``dagster/…`` keys unchanged.
+
+    A sync's metadata sits next to what Dagster and other integrations write on the same asset
+    (and what a translator adds): a namespace keeps ``status`` or ``mode`` from meaning two things.
+    """
+    return {key if "/" in key else f"{NAMESPACE}/{key}": value for key, value in metadata.items()}
 
 
 def _cell(value: Any) -> str:

@@ -9,7 +9,8 @@ What a sync shows in the UI, and why each piece is there:
 - ``sync_health`` check: the mapping's health as the alert sensor judges it (worst shard,
   latest real sync, dry runs ignored), evaluated from ``sync_history`` at the end of every
   sync, a failed one included, so the alert state is on the asset without any webhook;
-- a dry run is labelled everywhere: ``mode`` metadata, both check descriptions, a
+- metadata keys are ``segment_profiles/<key>`` (``metadata.namespaced``), apart from Dagster's own;
+- a dry run is labelled everywhere: ``segment_profiles/mode`` metadata, both check descriptions, a
   ``segment_profiles/dry_run`` run tag and a warning in the run's log.
 """
 
@@ -42,6 +43,7 @@ from segment_profiles_pipeline.automation.alert_sensor import current_health
 from segment_profiles_pipeline.automation.alerts import Health, health_text
 from segment_profiles_pipeline.automation.conditions import sync_condition
 from segment_profiles_pipeline.errors import SyncError
+from segment_profiles_pipeline.metadata import namespaced
 from segment_profiles_pipeline.models.assets import POOL
 from segment_profiles_pipeline.project import MappingSpec, display_path
 from segment_profiles_pipeline.sync.engine import SyncReport, run_sync
@@ -237,7 +239,9 @@ def build_sync_asset(spec: MappingSpec, kind: str) -> AssetsDefinition:
         ],
         pool=POOL,
         automation_condition=sync_condition(mapping),  # schedule: {on_upstream_change: true}
-        metadata={"mapping": mapping.name, "action": mapping.action, "source_table": spec.source.table},
+        metadata=namespaced(
+            {"mapping": mapping.name, "action": mapping.action, "source_table": spec.source.table}
+        ),
     )
     def sync(
         context: AssetExecutionContext,
@@ -272,7 +276,7 @@ def build_sync_asset(spec: MappingSpec, kind: str) -> AssetsDefinition:
                 yield health_check(session, spec, dry_run)
             raise
         context.log.info(summary_line(report))
-        metadata = {**report_metadata(report, segment.endpoint_url), **failures}
+        metadata = namespaced({**report_metadata(report, segment.endpoint_url), **failures})
         delivery = delivery_check(report, threshold)
         if report.status == "failed":
             yield delivery

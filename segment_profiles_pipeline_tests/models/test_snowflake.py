@@ -50,8 +50,10 @@ def test_models_and_dry_run_sync_on_snowflake(monkeypatch, sample_models, db_pat
         users = result.asset_materializations_for_node("users")[0].metadata
         assert users["dagster/row_count"].value == 150
         sync = result.asset_materializations_for_node("profile_sync__users_identify")[0].metadata
-        assert sync["planned"].value == 147  # 150 rows: one null key and two rows sharing a key are rejected
-        assert sync["invalid"].value == 3
+        assert (
+            sync["segment_profiles/planned"].value == 147
+        )  # 150 rows: one null key and two rows sharing a key are rejected
+        assert sync["segment_profiles/invalid"].value == 3
         con = snowflake.connector.connect(database="ANALYTICS", schema="_SEGMENT_PROFILES")
         cur = con.cursor()
         cur.execute("SELECT count(*) FROM _segment_profiles.outbox WHERE mapping = 'users_identify'")

@@ -52,10 +52,10 @@ def test_run_config_dry_run_sends_nothing_even_with_a_key(warehouse) -> None:
         assert server.requests == 0 and server.messages == []
     assert result.success
     meta = result.asset_materializations_for_node(NODE)[0].metadata
-    assert meta["mode"].value == "DRY RUN: nothing sent"
-    assert meta["dry_run"].value is True
+    assert meta["segment_profiles/mode"].value == "DRY RUN: nothing sent"
+    assert meta["segment_profiles/dry_run"].value is True
     assert "delivery_rate" not in meta  # no rate to show for what was never sent
-    assert meta["destination"].value.startswith("none: dry run")
+    assert meta["segment_profiles/destination"].value.startswith("none: dry run")
     checks = _checks(result)
     assert checks["delivery_rate"].passed
     assert checks["delivery_rate"].description.startswith("dry run: nothing sent, no delivery verdict")
@@ -74,7 +74,7 @@ def test_run_config_dry_run_sends_nothing_even_with_a_key(warehouse) -> None:
             [_asset()], resources={"warehouse": warehouse, "segment": segment}, instance=instance
         )
         assert sorted(m["userId"] for m in server.messages) == [r[0] for r in ROWS]
-    assert live.asset_materializations_for_node(NODE)[0].metadata["mode"].value == "live"
+    assert live.asset_materializations_for_node(NODE)[0].metadata["segment_profiles/mode"].value == "live"
     assert DRY_RUN_TAG not in instance.get_run_by_id(live.run_id).tags
     assert _checks(live)["delivery_rate"].description.startswith("100.00% delivered")
 

@@ -42,8 +42,8 @@ def test_failed_records_table_summary_line_and_health(warehouse) -> None:
         server.reject_when(lambda m: m["userId"] in BAD, status=400, message="bad trait")
         partial = materialize([_asset()], resources=resources, instance=instance)
     meta = partial.asset_materializations_for_node(NODE)[0].metadata
-    table = meta["failed_records"].value
-    assert meta["failed_records_total"].value == len(BAD) + 1  # + the null key
+    table = meta["segment_profiles/failed_records"].value
+    assert meta["segment_profiles/failed_records_total"].value == len(BAD) + 1  # + the null key
     assert len(table.records) == FAILED_TABLE_ROWS
     first = table.records[0].data
     assert [c.name for c in table.schema.columns] == ["record_key", "kind", "reason", "attempts", "status"]
@@ -66,7 +66,10 @@ def test_failed_records_table_summary_line_and_health(warehouse) -> None:
             [_asset()], resources={"warehouse": warehouse, "segment": segment}, instance=instance
         )
     meta = clean.asset_materializations_for_node(NODE)[0].metadata
-    assert meta["failed_records_total"].value == 0 and meta["failed_records"].value.records == []
+    assert (
+        meta["segment_profiles/failed_records_total"].value == 0
+        and meta["segment_profiles/failed_records"].value.records == []
+    )
     assert _checks(clean)["sync_health"].passed
     assert _checks(clean)["sync_health"].description.startswith("healthy: latest real sync success, 100.0%")
 
@@ -80,10 +83,10 @@ def test_a_dry_run_lists_its_rejected_rows_from_the_outbox(warehouse) -> None:
         instance=DagsterInstance.ephemeral(),
     )
     meta = result.asset_materializations_for_node(NODE)[0].metadata
-    [row] = [r.data for r in meta["failed_records"].value.records]
+    [row] = [r.data for r in meta["segment_profiles/failed_records"].value.records]
     assert (row["record_key"], row["kind"], row["status"]) == ("u2", "invalid", "rejected (dry run)")
     assert "32 KB" in row["reason"]
-    assert meta["failed_records_total"].value == 1
+    assert meta["segment_profiles/failed_records_total"].value == 1
 
 
 def test_a_refused_sync_still_reports_its_health(warehouse) -> None:

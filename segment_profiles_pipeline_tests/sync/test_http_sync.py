@@ -70,9 +70,11 @@ def test_pipeline_sends_exactly_the_valid_records_and_hides_the_write_key(
     assert {(r.auth, r.status) for r in server.request_log} == {("basic", 200)}
 
     meta = result.asset_materializations_for_node("profile_sync__users_identify")[0].metadata
-    assert meta["delivered"].value == 297 and meta["invalid"].value == 3
-    assert meta["status"].value == "partial_success"  # the rejected rows are reported, the rest delivered
-    assert len(meta["sample_payloads"].value) == 5
+    assert meta["segment_profiles/delivered"].value == 297 and meta["segment_profiles/invalid"].value == 3
+    assert (
+        meta["segment_profiles/status"].value == "partial_success"
+    )  # the rejected rows are reported, the rest delivered
+    assert len(meta["segment_profiles/sample_payloads"].value) == 5
     events = " ".join(str(e) for e in result.all_events)
     assert WRITE_KEY not in events
 

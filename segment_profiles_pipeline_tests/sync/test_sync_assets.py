@@ -41,7 +41,7 @@ def test_sharded_mapping_is_partitioned_and_each_partition_syncs_its_slice(wareh
         assert result.success
         planned.append(
             result.asset_materializations_for_node("profile_sync__people_identify")[0]
-            .metadata["planned"]
+            .metadata["segment_profiles/planned"]
             .value
         )
     assert sum(planned) == 60 and all(planned)
@@ -73,4 +73,7 @@ def test_nothing_delivered_fails_the_step_and_partial_success_fails_the_check(wa
         assert check.check_name == "delivery_rate" and not check.passed
         assert check.metadata["failed"].value == 2
         meta = result.asset_materializations_for_node("profile_sync__people_identify")[0].metadata
-        assert meta["status"].value == "partial_success" and meta["delivered"].value == 58
+        assert (
+            meta["segment_profiles/status"].value == "partial_success"
+            and meta["segment_profiles/delivered"].value == 58
+        )
