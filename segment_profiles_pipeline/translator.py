@@ -25,11 +25,12 @@ sync of every enabled, scheduled mapping, derived from its schedule (``schedule_
 from __future__ import annotations
 
 import datetime as dt
+import warnings
 import zoneinfo
 from collections.abc import Mapping
 
 from croniter import croniter
-from dagster import AssetKey, AssetSpec, Definitions, FreshnessPolicy
+from dagster import AssetKey, AssetSpec, Definitions, FreshnessPolicy, PreviewWarning
 
 from segment_profiles_pipeline.config import MappingConfig
 from segment_profiles_pipeline.errors import ConfigError
@@ -105,4 +106,6 @@ class SegmentProfilesTranslator:
                 )
             return translated
 
-        return defs.map_asset_specs(func=translate)
+        with warnings.catch_warnings():  # public map_asset_specs calls a preview helper: noise on every load
+            warnings.simplefilter("ignore", PreviewWarning)
+            return defs.map_asset_specs(func=translate)
