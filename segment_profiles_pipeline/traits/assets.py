@@ -1,9 +1,10 @@
 """Dagster assets for computed traits and audiences.
 
 ``computed_traits`` depends on the event tables it reads and on the identity graph that keys
-them on resolved profiles (``identity/external_id_mapping``); ``audiences`` on ``computed_traits``,
-on ``identity/id_graph`` (past memberships follow merges) and on the models it joins, so lineage
-shows exactly what feeds a profile trait. The work
+them on resolved profiles (all three tables of the ``identity_graph`` multi-asset: it cannot be
+materialized in part, so an upstream selection such as a schedule's must take it whole);
+``audiences`` on ``computed_traits``, on ``identity/id_graph`` (past memberships follow merges)
+and on the models it joins, so lineage shows exactly what feeds a profile trait. The work
 itself is in ``compute.py``; these functions only open a session, turn definition problems
 into a ``Failure`` that names the file, trait and fix (not retried: retrying cannot fix a
 definition), and report Segment-style preview metadata.
@@ -26,7 +27,7 @@ from dagster import (
 from pydantic import Field
 
 from segment_profiles_pipeline.errors import ConfigError
-from segment_profiles_pipeline.identity.config import EXTERNAL_ID_TABLE, ID_GRAPH_TABLE
+from segment_profiles_pipeline.identity.config import EXTERNAL_ID_TABLE, ID_GRAPH_TABLE, MERGES_TABLE
 from segment_profiles_pipeline.metadata import table_metadata
 from segment_profiles_pipeline.models.assets import POOL, WAREHOUSE_RETRY
 from segment_profiles_pipeline.traits.compute import compute_audiences, compute_traits
@@ -37,8 +38,8 @@ from segment_profiles_pipeline.warehouse.base import Warehouse
 GROUP = "computed_traits"
 TRAITS_KEY = AssetKey("computed_traits")
 AUDIENCES_KEY = AssetKey("audiences")
-ID_MAP_KEY = AssetKey(EXTERNAL_ID_TABLE.split("."))
-ID_GRAPH_KEY = AssetKey(ID_GRAPH_TABLE.split("."))
+GRAPH_KEYS = [AssetKey(table.split(".")) for table in (ID_GRAPH_TABLE, EXTERNAL_ID_TABLE, MERGES_TABLE)]
+ID_GRAPH_KEY = GRAPH_KEYS[0]
 
 
 class ComputedTraitsConfig(Config):
@@ -57,7 +58,7 @@ def build_traits_assets(traits: TraitsProject, kind: str) -> list[AssetsDefiniti
         key=TRAITS_KEY,
         group_name=GROUP,
         kinds={kind},
-        deps=[AssetKey([schema, table]) for schema, table in traits.event_tables()] + [ID_MAP_KEY],
+        deps=[AssetKey([schema, table]) for schema, table in traits.event_tables()] + GRAPH_KEYS,
         code_version=version,
         pool=POOL,
         retry_policy=WAREHOUSE_RETRY,

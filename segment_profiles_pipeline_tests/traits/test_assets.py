@@ -39,7 +39,9 @@ def test_asset_keys_groups_kinds_and_lineage(tmp_path: Path) -> None:
     assert traits.kinds == {"snowflake"} and audiences.kinds == {"snowflake"}
     assert {d.asset_key for d in traits.deps} == {
         AssetKey(["flex", "test_event"]),
+        AssetKey(["identity", "id_graph"]),
         AssetKey(["identity", "external_id_mapping"]),
+        AssetKey(["identity", "profile_merges"]),
     }
     assert {d.asset_key for d in audiences.deps} == {
         AssetKey("computed_traits"),
