@@ -76,7 +76,9 @@ def test_upstream_table_syncs_after_the_asset_that_builds_it(models_dir, setting
     (event,) = [e for e in result.get_asset_materialization_events() if e.asset_key == SYNC]
     metadata = event.materialization.metadata
     assert metadata["segment_profiles/planned"].value == 2
-    assert sorted((p["userId"], p["traits"]["email"]) for p in metadata["segment_profiles/sample_payloads"].value) == [
+    assert sorted(
+        (p["userId"], p["traits"]["email"]) for p in metadata["segment_profiles/sample_payloads"].value
+    ) == [
         ("c1", "a@x.io"),
         ("c2", "b@x.io"),
     ]
