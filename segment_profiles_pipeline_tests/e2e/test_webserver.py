@@ -231,15 +231,18 @@ def test_materialize_schedules_sensors_and_source_change(server: Server, tmp_pat
     tags = {t["key"]: t["value"] for t in run["tags"]}
     assert tags["segment_profiles/changed_sources"] == "app.users"
     selected = {"/".join(a["path"]) for a in run["assetSelection"]}
-    # what reads app.users (other domains' models of app.users join it), and nothing fed only by
-    # other sources: the Flex events' traits and audiences stay out
+    # what reads app.users (other domains' models of app.users join it), the identity graph (it reads
+    # the users' identify records) and, keyed on its profiles, the Flex traits and audiences
     assert {
         "users",
         "account_memberships",
         "profile_sync/users_identify",
         "profile_sync/account_memberships_group",
+        "identity/external_id_mapping",
+        "computed_traits",
+        "audiences",
+        "profile_sync/computed_traits_identify",
     } <= selected
-    assert not selected & {"computed_traits", "audiences", "profile_sync/computed_traits_identify"}
     status = wait_for(
         f"sensor run {run['runId']} to finish", lambda: server.finished(run["runId"]), 60, server.log
     )
