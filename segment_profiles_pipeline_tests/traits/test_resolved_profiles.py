@@ -8,11 +8,13 @@ import datetime as dt
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from segment_profiles_pipeline.errors import ConfigError
 from segment_profiles_pipeline.identity.compute import compute_identity
 from segment_profiles_pipeline.identity.config import load_identity
 from segment_profiles_pipeline.traits.compute import compute_audiences, compute_traits
@@ -121,13 +123,7 @@ def session(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Warehous
 
 def _plain(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Numbers as int (Snowflake returns NUMBER as Decimal), so both warehouses compare equal."""
-    return {
-        k: {
-            c: int(v) if hasattr(v, "as_integer_ratio") and not isinstance(v, bool | float) else v
-            for c, v in r.items()
-        }
-        for k, r in rows.items()
-    }
+    return {k: {c: int(v) if isinstance(v, Decimal) else v for c, v in r.items()} for k, r in rows.items()}
 
 
 def test_merges_and_identifications_move_history_and_incremental_equals_full(
@@ -235,7 +231,7 @@ def test_traits_need_the_identity_graph(tmp_path: Path) -> None:
     project = traits_file(tmp_path / "models", TRAITS)
     with DuckDBWarehouse(database=str(tmp_path / "w.duckdb")).session() as session:
         load(session, BATCHES[:1], set())
-        with pytest.raises(Exception) as err:
+        with pytest.raises(ConfigError) as err:
             compute_traits(session, project, LATER)
     message = str(err.value)
     assert "computed_traits.yml" in message and "identity.external_id_mapping does not exist" in message
@@ -271,3 +267,18 @@ def test_a_past_membership_follows_its_profile_into_a_merge(tmp_path: Path) -> N
         audiences = table_rows(session, "traits.audiences")
     assert {k: r["quiet"] for k, r in audiences.items()} == {"user:u1": False}  # one row: the survivor's
     assert (stats.members, stats.exited) == ({"quiet": 0}, {"quiet": 1})
+
+
+def test_audiences_with_past_rows_need_the_graph_to_follow_merges(tmp_path: Path) -> None:
+    project = traits_file(tmp_path / "models", TRAITS)
+    with DuckDBWarehouse(database=str(tmp_path / "w.duckdb")).session() as session:
+        load(session, BATCHES[:1], set())
+        resolve(session, project)
+        compute_traits(session, project, NOW)
+        compute_audiences(session, project)
+        session.execute("DROP TABLE identity.id_graph")
+        with pytest.raises(ConfigError) as err:
+            compute_audiences(session, project)
+    message = str(err.value)
+    assert "identity.id_graph does not exist, so audiences cannot key events" in message
+    assert "computed_traits.yml" in message and "materialize the identity graph first" in message
