@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -254,3 +256,17 @@ def test_the_readme_example_is_a_valid_component_with_every_attribute() -> None:
     assert config["type"] == "segment_profiles_pipeline.SegmentProfiles"
     SegmentProfiles.model_validate(config["attributes"])
     assert set(config["attributes"]) == set(SegmentProfiles.model_fields)
+
+
+def test_importing_the_component_loads_nothing_of_the_shipped_project() -> None:
+    """A user's project imports the component (and so definitions.py) with its own environment."""
+    script = (
+        "import segment_profiles_pipeline.definitions as d, segment_profiles_pipeline as p; "
+        "print(p.SegmentProfiles.__name__); d.defs()"
+    )
+    env = {**os.environ, "WAREHOUSE": "oracle"}  # the shipped project cannot load with this
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.stdout.strip() == "SegmentProfiles"  # the import worked; only calling defs() loads
+    assert "unknown warehouse 'oracle'" in result.stderr
