@@ -20,13 +20,23 @@ import importlib
 from pathlib import Path
 from typing import Any, Literal
 
-from dagster import Component, ComponentLoadContext, Definitions, EnvVar, Model, Resolvable, Scaffolder
+from dagster import (
+    AssetSpec,
+    Component,
+    ComponentLoadContext,
+    Definitions,
+    EnvVar,
+    Model,
+    Resolvable,
+    Scaffolder,
+)
 from dagster import scaffold_component as write_defs_yaml
 from dagster.components.scaffold.scaffold import ScaffoldRequest, scaffold_with
 from pydantic import Field
 
 from segment_profiles_pipeline.definitions import Resources, build_definitions, strict_from_env
 from segment_profiles_pipeline.errors import ConfigError
+from segment_profiles_pipeline.project import MappingSpec
 from segment_profiles_pipeline.segment.spec import resolve_endpoint
 from segment_profiles_pipeline.settings import Settings, is_set
 from segment_profiles_pipeline.sync.resources import SegmentDestination
@@ -69,6 +79,37 @@ class DestinationConfig(Model):
         default="SEGMENT_WRITE_KEY",
         description="Environment variable with the source's write key. Unset: every sync is a dry run.",
     )
+
+
+class TranslationRule(Model):
+    """Owners, tags or another group for the generated assets of one default group, in YAML."""
+
+    group: str = Field(
+        description="Default group the rule applies to: sources, models, profile_sync, computed_traits, "
+        "identity, predictions, profiles_sync…, or `*` for every asset."
+    )
+    group_name: str | None = Field(default=None, description="Move the assets to this group.")
+    owners: list[str] | None = Field(default=None, description="Replace the owners (emails or `team:name`).")
+    tags: dict[str, str] = Field(default_factory=dict, description="Tags added to the assets.")
+
+
+class RulesTranslator(SegmentProfilesTranslator):
+    """``translation:`` rules of the YAML, applied after the ``translator:`` class (or the default)."""
+
+    def __init__(self, base: SegmentProfilesTranslator, rules: list[TranslationRule]):
+        self.base = base
+        self.rules = rules
+
+    def get_asset_spec(self, default: AssetSpec, mapping: MappingSpec | None) -> AssetSpec:
+        spec = self.base.get_asset_spec(default, mapping)
+        for rule in self.rules:
+            if rule.group in ("*", default.group_name):
+                spec = spec.replace_attributes(
+                    group_name=rule.group_name or spec.group_name,
+                    owners=spec.owners if rule.owners is None else rule.owners,
+                    tags={**spec.tags, **rule.tags},
+                )
+        return spec
 
 
 class SegmentProfilesScaffolder(Scaffolder):
@@ -122,7 +163,15 @@ class SegmentProfiles(Component, Model, Resolvable):
         "e.g. my_project.segment.CrmTranslator.",
     )
 
+    translation: list[TranslationRule] = Field(
+        default_factory=list, description="Owners, tags and groups by default group, without Python."
+    )
+
     def load_translator(self, where: Path) -> SegmentProfilesTranslator:
+        base = self._translator_class(where)
+        return RulesTranslator(base, self.translation) if self.translation else base
+
+    def _translator_class(self, where: Path) -> SegmentProfilesTranslator:
         if self.translator is None:
             return SegmentProfilesTranslator()
         module, _, name = self.translator.rpartition(".")

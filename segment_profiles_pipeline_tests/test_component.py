@@ -270,3 +270,25 @@ def test_importing_the_component_loads_nothing_of_the_shipped_project() -> None:
     )
     assert result.stdout.strip() == "SegmentProfiles"  # the import worked; only calling defs() loads
     assert "unknown warehouse 'oracle'" in result.stderr
+
+
+def test_translation_rules_in_yaml_set_owners_tags_and_groups(sandbox) -> None:
+    path = _component(
+        sandbox,
+        {
+            "models": str(PROJECT_ROOT / "models"),
+            "translation": [
+                {"group": "profile_sync", "owners": ["team:crm"], "tags": {"tier": "gold"}},
+                {"group": "models", "group_name": "crm_models"},
+                {"group": "*", "tags": {"source": "segment_profiles"}},
+            ],
+        },
+    )
+    with sandbox.load_component_and_build_defs(defs_path=path) as (_, defs):
+        graph = defs.resolve_asset_graph()
+        sync, users = graph.get(AssetKey(["profile_sync", "users_identify"])), graph.get(AssetKey("users"))
+        assert sync.owners == ["team:crm"] and sync.tags["tier"] == "gold"
+        assert sync.freshness_policy is not None  # the default translator still ran first
+        assert users.group_name == "crm_models" and users.owners == [] and "tier" not in users.tags
+        assert sync.tags["source"] == users.tags["source"] == "segment_profiles"
+        assert sync.group_name == "profile_sync"
