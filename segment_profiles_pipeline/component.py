@@ -113,7 +113,8 @@ class RulesTranslator(SegmentProfilesTranslator):
 
 
 class SegmentProfilesScaffolder(Scaffolder):
-    """``dg scaffold defs``: a ``defs.yaml`` with every setting at its default, and a first model."""
+    """``dg scaffold defs``: a ``defs.yaml`` (embedded DuckDB with sample data, dry runs) and a first
+    model with an identify mapping, so ``dg launch --assets "*"`` shows the whole flow at once."""
 
     def scaffold(self, request: ScaffoldRequest) -> None:
         write_defs_yaml(request, {"models": "models", "warehouse": "duckdb", "sample_data": True})
