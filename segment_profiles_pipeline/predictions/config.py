@@ -5,11 +5,15 @@ file, so every error names the file and the field. Names follow Segment: a predi
 track event (``Order Completed``) stored in its own table (``shop.order_completed``), with
 snake_case property columns (``revenue``, ``currency``).
 
-Two kinds ship (Segment's names): ``likelihood_to_churn`` (the probability that an eligible
-profile does **not** perform the event at least once in the next N days) and
-``predicted_ltv`` (expected revenue of the event over the next 120 days). Both are one
-binary/regression target over the same per-profile features, so custom goals are a new
-``type`` and a label expression away (see ``features.label_sql``).
+Four kinds, Segment's: ``likelihood_to_churn`` (the probability that an eligible profile does
+**not** perform the event at least once in the next N days), ``likelihood_to_purchase`` and
+``custom_goal`` (the probability that a profile **does** perform it: the first prefilled with
+``Order Completed``, the second any event the user names), and ``predicted_ltv`` (expected
+revenue of the event over the next 120 days). All four are one binary or regression target over
+the same per-profile features; they differ only in the label, the eligibility and the model
+(``features.CompiledFeatures.label_sql`` / ``eligible_sql``). Any of them may narrow its event
+with ``conditions`` in the computed traits' condition language (``traits.config.ConditionNode``,
+compiled by ``traits.compiler.condition_sql``): the goal is then "the event, where it matches".
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import yaml
 from pydantic import Field, field_validator, model_validator
 
 from segment_profiles_pipeline.config import (
+    IDENTIFIER,
     SNAKE,
     Identifier,
     MappingConfig,
@@ -35,7 +40,14 @@ from segment_profiles_pipeline.config import (
 )
 from segment_profiles_pipeline.errors import ConfigError
 from segment_profiles_pipeline.project import PREDICTIONS_FILE, MappingSpec, SyncSource
-from segment_profiles_pipeline.traits.config import RESERVED_WORDS, event_table_name, snake_case
+from segment_profiles_pipeline.traits.config import (
+    RESERVED_WORDS,
+    ConditionNode,
+    _conditions_shorthand,
+    event_table_name,
+    leaves,
+    snake_case,
+)
 
 PREDICTIONS_SCHEMA = "predictions"
 TRAITS_ASSET = "prediction_traits"
@@ -47,7 +59,9 @@ it like a model (``joins: {prediction_traits: {column: user_id}}``) without a co
 PROFILE_COLUMN = "user_id"
 WINDOWS = (15, 30, 60, 90, 120)
 LTV_WINDOW_DAYS = 120
-PREDICTION_TYPES = ("likelihood_to_churn", "predicted_ltv")
+PredictionType = Literal["likelihood_to_churn", "likelihood_to_purchase", "custom_goal", "predicted_ltv"]
+PERFORM_TYPES = ("likelihood_to_purchase", "custom_goal")
+"""Kinds whose target is *doing* the event in the window; any profile with a past event may do it."""
 
 
 class EventSources(Strict):
@@ -80,9 +94,17 @@ class PredictionConfig(Strict):
     """One prediction: a target over one event, trained on the profiles' own past."""
 
     key: str = Field(description="Trait key on the profile (and the asset name); defaults to the type.")
-    type: Literal["likelihood_to_churn", "predicted_ltv"]
+    type: PredictionType
     description: str = ""
-    event: str = Field(default="Order Completed", min_length=1, description="Target (or purchase) event.")
+    event: str = Field(
+        default="Order Completed",
+        min_length=1,
+        description="Target (or purchase) event; custom_goal has no default.",
+    )
+    conditions: ConditionNode | None = Field(
+        default=None,
+        description="Only events matching these count as the target (computed traits' conditions on `property`).",
+    )
     window_days: int = Field(
         default=30, description="Target window N in days: 15, 30, 60, 90 or 120 (predicted_ltv: 120)."
     )
@@ -113,7 +135,16 @@ class PredictionConfig(Strict):
             data = {**data, "key": data["type"]}
         if isinstance(data, dict) and data.get("type") == "predicted_ltv" and "window_days" not in data:
             data = {**data, "window_days": LTV_WINDOW_DAYS}
+        if isinstance(data, dict) and data.get("type") == "custom_goal" and "event" not in data:
+            raise ValueError(
+                "a custom_goal names its target `event` (e.g. event: Signed Up); it has no default"
+            )
         return data
+
+    @field_validator("conditions", mode="before")
+    @classmethod
+    def _list_means_and(cls, value: Any) -> Any:
+        return _conditions_shorthand(value)
 
     @field_validator("schedule", mode="before")
     @classmethod
@@ -147,7 +178,26 @@ class PredictionConfig(Strict):
         for name in ("revenue_property", "currency_property"):
             if not re.fullmatch(r"[a-z_][a-z0-9_]*", snake_case(getattr(self, name))):
                 raise ValueError(f"{name} '{getattr(self, name)}' does not map to a warehouse column name")
+        for leaf in leaves(self.conditions):
+            if leaf.property is None or leaf.trait or leaf.model or leaf.column:
+                raise ValueError(
+                    "a prediction's conditions compare properties of its event: use `property:` in every condition"
+                )
+            if not re.match(IDENTIFIER, snake_case(leaf.property)):
+                raise ValueError(
+                    f"condition property '{leaf.property}' does not map to a warehouse column name"
+                )
         return self
+
+    @property
+    def binary(self) -> bool:
+        """A probability (classifier) rather than an amount (regressor, predicted_ltv)."""
+        return self.type != "predicted_ltv"
+
+    @property
+    def goal(self) -> str:
+        """The target event as messages name it: ``'Order Completed'``, plus its conditions when set."""
+        return f"'{self.event}'" + (" (matching its conditions)" if self.conditions else "")
 
     @property
     def window(self) -> dt.timedelta:
@@ -163,8 +213,10 @@ class PredictionConfig(Strict):
 
     @property
     def min_events(self) -> int:
-        """Eligibility: churn needs one past event (Segment), LTV two past purchases."""
-        return 2 if self.type == "predicted_ltv" else 1
+        """Past target events a profile needs to be scored: churn one (Segment: it did the event
+        before), LTV two (Segment: 2+ purchases); purchase and custom goals none, since a profile
+        that never did the event may well do it (any past event in the prediction's tables)."""
+        return {"likelihood_to_churn": 1, "predicted_ltv": 2}.get(self.type, 0)
 
 
 class PredictionsMappingConfig(MappingConfig):
@@ -243,7 +295,15 @@ class PredictionsProject:
         (feature list, library versions). Knobs that do not change the model are left out."""
         target = prediction.model_dump(
             mode="json",
-            include={"type", "event", "window_days", "revenue_property", "currency_property", "currency"},
+            include={
+                "type",
+                "event",
+                "conditions",
+                "window_days",
+                "revenue_property",
+                "currency_property",
+                "currency",
+            },
         )
         text = json.dumps([target, self.feature_tables(prediction), extra], sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -12,6 +12,12 @@ Windows are half-open on the left: features use events with ``timestamp <= cutof
 those with ``cutoff < timestamp <= as_of``, so no label-window event reaches a training feature.
 All boundaries are timestamp literals computed here, so the SQL is the same on every warehouse.
 
+A prediction's ``conditions`` narrow its target table to the matching events (after
+deduplication, as computed traits apply theirs): its features, labels, eligibility, as-of and
+data requirements all read "the event where it matches". The rows are the profiles with a
+target event (churn, LTV: eligibility needs one) or, for purchase and custom goals, with an
+event in any of the prediction's tables: a profile that never did the goal may still do it.
+
 **Profile key seam**: every relation is keyed on ``profile_id``, produced by ``PROFILE_ID_SQL``
 from the raw event row and nowhere else. Today that is the event's ``user_id`` (Segment's
 predictions are for identified users only). When the identity layer lands, replace that one
@@ -27,7 +33,13 @@ from dataclasses import dataclass
 
 from segment_profiles_pipeline.errors import ConfigError
 from segment_profiles_pipeline.predictions.config import PredictionConfig, PredictionsProject
-from segment_profiles_pipeline.traits.compiler import timestamp_literal, type_family
+from segment_profiles_pipeline.traits.compiler import (
+    check_comparison,
+    condition_sql,
+    timestamp_literal,
+    type_family,
+)
+from segment_profiles_pipeline.traits.config import leaves, snake_case
 from segment_profiles_pipeline.warehouse.base import ident, literal
 
 Columns = Mapping[str, str]
@@ -35,9 +47,16 @@ PROFILE_ID_SQL = "nullif(user_id, '')"
 """The profile a raw event belongs to (the seam for the identity layer, see the module doc)."""
 REQUIRED_COLUMNS = ("id", "user_id", "timestamp", "received_at")
 COUNT_WINDOWS_DAYS = (7, 30, 90, 365)
-FEATURES_VERSION = "1"
+FEATURES_VERSION = "2"
 """Bump when the features change meaning: stored models are retrained once."""
 DAY_SECONDS = 86400.0
+NO_VALUE_WITHOUT_EVENTS = ("__recency_days", "__tenure_days", "__revenue_avg")
+"""Statistics that are undefined (null) for a profile without events up to a cut-off; all others
+(counts, rates, revenue sums) are 0 then. The same whether or not the profile has *later* events
+in the table: a row that exists only because of label-window events must not differ from no row,
+or the model would read the future off it."""
+NAN = "CAST('NaN' AS DOUBLE)"
+"""A missing feature (no event in a table) as the trees take it, so rows arrive as plain floats."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +67,7 @@ class Table:
     tag: str  # the feature-name prefix: the table name (schema-qualified if two share it)
     revenue: str | None = None  # predicted_ltv's target table: the revenue column
     currency: str | None = None  # ... and the currency column when the table has one
+    goal: str | None = None  # the target table: SQL of the prediction's conditions, when it has some
 
     @property
     def qualified(self) -> str:
@@ -95,7 +115,7 @@ class CompiledFeatures:
             ("n_all", f"count(*) FILTER (WHERE {upto})"),
             ("recency_days", f"date_diff('second', max(_ts) FILTER (WHERE {upto}), {c}) / {DAY_SECONDS}"),
             ("tenure_days", first),
-            ("per_30d", f"count(*) FILTER (WHERE {upto}) * 30.0 / greatest({first}, 1.0)"),
+            ("per_30d", f"count(*) FILTER (WHERE {upto}) * 30.0 / greatest(coalesce({first}, 0), 1.0)"),
         ]
         if table.revenue:
             paid = self._in_currency(table)
@@ -113,17 +133,21 @@ class CompiledFeatures:
         return f"coalesce(upper(_cur), {literal(self.prediction.currency)}) = {literal(self.prediction.currency)}"
 
     def _events(self, table: Table) -> str:
-        """The table's events of identified profiles up to ``as_of``, one row per message id."""
+        """The table's events of identified profiles up to ``as_of``, one row per message id
+        (matching the conditions, for the target table of a prediction that has some)."""
         cols = [f"{PROFILE_ID_SQL} AS profile_id", "timestamp AS _ts"]
         if table.revenue:
             cols.append(f"CAST({ident(table.revenue)} AS DOUBLE) AS _rev")
         if table.currency:
             cols.append(f"{ident(table.currency)} AS _cur")
+        if table.goal:
+            cols.append(f"{table.goal} AS _goal")
         dedup = (
             f"SELECT {', '.join(cols)} FROM {table.qualified}\n"
             "QUALIFY row_number() OVER (PARTITION BY id ORDER BY received_at NULLS LAST, timestamp NULLS LAST) = 1"
         )
-        return f"(\n{dedup}\n) AS e WHERE profile_id IS NOT NULL AND _ts <= {timestamp_literal(self.as_of)}"
+        goal = " AND _goal" if table.goal else ""
+        return f"(\n{dedup}\n) AS e WHERE profile_id IS NOT NULL AND _ts <= {timestamp_literal(self.as_of)}{goal}"
 
     def _pass(self, table: Table) -> str:
         """One scan of one table: every statistic for both cut-offs (and the labels for the target)."""
@@ -139,45 +163,62 @@ class CompiledFeatures:
                 )
         return "SELECT " + ",\n  ".join(select) + f"\nFROM {self._events(table)}\nGROUP BY profile_id"
 
+    @property
+    def any_profile(self) -> bool:
+        """Whether profiles without a target event are rows (purchase and custom goals)."""
+        return self.prediction.min_events == 0 and len(self.tables) > 1
+
     def build_sql(self) -> str:
-        """The feature table: one row per profile with a target event up to ``as_of``."""
+        """The feature table: one row per profile with a target event up to ``as_of`` (for
+        purchase and custom goals: with an event in any of the tables)."""
         target = self.tables[0]
-        columns = ["t0.profile_id"]
+        passes = "WITH " + ",\n".join(f"{t.alias} AS (\n{self._pass(t)}\n)" for t in self.tables)
+        if self.any_profile:
+            union = " UNION ".join(f"SELECT profile_id FROM {t.alias}" for t in self.tables)
+            source, key, joined = f"({union}) AS u", "u", self.tables
+        else:
+            source, key, joined = "t0", "t0", self.tables[1:]
+        columns = [f"{key}.profile_id"]
         for side in ("train", "score"):
-            columns += [f"{t.alias}.{side}__{name}" for t in self.tables for name in self._names(t)]
-        columns.append("t0.label_events")
+            for t in self.tables:
+                for name in self._names(t):
+                    value = f"{t.alias}.{side}__{name}"
+                    if not name.endswith(NO_VALUE_WITHOUT_EVENTS):
+                        value = f"coalesce({value}, 0)"
+                    columns.append(f"{value} AS {side}__{name}")
+        columns.append("coalesce(t0.label_events, 0) AS label_events")
         if target.revenue:
-            columns.append("t0.label_revenue")
-        joins = "".join(
-            f"\nLEFT JOIN (\n{self._pass(t)}\n) AS {t.alias} ON {t.alias}.profile_id = t0.profile_id"
-            for t in self.tables[1:]
-        )
-        return "SELECT " + ",\n  ".join(columns) + f"\nFROM (\n{self._pass(target)}\n) AS t0" + joins
+            columns.append("coalesce(t0.label_revenue, 0) AS label_revenue")
+        joins = "".join(f"\nLEFT JOIN {t.alias} ON {t.alias}.profile_id = {key}.profile_id" for t in joined)
+        return f"{passes}\nSELECT " + ",\n  ".join(columns) + f"\nFROM {source}" + joins
 
     def _names(self, table: Table) -> list[str]:
         return [f"{table.tag}__{name}" for name, _ in self._stats(table, self.as_of)]
 
     def label_sql(self) -> str:
         """The training target: churn = 1 when the profile did NOT do the event in the label window;
-        LTV = the revenue it spent in the window."""
-        return (
-            "label_revenue"
-            if self.prediction.type == "predicted_ltv"
-            else "CASE WHEN label_events = 0 THEN 1 ELSE 0 END"
-        )
+        purchase and custom goals = 1 when it did; LTV = the revenue it spent in the window."""
+        if self.prediction.type == "predicted_ltv":
+            return "label_revenue"
+        done = "=" if self.prediction.type == "likelihood_to_churn" else ">"
+        return f"CASE WHEN label_events {done} 0 THEN 1 ELSE 0 END"
 
     def did_target_sql(self) -> str:
         """Whether a training profile did the target in the label window (the data requirement)."""
         return "label_revenue > 0" if self.prediction.type == "predicted_ltv" else "label_events > 0"
 
     def eligible_sql(self, side: str) -> str:
-        """Eligible profiles at a cut-off: churn, at least one past event; LTV, at least two."""
-        return f"{side}__{self.tables[0].tag}__n_all >= {self.prediction.min_events}"
+        """Eligible profiles at a cut-off: churn, at least one past target event; LTV, at least
+        two; purchase and custom goals, at least one past event in any of the tables."""
+        minimum = self.prediction.min_events
+        if minimum:
+            return f"{side}__{self.tables[0].tag}__n_all >= {minimum}"
+        return " + ".join(f"coalesce({side}__{t.tag}__n_all, 0)" for t in self.tables) + " >= 1"
 
     def rows_sql(self, features_table: str, side: str, limit: int | None = None) -> str:
         """Training (``train``, with the label, a deterministic hash sample of ``limit`` profiles)
         or scoring (``score``) rows, the feature columns named as ``feature_names``."""
-        cols = ", ".join(f"{side}__{n} AS {n}" for n in self.feature_names())
+        cols = ", ".join(f"coalesce(CAST({side}__{n} AS DOUBLE), {NAN}) AS {n}" for n in self.feature_names())
         label = f", {self.label_sql()} AS label" if side == "train" else ""
         sql = f"SELECT profile_id, {cols}{label}\nFROM {features_table}\nWHERE {self.eligible_sql(side)}"
         if limit is not None:
@@ -192,22 +233,50 @@ class CompiledFeatures:
             f"FROM {features_table} WHERE {self.eligible_sql('train')}"
         )
 
+    def _target_rows(self) -> str:
+        """Target events of identified profiles (matching the conditions), duplicates included:
+        they change neither a first/last time nor the set of days."""
+        goal = f" AND {self.tables[0].goal}" if self.tables[0].goal else ""
+        return f"FROM {self.tables[0].qualified} WHERE {PROFILE_ID_SQL} IS NOT NULL{goal}"
+
     def active_days_sql(self, since: dt.datetime) -> str:
         """Distinct days with a target event in ``(since, as_of]`` (the regularity requirement)."""
-        table = self.tables[0]
         return (
-            f"SELECT DISTINCT CAST(timestamp AS DATE) AS d FROM {table.qualified} "
-            f"WHERE timestamp > {timestamp_literal(since)} AND timestamp <= {timestamp_literal(self.as_of)} "
-            f"AND {PROFILE_ID_SQL} IS NOT NULL"
+            f"SELECT DISTINCT CAST(timestamp AS DATE) AS d {self._target_rows()} "
+            f"AND timestamp > {timestamp_literal(since)} AND timestamp <= {timestamp_literal(self.as_of)}"
         )
 
+    def span_sql(self) -> str:
+        """First and last target event time (the default as-of, and the history length)."""
+        return f"SELECT min(timestamp) AS first_ts, max(timestamp) AS last_ts {self._target_rows()}"
 
-def span_sql(schema: str, table: str) -> str:
-    """First and last event time of identified profiles in a table (default as-of, history length)."""
-    return (
-        f"SELECT min(timestamp) AS first_ts, max(timestamp) AS last_ts FROM {ident(schema)}.{ident(table)} "
-        f"WHERE {PROFILE_ID_SQL} IS NOT NULL"
-    )
+
+def goal_sql(
+    project: PredictionsProject, prediction: PredictionConfig, name: str, columns: Columns
+) -> str | None:
+    """The prediction's conditions as SQL over its target table, after checking each property
+    exists there with a type its comparison can answer (the traits' own checks)."""
+    if prediction.conditions is None:
+        return None
+
+    def problem(message: str, fix: str) -> ConfigError:
+        return ConfigError(
+            f"prediction '{prediction.key}': {message}.",
+            file=project.file,
+            field=f"predictions.{prediction.key}.conditions",
+            fix=fix,
+        )
+
+    for leaf in leaves(prediction.conditions):
+        column = snake_case(leaf.property or "")
+        if column not in columns:
+            raise problem(
+                f"condition property '{leaf.property}' (column '{column}') does not exist in {name}; "
+                f"available columns: {', '.join(columns)}",
+                "use one of the available columns (Segment property names are snake_cased, e.g. orderType → order_type)",
+            )
+        check_comparison(leaf, type_family(columns[column]), problem)
+    return condition_sql(prediction.conditions, lambda leaf: ident(snake_case(leaf.property or "")))
 
 
 def compile_features(
@@ -248,5 +317,6 @@ def compile_features(
                 )
             currency = prediction.currency_column if prediction.currency_column in columns else None
         tag = name if names.count(name) == 1 else f"{schema}_{name}"
-        tables.append(Table(schema, name, f"t{index}", tag, revenue, currency))
+        goal = goal_sql(project, prediction, f"{schema}.{name}", columns) if index == 0 else None
+        tables.append(Table(schema, name, f"t{index}", tag, revenue, currency, goal))
     return CompiledFeatures(prediction, tuple(tables), as_of)

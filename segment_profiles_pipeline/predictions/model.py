@@ -2,20 +2,21 @@
 
 Segment's Predictions are decision-tree models; here they are scikit-learn's histogram
 gradient boosting (LightGBM's algorithm, NaN-aware, so a missing recency needs no imputation):
-a classifier for churn, a Poisson regressor for future revenue (non-negative, mostly zero).
+a classifier for churn, purchase and custom goals, a Poisson regressor for future revenue
+(non-negative, mostly zero).
 
 Quality is measured on a holdout (every fifth profile of the hash-ordered training sample),
 never on the rows the model was fitted on:
 
-- churn: AUC, log loss, lift at the top decile (churn rate in the top 10% of scores over the
-  base rate), as Segment's "Understand your prediction" shows;
+- churn, purchase, custom goals: AUC, log loss, lift at the top decile (rate of the target in
+  the top 10% of scores over the base rate), as Segment's "Understand your prediction" shows;
 - LTV: Spearman rank correlation, mean absolute error, lift at the top decile (revenue per
   profile in the top 10% over the mean), and the AUC of the predicted amount at telling future
   buyers from non-buyers, so one ``min_auc`` check works for both.
 
-Quality label (Segment's Poor / Fair / Good / Excellent): from AUC (churn) or Spearman (LTV)
+Quality label (Segment's Poor / Fair / Good / Excellent): from AUC (probabilities) or Spearman (LTV)
 bands in ``BANDS``, lowered one step when the top decile does not concentrate the target
-(lift < ``MIN_LIFT``) or, for churn, when the probabilities are worse than always predicting
+(lift < ``MIN_LIFT``) or, for probabilities, when the probabilities are worse than always predicting
 the base rate (log loss above the base rate's).
 """
 
@@ -34,8 +35,8 @@ from sklearn.metrics import log_loss, mean_absolute_error, roc_auc_score
 from threadpoolctl import threadpool_limits
 
 LABELS = ("poor", "fair", "good", "excellent")
-BANDS = {"likelihood_to_churn": (0.6, 0.7, 0.8), "predicted_ltv": (0.2, 0.4, 0.6)}
-"""Lower edges of fair, good, excellent: AUC for churn, Spearman rank correlation for LTV."""
+BANDS = {"auc": (0.6, 0.7, 0.8), "spearman": (0.2, 0.4, 0.6)}
+"""Lower edges of fair, good, excellent: AUC for the probabilities, Spearman rank correlation for LTV."""
 MIN_LIFT = 1.5
 THREADS = 1
 """OpenMP threads for fitting and scoring. One: the sample is bounded, and Dagster steps and test
@@ -61,7 +62,7 @@ def new_model(kind: str, rows: int) -> Model:
 
 
 def predict(model: Model, features: np.ndarray) -> np.ndarray:
-    """The raw score: churn probability, or expected revenue over the window."""
+    """The raw score: the target's probability, or expected revenue over the window."""
     with threadpool_limits(limits=THREADS):
         if isinstance(model, HistGradientBoostingClassifier):
             return model.predict_proba(features)[:, 1]
@@ -81,8 +82,8 @@ def top_decile(scores: np.ndarray) -> np.ndarray:
     return np.argsort(-scores, kind="stable")[:k]
 
 
-def churn_quality(labels: np.ndarray, scores: np.ndarray) -> dict[str, float | str]:
-    """AUC, log loss and top-decile lift of churn probabilities against 0/1 labels."""
+def probability_quality(labels: np.ndarray, scores: np.ndarray) -> dict[str, float | str]:
+    """AUC, log loss and top-decile lift of probabilities against 0/1 labels (1: the target happened)."""
     base = float(labels.mean())
     auc = float(roc_auc_score(labels, scores))
     loss = float(log_loss(labels, np.clip(scores, 1e-6, 1 - 1e-6), labels=[0, 1]))
@@ -95,7 +96,7 @@ def churn_quality(labels: np.ndarray, scores: np.ndarray) -> dict[str, float | s
         "base_rate_log_loss": base_loss,
         "lift_top_decile": lift,
         "base_rate": base,
-        "quality": quality_label(auc, BANDS["likelihood_to_churn"], step_down),
+        "quality": quality_label(auc, BANDS["auc"], step_down),
     }
 
 
@@ -114,7 +115,7 @@ def ltv_quality(amounts: np.ndarray, predicted: np.ndarray) -> dict[str, float |
         "lift_top_decile": lift,
         "auc": auc,
         "mean_revenue": mean,
-        "quality": quality_label(rho, BANDS["predicted_ltv"], lift < MIN_LIFT),
+        "quality": quality_label(rho, BANDS["spearman"], lift < MIN_LIFT),
     }
 
 
@@ -141,7 +142,9 @@ def train(kind: str, features: np.ndarray, labels: np.ndarray) -> Trained:
     scores = predict(model, features[holdout])
     truth = labels[holdout]
     metrics = (
-        ltv_quality(truth, scores) if kind == "predicted_ltv" else churn_quality(truth.astype(int), scores)
+        ltv_quality(truth, scores)
+        if kind == "predicted_ltv"
+        else probability_quality(truth.astype(int), scores)
     )
     return Trained(model, metrics, len(fit), len(holdout))
 

@@ -19,9 +19,11 @@ Models and run history live in ``_segment_profiles`` next to the other state.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import itertools
 import json
+import operator
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -43,7 +45,6 @@ from segment_profiles_pipeline.predictions.features import (
     FEATURES_VERSION,
     CompiledFeatures,
     compile_features,
-    span_sql,
 )
 from segment_profiles_pipeline.sync.state import STATE_SCHEMA
 from segment_profiles_pipeline.traits.compiler import timestamp_literal
@@ -104,11 +105,11 @@ def requirement_problems(
     history = (compiled.as_of - first_event).total_seconds() / 86400
     if history < needed:
         problems.append(
-            f"'{p.event}' has {history:.0f} days of history before {compiled.as_of:%Y-%m-%d}; a {p.window_days}-day "
+            f"{p.goal} has {history:.0f} days of history before {compiled.as_of:%Y-%m-%d}; a {p.window_days}-day "
             f"prediction needs at least {needed} ({HISTORY_FACTOR}x the window)"
         )
     did, did_not = session.query(compiled.class_counts_sql(features)).rows[0]
-    target = "spent in the window" if p.type == "predicted_ltv" else f"did '{p.event}' in the window"
+    target = "spent in the window" if p.type == "predicted_ltv" else f"did {p.goal} in the window"
     for count, what in ((did, target), (did_not, f"did not ({target.removeprefix('did ')})")):
         if int(count or 0) < p.min_profiles_per_class:
             problems.append(
@@ -122,7 +123,7 @@ def requirement_problems(
     if gaps:
         a, b = max(gaps, key=lambda g: (g[1] - g[0]).days)
         problems.append(
-            f"'{p.event}' was not seen for {(b - a).days - 1} days in a row (after {a}, before {b}); it must be "
+            f"{p.goal} was not seen for {(b - a).days - 1} days in a row (after {a}, before {b}); it must be "
             f"tracked regularly (no gap of {MAX_GAP_DAYS} days or more in the last {needed} days)"
         )
     return problems
@@ -149,7 +150,10 @@ def _retrain_reason(
 
 
 def _matrix(rows: list[dict[str, Any]], names: list[str]) -> np.ndarray:
-    return np.array([[r[n] for n in names] for r in rows], dtype=float).reshape(len(rows), len(names))
+    """Rows of floats (``rows_sql`` casts them, NaN for missing) as a matrix, converted in C:
+    ``itemgetter`` picks the columns, ``fromiter`` fills the array without a list per row."""
+    values = itertools.chain.from_iterable(map(operator.itemgetter(*names), rows))
+    return np.fromiter(values, float, count=len(rows) * len(names)).reshape(len(rows), len(names))
 
 
 def _record(session: WarehouseSession, run: PredictionRun, now: dt.datetime) -> PredictionRun:
@@ -178,28 +182,24 @@ def run_prediction(
     ):
         session.execute(statement)
     key = prediction.key
-    target = project.target_table(prediction)
     schemas = {t: dict(session.columns(*t)) for t in project.feature_tables(prediction)}
-    span = (
-        session.query(span_sql(*target)).dicts()[0]
-        if schemas.get(target)
-        else {"first_ts": None, "last_ts": None}
-    )
+    # a missing table or column is a ConfigError; the as-of is set once the span is known
+    compiled = compile_features(project, prediction, schemas, now)
+    span = session.query(compiled.span_sql()).dicts()[0]
     chosen = as_of or prediction.as_of or span["last_ts"]
     if chosen is None or span["first_ts"] is None:
-        compile_features(project, prediction, schemas, now)  # a missing table or column is a ConfigError
         return _record(
             session,
             PredictionRun(
                 key,
                 "not_trainable",
-                f"'{prediction.event}' has no events of identified profiles yet; previous scores kept",
+                f"{prediction.goal} has no events of identified profiles yet; previous scores kept",
                 None,
             ),
             now,
         )
     as_of = utc_naive(chosen)
-    compiled = compile_features(project, prediction, schemas, as_of)
+    compiled = dataclasses.replace(compiled, as_of=as_of)
     features = f"{table_of(prediction)}__features"
     started = time.perf_counter()
     session.execute(f"CREATE OR REPLACE TABLE {features} AS {compiled.build_sql()}")
@@ -222,7 +222,7 @@ def run_prediction(
             )
         started = time.perf_counter()
         rows = session.query(compiled.rows_sql(features, "train", prediction.max_training_rows)).dicts()
-        labels = np.array([float(r["label"]) for r in rows])
+        labels = np.fromiter(map(operator.itemgetter("label"), rows), float, count=len(rows))
         trained = models.train(prediction.type, _matrix(rows, names), labels)
         del rows
         model, model_id, metrics = trained.model, uuid.uuid4().hex[:12], trained.metrics
@@ -290,7 +290,7 @@ def score_in_chunks(
         scores = models.predict(model, _matrix(batch, names))
         data = pa.table(
             {
-                "profile_id": pa.array([r["profile_id"] for r in batch], pa.string()),
+                "profile_id": pa.array(map(operator.itemgetter("profile_id"), batch), pa.string()),
                 "score": pa.array(scores, pa.float64()),
             }
         )
@@ -330,11 +330,7 @@ def score_histogram(
 ) -> list[tuple[float, float, int]]:
     """Raw scores in ``HISTOGRAM_BINS`` equal bins: [0, 1] for probabilities, [0, max] for amounts."""
     table = table_of(prediction)
-    top = (
-        1.0
-        if prediction.type == "likelihood_to_churn"
-        else float(session.query(f"SELECT max(score) FROM {table}").scalar() or 0)
-    )
+    top = 1.0 if prediction.binary else float(session.query(f"SELECT max(score) FROM {table}").scalar() or 0)
     width = (top / HISTOGRAM_BINS) or 1.0
     counts = dict(
         session.query(

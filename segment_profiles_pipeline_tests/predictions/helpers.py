@@ -40,10 +40,16 @@ def order(
     }
 
 
+def view(msg_id: str, user: str, day: float) -> dict[str, Any]:
+    """One ``Page Viewed`` row (Segment's track columns, no properties) ``day`` days after DAY0."""
+    return {k: v for k, v in order(msg_id, user, day).items() if k not in ("revenue", "currency")}
+
+
 def load_orders(
     session: WarehouseSession, rows: list[dict[str, Any]], table: str = "shop.order_completed"
 ) -> None:
-    data = pa.table({c: pa.array([r[c] for r in rows], type=t) for c, t in TYPES.items()})
+    """Append rows to ``table`` (created at first), with the columns the first row has."""
+    data = pa.table({c: pa.array([r[c] for r in rows], type=TYPES[c]) for c in rows[0]})
     session.execute(f"CREATE SCHEMA IF NOT EXISTS {table.split('.')[0]}")
     session.load(table, data, create=not session.table_exists(*table.split(".")))
 

@@ -28,6 +28,24 @@ def test_shipped_file_and_segment_defaults(tmp_path: Path) -> None:
     )
     assert (ltv.window_days, ltv.currency, ltv.min_events, churn.min_events) == (120, "USD", 2, 1)
     assert minimal.target_table(churn) == ("shop", "order_completed")
+    goals = predictions_file(
+        tmp_path,
+        "predictions:\n  - {type: likelihood_to_purchase}\n  - {type: custom_goal, event: Signed Up, window_days: 15,"
+        " conditions: [{property: plan, operator: equals, value: pro}, {property: trial, operator: exists}]}\n",
+    )
+    purchase, custom = goals.predictions
+    assert (purchase.key, purchase.event, purchase.window_days, purchase.min_events) == (
+        "likelihood_to_purchase",
+        "Order Completed",
+        30,
+        0,
+    )
+    assert (custom.key, goals.target_table(custom), custom.goal) == (
+        "custom_goal",
+        ("shop", "signed_up"),
+        "'Signed Up' (matching its conditions)",
+    )
+    assert [leaf.property for leaf in custom.conditions.and_] == ["plan", "trial"]  # a list means and
 
 
 @pytest.mark.parametrize(
@@ -44,6 +62,20 @@ def test_shipped_file_and_segment_defaults(tmp_path: Path) -> None:
             "predictions:\n  - {type: predicted_ltv}\nmappings:\n  - {name: m, action: identify, user_id: user_id, traits: {x: score}}\n",
             "uses column 'score'",
         ),
+        ("predictions:\n  - {type: custom_goal}\n", "a custom_goal names its target `event`"),
+        (
+            "predictions:\n  - {type: likelihood_to_purchase, conditions: [{trait: x, operator: exists}]}\n",
+            "use `property:` in every condition",
+        ),
+        (
+            "predictions:\n  - {type: custom_goal, event: X, conditions: {property: a, operator: like, value: 1}}\n",
+            "unknown operator 'like'",
+        ),
+        (
+            "predictions:\n  - {type: likelihood_to_purchase, conditions: [{property: 1st, operator: exists}]}\n",
+            "condition property '1st' does not map to a warehouse column name",
+        ),
+        ("predictions:\n  - {type: likelihood_to_buy}\n", "predictions.0.type"),
     ],
 )
 def test_errors_name_file_and_field(tmp_path: Path, text: str, expected: str) -> None:

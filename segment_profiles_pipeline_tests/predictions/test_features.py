@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from segment_profiles_pipeline.errors import ConfigError
 from segment_profiles_pipeline.predictions.features import compile_features
 from segment_profiles_pipeline.warehouse.base import WarehouseSession
 from segment_profiles_pipeline.warehouse.duckdb import DuckDBWarehouse
@@ -18,6 +20,7 @@ from segment_profiles_pipeline_tests.predictions.helpers import (
     load_orders,
     order,
     predictions_file,
+    view,
 )
 from segment_profiles_pipeline_tests.warehouse.fake_snowflake import fake_snowflake
 
@@ -98,3 +101,129 @@ def test_a_label_window_event_never_reaches_the_training_features(tmp_path: Path
     assert {k: after["c"][k] for k in train} == {k: before["c"][k] for k in train}
     assert (before["c"]["label_events"], after["c"]["label_events"]) == (0, 1)
     assert after["a"] == before["a"]  # an event after as_of counts nowhere
+
+
+def test_a_profile_seen_only_in_the_label_window_looks_like_no_profile_at_the_cut_off(tmp_path: Path) -> None:
+    """Its rows exist in the per-table passes only because of label-window events; its training
+    features must still be those of a profile with no events (0 counts, no recency)."""
+    with warehouse("duckdb", tmp_path) as session:
+        load_orders(session, GOAL_ROWS)
+        load_orders(session, [*VIEWS, view("v3", "z", 40), view("v4", "c", 41)], "shop.page_viewed")
+        got = goal_features(session, tmp_path, "big_order", DAY0 + dt.timedelta(days=60))  # cut-off day 30
+    empty = {f"train__{t}__{s}": 0 for t in ("order_completed", "page_viewed") for s in COUNTS}
+    empty |= {f"train__{t}__{s}": None for t in ("order_completed", "page_viewed") for s in UNDEFINED}
+    for profile in ("z", "c"):  # z: a view in the window; c: its big order and a view, both in the window
+        assert {k: v for k, v in got[profile].items() if k.startswith("train__")} == empty
+
+
+COUNTS = ("n_7d", "n_30d", "n_90d", "n_365d", "n_all", "per_30d")
+UNDEFINED = ("recency_days", "tenure_days")
+GOALS = """
+feature_events: [Page Viewed]
+predictions:
+  - key: big_order
+    type: likelihood_to_purchase
+    window_days: 30
+    conditions: [{property: revenue, operator: greater_than, value: 50}]
+  - {key: signup, type: custom_goal, event: Page Viewed, window_days: 15}
+"""
+# orders: a 60 (day 10), 20 (day 40); b 10 (days 5, 45); c 80 (day 45). views: a day 20, d day 25.
+GOAL_ROWS = [
+    order("o1", "a", 10, 60),
+    order("o2", "a", 40, 20),
+    order("o3", "b", 5, 10),
+    order("o4", "b", 45, 10),
+    order("o5", "c", 45, 80),
+]
+VIEWS = [view("v1", "a", 20), view("v2", "d", 25)]
+
+
+def goal_features(session: WarehouseSession, tmp_path: Path, key: str, as_of: dt.datetime) -> dict[str, dict]:
+    project = predictions_file(tmp_path / "models", GOALS)
+    prediction = next(p for p in project.predictions if p.key == key)
+    schemas = {t: dict(session.columns(*t)) for t in project.feature_tables(prediction)}
+    compiled = compile_features(project, prediction, schemas, as_of)
+    eligible = f"{compiled.eligible_sql('train')} AS eligible, {compiled.label_sql()} AS label"
+    rows = session.query(f"SELECT *, {eligible} FROM ({compiled.build_sql()}) AS f").dicts()
+    return {r["profile_id"]: r for r in rows}
+
+
+@pytest.mark.parametrize("kind", ["duckdb", "snowflake"])
+def test_purchase_goal_counts_only_matching_events_and_scores_profiles_without_one(
+    kind: str, tmp_path: Path
+) -> None:
+    with warehouse(kind, tmp_path) as session:
+        load_orders(session, GOAL_ROWS)
+        load_orders(session, VIEWS, "shop.page_viewed")
+        got = goal_features(session, tmp_path, "big_order", DAY0 + dt.timedelta(days=60))  # cut-off day 30
+    # b's orders never match (10 <= 50): b has no target event and no view, so it is no row at all;
+    # d never ordered but viewed a page: a row, eligible, with empty order features
+    assert set(got) == {"a", "c", "d"}
+    t = "order_completed__"
+    assert got["a"][f"train__{t}n_all"] == 1 and got["a"][f"score__{t}n_all"] == 1  # the 20 order is not one
+    assert (got["a"]["label_events"], got["c"]["label_events"], got["d"]["label_events"]) == (0, 1, 0)
+    assert (got["a"]["label"], got["c"]["label"], got["d"]["label"]) == (0, 1, 0)  # did it = 1
+    assert got["d"][f"train__{t}n_all"] == 0 and got["d"][f"train__{t}recency_days"] is None
+    assert got["d"]["train__page_viewed__n_all"] == 1
+    assert (bool(got["a"]["eligible"]), bool(got["c"]["eligible"]), bool(got["d"]["eligible"])) == (
+        True,
+        False,  # c's first (matching) event is in the label window: nothing known at the cut-off
+        True,
+    )
+
+
+def test_custom_goal_on_any_event(tmp_path: Path) -> None:
+    with warehouse("duckdb", tmp_path) as session:
+        load_orders(session, GOAL_ROWS)
+        load_orders(session, [*VIEWS, view("v3", "b", 50)], "shop.page_viewed")
+        got = goal_features(session, tmp_path, "signup", DAY0 + dt.timedelta(days=50))  # cut-off day 35
+    assert set(got) == {"a", "d", "b"}  # the goal is Page Viewed; the target table is shop.page_viewed
+    assert (got["a"]["label"], got["b"]["label"], got["d"]["label"]) == (0, 1, 0)
+    assert not got["b"]["eligible"]  # only the label-window view: no past event in the goal's table
+
+
+@pytest.mark.parametrize(
+    ("condition", "expected"),
+    [
+        (
+            "{property: orderType, operator: equals, value: web}",
+            "condition property 'orderType' (column 'order_type') does not exist in shop.order_completed; "
+            "available columns: id, user_id",
+        ),
+        ("{property: revenue, operator: contains, value: '5'}", "operator 'contains' needs a text column"),
+        (
+            "{property: currency, operator: equals, value: 3}",
+            "the value 3 is a number but the column is text",
+        ),
+    ],
+)
+def test_condition_errors_name_the_prediction_and_the_column(
+    tmp_path: Path, condition: str, expected: str
+) -> None:
+    text = f"predictions:\n  - {{key: p, type: likelihood_to_purchase, conditions: [{condition}]}}\n"
+    with warehouse("duckdb", tmp_path) as session:
+        load_orders(session, GOAL_ROWS)
+        project = predictions_file(tmp_path / "models", text)
+        prediction = project.predictions[0]
+        schemas = {t: dict(session.columns(*t)) for t in project.feature_tables(prediction)}
+        with pytest.raises(ConfigError) as err:
+            compile_features(project, prediction, schemas, DAY0)
+    assert expected in str(err.value) and "predictions.p.conditions" in str(err.value)
+    assert project.file in str(err.value)
+
+
+@pytest.mark.parametrize("kind", ["duckdb", "snowflake"])
+def test_the_default_as_of_and_the_history_read_only_matching_events(kind: str, tmp_path: Path) -> None:
+    with warehouse(kind, tmp_path) as session:
+        load_orders(session, [*GOAL_ROWS, order("o6", "b", 70, 10)])
+        load_orders(session, VIEWS, "shop.page_viewed")
+        project = predictions_file(tmp_path / "models", GOALS)
+        big = project.predictions[0]
+        schemas = {t: dict(session.columns(*t)) for t in project.feature_tables(big)}
+        compiled = compile_features(project, big, schemas, DAY0)
+        span = session.query(compiled.span_sql()).rows[0]
+        later = dataclasses.replace(compiled, as_of=DAY0 + dt.timedelta(days=60))
+        days = sorted(d for (d,) in session.query(later.active_days_sql(DAY0)).rows)
+    # orders over 50: a's on day 10 and c's on day 45 (not the small ones on days 5, 40, 45 and 70)
+    assert span == (DAY0 + dt.timedelta(days=10), DAY0 + dt.timedelta(days=45))
+    assert days == [dt.date(2026, 1, 11), dt.date(2026, 2, 15)]

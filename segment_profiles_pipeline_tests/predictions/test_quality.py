@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from segment_profiles_pipeline.predictions.model import churn_quality, ltv_quality, quality_label, train
+from segment_profiles_pipeline.predictions.model import ltv_quality, probability_quality, quality_label, train
 
 
 def test_churn_figures_by_hand() -> None:
-    got = churn_quality(np.array([1, 1, 0, 0]), np.array([0.9, 0.4, 0.6, 0.1]))
+    got = probability_quality(np.array([1, 1, 0, 0]), np.array([0.9, 0.4, 0.6, 0.1]))
     assert got["auc"] == 0.75  # 3 of the 4 (churned, stayed) pairs are ordered right
     assert got["lift_top_decile"] == 2.0  # top 10% = 1 profile, churned; base rate 0.5
     assert got["log_loss"] == pytest.approx(-(math.log(0.9) + math.log(0.4)) / 2)

@@ -19,6 +19,7 @@ from segment_profiles_pipeline_tests.predictions.helpers import (
     load_orders,
     order,
     predictions_file,
+    view,
 )
 
 NOW = dt.datetime(2026, 12, 1)
@@ -139,3 +140,54 @@ def test_a_tracking_gap_is_named(session: WarehouseSession, tmp_path: Path) -> N
     assert "was not seen for 14 days in a row (after 2026-02-27, before 2026-03-14)" in run.reason
     assert "history" not in run.reason and "needed on each side" not in run.reason
     assert not session.table_exists("predictions", "likelihood_to_churn")  # nothing to keep, nothing made up
+
+
+PURCHASE = """
+feature_events: [Page Viewed]
+predictions:
+  - {key: likelihood_to_purchase, type: likelihood_to_purchase, window_days: 30}
+"""
+
+
+def planted_purchases(session: WarehouseSession) -> None:
+    """Page-view frequency decides who buys in the label window (as-of day 198.5, the last order; from day 168.5).
+
+    engaged (e, 300): a view every 2 days, one order on a day in (172, 192]; cold (c, 300): a view
+    every 20 days, no order; regular (r, 100): an order every 3 days, all year (the history and
+    regularity the requirements ask for); and, never buying, engaged-looking (n, 100) and cold
+    (k, 100) browsers: scored although they never ordered."""
+    views = [
+        view(f"v{g}{u}-{d}", f"{g}{u}", d + 0.3)
+        for g, every in (("e", 2), ("n", 2))
+        for u in range(300 if g == "e" else 100)
+        for d in range(0, 200, every)
+    ]
+    views += [
+        view(f"v{g}{u}-{d}", f"{g}{u}", d + 0.3)
+        for g in ("c", "k")
+        for u in range(300 if g == "c" else 100)
+        for d in range(u % 20, 200, 20)
+    ]
+    orders = [order(f"oe{u}", f"e{u}", 172.5 + u % 20) for u in range(300)]
+    orders += [order(f"or{u}-{d}", f"r{u}", d + 0.5) for u in range(100) for d in range(0, 201, 3)]
+    load_orders(session, orders)
+    load_orders(session, views, "shop.page_viewed")
+
+
+def test_purchase_goal_finds_the_planted_signal_and_scores_profiles_that_never_bought(
+    session: WarehouseSession, tmp_path: Path
+) -> None:
+    planted_purchases(session)
+    project = predictions_file(tmp_path, PURCHASE)
+    run = run_prediction(session, project, project.predictions[0], NOW)
+    assert run.status == "trained" and run.as_of == dt.datetime(2026, 7, 18, 12)  # day 198.5: r's last order
+    assert run.scored_profiles == 900  # every group: each has an event by the as-of
+    # engaged buyers and engaged never-buyers look alike before the label window: not separable
+    assert 0.85 < run.metrics["auc"] < 0.99 and run.metrics["quality"] == "excellent"
+    scores = dict(
+        session.query(
+            "SELECT left(user_id, 1), [min(score), max(score)] FROM predictions.likelihood_to_purchase "
+            "WHERE left(user_id, 1) IN ('n', 'k') GROUP BY 1"
+        ).rows
+    )
+    assert scores["n"][0] > 0.5 > scores["k"][1]  # frequent browsers are likelier buyers, every one
