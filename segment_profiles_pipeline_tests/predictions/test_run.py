@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 
 from segment_profiles_pipeline.models.sample_data import orders
-from segment_profiles_pipeline.predictions.run import cohort_sql, run_prediction
+from segment_profiles_pipeline.predictions.run import build_prediction_traits, cohort_sql, run_prediction
 from segment_profiles_pipeline.warehouse.base import WarehouseSession
 from segment_profiles_pipeline.warehouse.duckdb import DuckDBWarehouse
 from segment_profiles_pipeline_tests.predictions.helpers import (
@@ -21,6 +21,7 @@ from segment_profiles_pipeline_tests.predictions.helpers import (
     predictions_file,
     view,
 )
+from segment_profiles_pipeline_tests.warehouse.fake_snowflake import fake_snowflake
 
 NOW = dt.datetime(2026, 12, 1)
 
@@ -191,3 +192,35 @@ def test_purchase_goal_finds_the_planted_signal_and_scores_profiles_that_never_b
         ).rows
     )
     assert scores["n"][0] > 0.5 > scores["k"][1]  # frequent browsers are likelier buyers, every one
+
+
+SNOWFLAKE_PAIR = """
+predictions:
+  - {key: likelihood_to_churn, type: likelihood_to_churn}
+  - {key: likelihood_to_purchase, type: likelihood_to_purchase}
+"""
+
+
+def test_trains_scores_and_publishes_on_snowflake(tmp_path: Path) -> None:
+    """The whole run on a Snowflake-dialect warehouse (fakesnow): state tables, features, training,
+    chunked scoring loaded back with write_pandas, cohorts, the traits table; then a rerun scores
+    with the stored (unpickled) model."""
+    project = predictions_file(tmp_path, SNOWFLAKE_PAIR)
+    with fake_snowflake() as wh, wh.session() as session:
+        session.execute("CREATE SCHEMA shop")
+        session.load("shop.order_completed", orders(1000), create=True)
+        runs = [run_prediction(session, project, p, NOW, chunk_rows=200) for p in project.predictions]
+        again = run_prediction(session, project, project.predictions[0], NOW + dt.timedelta(days=1))
+        rows = build_prediction_traits(session, project)
+        shoppers = session.query("SELECT count(DISTINCT user_id) FROM shop.order_completed").scalar()
+        low, high, both = session.query(
+            "SELECT min(likelihood_to_churn), max(likelihood_to_churn), count(likelihood_to_purchase) "
+            "FROM models.prediction_traits"
+        ).rows[0]
+    assert [r.status for r in runs] == ["trained", "trained"], [r.reason for r in runs]
+    assert runs[0].metrics["auc"] > 0.6 and runs[1].metrics["auc"] > 0.6
+    assert runs[0].chunks == math.ceil(shoppers / 200) > 1
+    assert (again.status, again.model_id) == ("scored", runs[0].model_id)
+    # every profile that ever ordered is eligible for both, and each gets both cohorts
+    assert rows == both == runs[0].scored_profiles == runs[1].scored_profiles == shoppers
+    assert (float(low), float(high)) == (0.0, 1.0)
