@@ -50,6 +50,7 @@ from segment_profiles_pipeline.sync.plan import (
     extracted_sql,
     sendable_sql,
 )
+from segment_profiles_pipeline.sync.render_sql import SqlRenderer, sql_renderer
 from segment_profiles_pipeline.sync.state import ensure_state
 from segment_profiles_pipeline.warehouse.base import WarehouseSession
 
@@ -178,8 +179,10 @@ def _run(
     mode.start(stage)
     builder = PayloadBuilder.for_mapping(mapping, dict(stage.plan.column_types))
     sent_ops = OPS_SENT[mapping.send] + (("delete",) if mapping.on_delete == "clear_traits" else ())
-    for rows in stage.session.stream(sendable_sql(stage.plan, sent_ops), CHUNK_ROWS):
-        chunk = _render(rows, builder, mode.destination_salt, now, report)
+    renderer = sql_renderer(stage.plan, builder, stage.session.dialect, now, sent_ops)
+    query = renderer.sql if renderer else sendable_sql(stage.plan, sent_ops)
+    for rows in stage.session.stream(query, CHUNK_ROWS):
+        chunk = _render(rows, builder, mode.destination_salt, now, report, renderer)
         result = mode.record(stage, chunk)
         counts["rejected"] += len(chunk.rejected)
         counts["planned"] += len(chunk.messages)
@@ -243,13 +246,31 @@ def _plan_spec(session: WarehouseSession, spec: MappingSpec, shard: int) -> Plan
 
 
 def _render(
-    rows: list[dict[str, Any]], builder: PayloadBuilder, salt: str, now: dt.datetime, report: SyncReport
+    rows: list[dict[str, Any]],
+    builder: PayloadBuilder,
+    salt: str,
+    now: dt.datetime,
+    report: SyncReport,
+    renderer: SqlRenderer | None = None,
 ) -> Chunk:
-    """Messages for plan rows; a row that cannot be sent is rejected with its reason, alone."""
+    """Messages for plan rows; a row that cannot be sent is rejected with its reason, alone.
+
+    Rows the warehouse rendered (``__head``, see ``render_sql``) only get their message id; the
+    rest are built by the Python builder."""
     name = builder.mapping.name
     chunk = Chunk()
     for row in rows:
         key, checksum, op = row["__key"], row["__checksum"], row["__op"]
+        head = row["__head"] if renderer else None
+        if head is not None and renderer is not None:
+            data = renderer.message(
+                head, message_id(salt, name, "upsert", key, checksum, row["__generation"])
+            )
+            if len(report.samples) < SAMPLE_PAYLOADS:
+                report.samples.append(orjson.loads(data))
+            chunk.messages.append(data)
+            chunk.planned.append(PlannedMessage(key, checksum, row["__ident"], op))
+            continue
         try:
             if op == "delete":
                 clear_id = message_id(salt, name, "clear", key, checksum, row["__generation"])

@@ -10,6 +10,7 @@ import datetime as dt
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import pyarrow as pa
 
@@ -18,8 +19,9 @@ from segment_profiles_pipeline.sync.state import FAILED, HISTORY, LEDGER, OUTBOX
 from segment_profiles_pipeline.warehouse.base import WarehouseSession, literal
 
 
-@dataclass(frozen=True)
-class Ack:
+class Ack(NamedTuple):
+    """One acknowledged record (a NamedTuple: one per record on the hot path)."""
+
     key: str
     checksum: str
     identity: str | None
@@ -66,12 +68,13 @@ class StateWriter:
         """Record acknowledged records in the ledger and clear their failures."""
         if not acks:
             return
+        keys, checksums, identities, delivered = zip(*acks, strict=True)
         data = pa.table(
             {
-                "record_key": [a.key for a in acks],
-                "checksum": [a.checksum for a in acks],
-                "identity": pa.array([a.identity for a in acks], type=pa.string()),
-                "delivered": [a.delivered for a in acks],
+                "record_key": pa.array(keys, type=pa.string()),
+                "checksum": pa.array(checksums, type=pa.string()),
+                "identity": pa.array(identities, type=pa.string()),
+                "delivered": pa.array(delivered, type=pa.bool_()),
             }
         )
         with self._scratch("acks", data) as scratch:
