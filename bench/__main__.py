@@ -1,7 +1,8 @@
 """``python -m bench [--large]``: run every scenario, print a markdown table, write the JSON.
 
 Default sizes finish in a few minutes on 2 cores; ``--large`` runs the sizes the targets are set
-for (1M-record sync, 10M-record plan, 10M events). Figures land in ``bench/results/latest.json``
+for (1M-record sync, 10M-record plan, 10M events,
+1M profiles / 20M events for the predictions). Figures land in ``bench/results/latest.json``
 (gitignored), with the machine they were measured on.
 """
 
@@ -14,13 +15,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import change_detection, computed_traits, first_sync
+from bench import change_detection, computed_traits, first_sync, predictions
 from bench.harness import SIZES, ScenarioResult, Sizes, machine, render_markdown, write_json
 
 SCENARIOS: dict[str, Callable[[Sizes, Path], ScenarioResult]] = {
     "first_sync": first_sync.run,
     "change_detection": change_detection.run,
     "computed_traits": computed_traits.run,
+    "predictions": predictions.run,
 }
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "latest.json"
 

@@ -50,12 +50,14 @@ class Sizes:
     """Enough for the raw sender to run a few seconds: the server ceiling is then a steady rate."""
     plan_records: int
     trait_events: int
+    prediction_profiles: int = 2_000
+    prediction_events: int = 40_000
 
 
 SIZES: dict[SizeName, Sizes] = {
     "tiny": Sizes("tiny", 2_000, 2_000, 20_000, 20_000),
-    "default": Sizes("default", 100_000, 1_000_000, 1_000_000, 1_000_000),
-    "large": Sizes("large", 1_000_000, 2_000_000, 10_000_000, 10_000_000),
+    "default": Sizes("default", 100_000, 1_000_000, 1_000_000, 1_000_000, 100_000, 2_000_000),
+    "large": Sizes("large", 1_000_000, 2_000_000, 10_000_000, 10_000_000, 1_000_000, 20_000_000),
 }
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from dagster import AssetKey, DagsterInstance, Definitions
 
+from segment_profiles_pipeline.identity.assets import KEYS as IDENTITY_KEYS
 from segment_profiles_pipeline.models.sample_data import seed_missing
 from segment_profiles_pipeline.settings import Settings
 from segment_profiles_pipeline.warehouse.duckdb import DuckDBWarehouse
@@ -38,8 +39,10 @@ def test_materialize_predictions_sync_and_audience(
     keys = [
         AssetKey(["predictions", "likelihood_to_churn"]),
         AssetKey(["predictions", "predicted_ltv"]),
+        AssetKey(["predictions", "likelihood_to_purchase"]),
         AssetKey("prediction_traits"),
         AssetKey(["profile_sync", "predictions_identify"]),
+        *IDENTITY_KEYS.values(),  # computed traits key on the identity-resolved profile
         AssetKey("computed_traits"),
         AssetKey("audiences"),
     ]
@@ -70,6 +73,6 @@ def test_materialize_predictions_sync_and_audience(
             "WHERE p.likelihood_to_churn >= 0.8"
         ).scalar()
     assert len(messages) == profiles and churners > 0
-    assert set(messages[0]["traits"]) == {"likelihood_to_churn", "predicted_ltv"}
+    assert set(messages[0]["traits"]) == {"likelihood_to_churn", "likelihood_to_purchase", "predicted_ltv"}
     assert all(0 <= v <= 1 for m in messages for v in m["traits"].values() if v is not None)
     assert members == expected > 0

@@ -15,7 +15,11 @@ from segment_profiles_pipeline_tests.predictions.helpers import predictions_file
 def test_shipped_file_and_segment_defaults(tmp_path: Path) -> None:
     project = load_predictions(PROJECT_ROOT / "models")
     assert project is not None
-    assert [p.key for p in project.predictions] == ["likelihood_to_churn", "predicted_ltv"]
+    assert [p.key for p in project.predictions] == [
+        "likelihood_to_churn",
+        "likelihood_to_purchase",
+        "predicted_ltv",
+    ]
     minimal = predictions_file(
         tmp_path, "predictions:\n  - {type: likelihood_to_churn}\n  - {type: predicted_ltv}\n"
     )
