@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from dagster import (
     AssetKey,
@@ -47,7 +48,9 @@ from segment_profiles_pipeline.traits.assets import GROUP as TRAITS_GROUP
 from segment_profiles_pipeline.translator import SegmentProfilesTranslator
 from segment_profiles_pipeline.warehouse.duckdb import DuckDBWarehouse
 from segment_profiles_pipeline.warehouse.resources import warehouse_from_settings
-from segment_profiles_pipeline.warehouse.snowflake import SnowflakeWarehouse
+
+if TYPE_CHECKING:  # imported only for a Snowflake deployment (see warehouse/resources.py)
+    from segment_profiles_pipeline.warehouse.snowflake import SnowflakeWarehouse
 
 VALIDATION_CLI = "DAGSTER_IS_DEFS_VALIDATION_CLI"
 """Set to ``1`` by ``dagster definitions validate`` itself (Dagster ≥ 1.10)."""
@@ -89,9 +92,7 @@ def build_definitions(
         traits = load_traits(settings.models_dir)
         if traits is not None:
             check_trait_key_clashes(traits, project)
-            project = dataclasses.replace(
-                project, mappings=collect_mappings(project, traits.sync_mappings())
-            )
+            project = dataclasses.replace(project, mappings=collect_mappings(project, traits.sync_mappings()))
             tables += traits.event_tables()
             traits_assets = build_traits_assets(traits, kind)
     except ConfigError as exc:
