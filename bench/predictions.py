@@ -4,7 +4,8 @@ P profiles, E ``Order Completed`` events over a year (1M / 20M with ``--large``;
 default), in DuckDB. Profiles have skewed purchase rates and stop buying at a day of their own
 (a quarter of them before the last 30 days: the churners). Each side runs in its own process:
 
-- **ours**: ``run_prediction`` (features in one SQL pass, a 100k-profile training sample, scoring
+- **ours**: ``run_prediction`` (features in one SQL pass keyed on the resolved profile through
+  the identity graph, built untimed in ``setup``, a 100k-profile training sample, scoring
   streamed from the warehouse in chunks, cohorts and the predictions table written back);
 - **baseline**: the same features in pandas (load the events, deduplicate by message id,
   ``groupby`` per cut-off), the same sample and the same model (``predictions.model.train``),
@@ -58,14 +59,31 @@ FROM (SELECT i, p, CASE WHEN hash(p, 3) % 4 = 0 THEN 60 + hash(p, 5) % 270 ELSE 
             FROM range({events}) AS t(i)))"""
 
 
+def graph_sql(profiles: int) -> str:
+    """The identity graph the identity layer would build for these events (each profile one user_id
+    and one device), in ``identity.external_id_mapping``'s layout: predictions key events through it.
+    Profiles are named after their user ids, so the training sample (ordered by ``md5(profile_key)``)
+    is the baseline's (ordered by ``md5(user_id)``)."""
+    return f"""
+SELECT 'u' || p AS canonical_segment_id, 'u' || p AS segment_id, t AS external_id_type,
+       CASE t WHEN 'user_id' THEN 'u' ELSE 'a' END || p AS external_id_value, CAST(NULL AS VARCHAR) AS external_id_hash,
+       TIMESTAMP '2026-01-01' AS timestamp, CAST(NULL AS VARCHAR) AS triggering_event_id,
+       CAST(2 * p + (t = 'anonymous_id')::INT AS BIGINT) AS seq
+FROM range({profiles}) AS r(p), (VALUES ('user_id'), ('anonymous_id')) AS k(t)"""
+
+
 def setup(database: str, events: int, profiles: int) -> dict[str, Any]:
-    """Untimed: the event table."""
+    """Untimed: the event table and the identity graph over it (the identity layer's work, not ours)."""
     import duckdb
+
+    from segment_profiles_pipeline.identity.config import EXTERNAL_ID_TABLE
 
     with duckdb.connect(database) as con:
         con.execute(QUIET)
         con.execute("CREATE SCHEMA IF NOT EXISTS shop")
         con.execute(f"CREATE TABLE {TABLE} AS {events_sql(events, profiles)}")
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {EXTERNAL_ID_TABLE.split('.')[0]}")
+        con.execute(f"CREATE TABLE {EXTERNAL_ID_TABLE} AS {graph_sql(profiles)}")
         rows, users = con.execute(f"SELECT count(*), count(DISTINCT user_id) FROM {TABLE}").fetchone()
     return {"rows": rows, "profiles": users}
 

@@ -4,6 +4,13 @@
   (``run.py``); metadata shows the quality figures and a score histogram; its ``quality``
   check fails when the prediction could not be trained (saying why) or its holdout AUC is
   below ``min_auc``.
+Events are keyed on identity-resolved profiles and the traits table is addressed to each
+profile's send target, so both read the identity graph; without it a run fails saying so. They
+do **not** declare the graph's assets as deps yet: the graph depends on every identify mapping
+of a ``models.*`` table, ``predictions_identify`` included, so the edge would be a cycle
+(``identity.compute.identify_sources`` must leave the predictions' own mapping out first, as it
+leaves out the traits'; see docs/decisions.md).
+
 - ``prediction_traits``: ``models.prediction_traits``, the cohorts side by side, read by the
   mapping ``predictions_identify`` (through the ordinary sync) and joinable by audiences.
 - ``<key>_schedule`` for a prediction with a ``schedule:``; the mapping's schedule already
@@ -187,7 +194,10 @@ def build_traits_asset(project: PredictionsProject, kind: str, version: str) -> 
     )
     def prediction_traits(warehouse: ResourceParam[Warehouse]) -> MaterializeResult:
         with warehouse.session() as session:
-            build_prediction_traits(session, project)
+            try:
+                build_prediction_traits(session, project)
+            except ConfigError as exc:
+                raise Failure(description=str(exc), allow_retries=False) from None
             return MaterializeResult(metadata=table_metadata(session, TRAITS_TABLE))
 
     return prediction_traits

@@ -56,7 +56,10 @@ TRAITS_TABLE = f"models.{TRAITS_ASSET}"
 
 It lives in ``models`` under its asset's name, as every model table does, so audiences can join
 it like a model (``joins: {prediction_traits: {column: user_id}}``) without a compiler change."""
-PROFILE_COLUMN = "user_id"
+PROFILE_COLUMN = "profile_key"
+"""The identity-resolved profile (canonical segment_id) every prediction table is keyed on."""
+KEY_COLUMNS = (PROFILE_COLUMN, "user_id", "anonymous_id")
+"""Leading columns of the prediction tables: the profile and its send target (``targets_sql``)."""
 WINDOWS = (15, 30, 60, 90, 120)
 LTV_WINDOW_DAYS = 120
 PredictionType = Literal["likelihood_to_churn", "likelihood_to_purchase", "custom_goal", "predicted_ltv"]
@@ -156,7 +159,7 @@ class PredictionConfig(Strict):
     def _snake_key(cls, value: str) -> str:
         if not re.fullmatch(SNAKE, value):
             raise ValueError(f"key '{value}' must be snake_case (lower-case letters, digits, underscores)")
-        if value in RESERVED_WORDS or value in (PROFILE_COLUMN, "profile_key", "anonymous_id"):
+        if value in RESERVED_WORDS or value in KEY_COLUMNS:
             raise ValueError(f"key '{value}' is reserved; choose another key")
         return value
 
@@ -220,7 +223,8 @@ class PredictionConfig(Strict):
 
 
 class PredictionsMappingConfig(MappingConfig):
-    """An identify mapping on ``models.prediction_traits`` (user_id + one column per prediction)."""
+    """An identify mapping on ``models.prediction_traits`` (profile_key, its send target user_id /
+    anonymous_id, one column per prediction)."""
 
 
 class PredictionsFile(Strict):
@@ -240,17 +244,13 @@ class PredictionsFile(Strict):
         dupes = sorted({k for k in keys if keys.count(k) > 1})
         if dupes:
             raise ValueError(f"prediction key(s) {', '.join(dupes)} used twice; give each a unique `key`")
-        columns = [PROFILE_COLUMN, *keys]
+        columns = [*KEY_COLUMNS, *keys]
         for mapping in self.mappings:
             if mapping.action != "identify":
                 raise ValueError(
                     f"mapping '{mapping.name}': predictions are user traits; use `action: identify`"
                 )
-            if mapping.anonymous_id is not None:
-                raise ValueError(
-                    f"mapping '{mapping.name}': predictions are for identified users only; remove anonymous_id"
-                )
-            used = [mapping.user_id, mapping.timestamp, mapping.message_id]
+            used = [mapping.user_id, mapping.anonymous_id, mapping.timestamp, mapping.message_id]
             used += [t if isinstance(t, str) else t.column for t in mapping.traits.values()]
             for column in used:
                 if column is not None and column not in columns:
@@ -309,11 +309,17 @@ class PredictionsProject:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def sync_mappings(self) -> list[MappingSpec]:
-        """The identify mappings as the sync engine takes them (``all_columns_as_traits`` expanded)."""
+        """The identify mappings as the sync engine takes them (``all_columns_as_traits`` expanded).
+
+        The table's rows are profiles addressed by their send target: ``user_id`` when the profile
+        has one, else ``anonymous_id`` (the other is null). A mapping that sends ``user_id: user_id``
+        without naming an anonymous id column sends the anonymous profiles to ``anonymous_id``."""
         out = []
         source = SyncSource(TRAITS_ASSET, (TRAITS_ASSET,), TRAITS_TABLE, PROFILE_COLUMN, self.file)
         for mapping in self.config.mappings:
             data = mapping.model_dump()
+            if mapping.user_id == "user_id" and mapping.anonymous_id is None:
+                data["anonymous_id"] = "anonymous_id"
             if mapping.all_columns_as_traits:
                 data["all_columns_as_traits"] = False
                 data["traits"] = {**{p.key: p.key for p in self.predictions}, **data["traits"]}

@@ -18,11 +18,14 @@ data requirements all read "the event where it matches". The rows are the profil
 target event (churn, LTV: eligibility needs one) or, for purchase and custom goals, with an
 event in any of the prediction's tables: a profile that never did the goal may still do it.
 
-**Profile key seam**: every relation is keyed on ``profile_id``, produced by ``PROFILE_ID_SQL``
-from the raw event row and nowhere else. Today that is the event's ``user_id`` (Segment's
-predictions are for identified users only). When the identity layer lands, replace that one
-expression (or ``_events`` with a join to its id map); everything downstream, the tables
-written and the sync mapping, reads ``profile_id`` / ``user_id`` only through it.
+**Profile key**: every relation is keyed on ``profile_key``, the identity-resolved profile
+(canonical ``segment_id``) of each deduplicated event, through ``identity/profile_keys.py`` as
+the computed traits key theirs: the event's most trusted identifier that the graph holds decides
+(``resolved_events_sql`` over the identifier map ``id_map``). A profile's anonymous history
+therefore counts once it is identified. Events the graph does not hold (every identifier empty
+or blocked, or not resolved yet) belong to no profile and count nowhere: not in the features,
+the labels, the as-of or the data requirements. Where a profile's scores are sent (its
+``user_id``, else its anonymous id) is decided when they are published (``run.py``).
 """
 
 from __future__ import annotations
@@ -32,6 +35,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from segment_profiles_pipeline.errors import ConfigError
+from segment_profiles_pipeline.identity.config import EXTERNAL_ID_TABLE, IdentityRules
+from segment_profiles_pipeline.identity.profile_keys import (
+    IdentifierColumn,
+    identifier_columns,
+    identifier_map_sql,
+    resolved_events_sql,
+)
 from segment_profiles_pipeline.predictions.config import PredictionConfig, PredictionsProject
 from segment_profiles_pipeline.traits.compiler import (
     check_comparison,
@@ -43,11 +53,11 @@ from segment_profiles_pipeline.traits.config import leaves, snake_case
 from segment_profiles_pipeline.warehouse.base import ident, literal
 
 Columns = Mapping[str, str]
-PROFILE_ID_SQL = "nullif(user_id, '')"
-"""The profile a raw event belongs to (the seam for the identity layer, see the module doc)."""
+HAS_PROFILE = "profile_key IS NOT NULL"
+"""An event the identifier map gives a profile (see the module doc)."""
 REQUIRED_COLUMNS = ("id", "user_id", "timestamp", "received_at")
 COUNT_WINDOWS_DAYS = (7, 30, 90, 365)
-FEATURES_VERSION = "2"
+FEATURES_VERSION = "3"
 """Bump when the features change meaning: stored models are retrained once."""
 DAY_SECONDS = 86400.0
 NO_VALUE_WITHOUT_EVENTS = ("__recency_days", "__tenure_days", "__revenue_avg")
@@ -68,6 +78,7 @@ class Table:
     revenue: str | None = None  # predicted_ltv's target table: the revenue column
     currency: str | None = None  # ... and the currency column when the table has one
     goal: str | None = None  # the target table: SQL of the prediction's conditions, when it has some
+    identifiers: tuple[IdentifierColumn, ...] = ()  # its identifier columns, most trusted first
 
     @property
     def qualified(self) -> str:
@@ -81,6 +92,7 @@ class CompiledFeatures:
     prediction: PredictionConfig
     tables: tuple[Table, ...]
     as_of: dt.datetime
+    id_map: str = ""  # the identifier map (``profile_keys.MAP_COLUMNS``): a table or parenthesized query
 
     @property
     def train_cutoff(self) -> dt.datetime:
@@ -133,9 +145,10 @@ class CompiledFeatures:
         return f"coalesce(upper(_cur), {literal(self.prediction.currency)}) = {literal(self.prediction.currency)}"
 
     def _events(self, table: Table) -> str:
-        """The table's events of identified profiles up to ``as_of``, one row per message id
-        (matching the conditions, for the target table of a prediction that has some)."""
-        cols = [f"{PROFILE_ID_SQL} AS profile_id", "timestamp AS _ts"]
+        """The table's events up to ``as_of`` with the resolved profile of each, one row per message
+        id (matching the conditions, for the target table of a prediction that has some); events
+        the identity graph gives no profile are left out."""
+        cols = [ident(i.column) for i in table.identifiers] + ["timestamp AS _ts"]
         if table.revenue:
             cols.append(f"CAST({ident(table.revenue)} AS DOUBLE) AS _rev")
         if table.currency:
@@ -143,15 +156,16 @@ class CompiledFeatures:
         if table.goal:
             cols.append(f"{table.goal} AS _goal")
         dedup = (
-            f"SELECT {', '.join(cols)} FROM {table.qualified}\n"
-            "QUALIFY row_number() OVER (PARTITION BY id ORDER BY received_at NULLS LAST, timestamp NULLS LAST) = 1"
+            f"(SELECT {', '.join(cols)} FROM {table.qualified}\n"
+            "QUALIFY row_number() OVER (PARTITION BY id ORDER BY received_at NULLS LAST, timestamp NULLS LAST) = 1)"
         )
+        resolved = resolved_events_sql(dedup, table.identifiers, self.id_map)
         goal = " AND _goal" if table.goal else ""
-        return f"(\n{dedup}\n) AS e WHERE profile_id IS NOT NULL AND _ts <= {timestamp_literal(self.as_of)}{goal}"
+        return f"(\n{resolved}\n) AS e WHERE {HAS_PROFILE} AND _ts <= {timestamp_literal(self.as_of)}{goal}"
 
     def _pass(self, table: Table) -> str:
         """One scan of one table: every statistic for both cut-offs (and the labels for the target)."""
-        select = ["profile_id"]
+        select = ["profile_key"]
         for side, cutoff in (("train", self.train_cutoff), ("score", self.as_of)):
             select += [f"{agg} AS {side}__{table.tag}__{name}" for name, agg in self._stats(table, cutoff)]
         if table.alias == "t0":
@@ -161,7 +175,7 @@ class CompiledFeatures:
                 select.append(
                     f"coalesce(sum(_rev) FILTER (WHERE {window} AND {self._in_currency(table)}), 0) AS label_revenue"
                 )
-        return "SELECT " + ",\n  ".join(select) + f"\nFROM {self._events(table)}\nGROUP BY profile_id"
+        return "SELECT " + ",\n  ".join(select) + f"\nFROM {self._events(table)}\nGROUP BY profile_key"
 
     @property
     def any_profile(self) -> bool:
@@ -174,11 +188,11 @@ class CompiledFeatures:
         target = self.tables[0]
         passes = "WITH " + ",\n".join(f"{t.alias} AS (\n{self._pass(t)}\n)" for t in self.tables)
         if self.any_profile:
-            union = " UNION ".join(f"SELECT profile_id FROM {t.alias}" for t in self.tables)
+            union = " UNION ".join(f"SELECT profile_key FROM {t.alias}" for t in self.tables)
             source, key, joined = f"({union}) AS u", "u", self.tables
         else:
             source, key, joined = "t0", "t0", self.tables[1:]
-        columns = [f"{key}.profile_id"]
+        columns = [f"{key}.profile_key"]
         for side in ("train", "score"):
             for t in self.tables:
                 for name in self._names(t):
@@ -189,7 +203,7 @@ class CompiledFeatures:
         columns.append("coalesce(t0.label_events, 0) AS label_events")
         if target.revenue:
             columns.append("coalesce(t0.label_revenue, 0) AS label_revenue")
-        joins = "".join(f"\nLEFT JOIN {t.alias} ON {t.alias}.profile_id = {key}.profile_id" for t in joined)
+        joins = "".join(f"\nLEFT JOIN {t.alias} ON {t.alias}.profile_key = {key}.profile_key" for t in joined)
         return f"{passes}\nSELECT " + ",\n  ".join(columns) + f"\nFROM {source}" + joins
 
     def _names(self, table: Table) -> list[str]:
@@ -220,9 +234,9 @@ class CompiledFeatures:
         or scoring (``score``) rows, the feature columns named as ``feature_names``."""
         cols = ", ".join(f"coalesce(CAST({side}__{n} AS DOUBLE), {NAN}) AS {n}" for n in self.feature_names())
         label = f", {self.label_sql()} AS label" if side == "train" else ""
-        sql = f"SELECT profile_id, {cols}{label}\nFROM {features_table}\nWHERE {self.eligible_sql(side)}"
+        sql = f"SELECT profile_key, {cols}{label}\nFROM {features_table}\nWHERE {self.eligible_sql(side)}"
         if limit is not None:
-            sql += f"\nORDER BY md5(profile_id) LIMIT {int(limit)}"
+            sql += f"\nORDER BY md5(profile_key) LIMIT {int(limit)}"
         return sql
 
     def class_counts_sql(self, features_table: str) -> str:
@@ -234,10 +248,12 @@ class CompiledFeatures:
         )
 
     def _target_rows(self) -> str:
-        """Target events of identified profiles (matching the conditions), duplicates included:
+        """Target events of resolved profiles (matching the conditions), duplicates included:
         they change neither a first/last time nor the set of days."""
-        goal = f" AND {self.tables[0].goal}" if self.tables[0].goal else ""
-        return f"FROM {self.tables[0].qualified} WHERE {PROFILE_ID_SQL} IS NOT NULL{goal}"
+        target = self.tables[0]
+        goal = f" AND {target.goal}" if target.goal else ""
+        resolved = resolved_events_sql(target.qualified, target.identifiers, self.id_map)
+        return f"FROM (\n{resolved}\n) AS r WHERE {HAS_PROFILE}{goal}"
 
     def active_days_sql(self, since: dt.datetime) -> str:
         """Distinct days with a target event in ``(since, as_of]`` (the regularity requirement)."""
@@ -284,8 +300,12 @@ def compile_features(
     prediction: PredictionConfig,
     schemas: Mapping[tuple[str, str], Columns],
     as_of: dt.datetime,
+    rules: IdentityRules,
+    mapping_table: str | None = None,
 ) -> CompiledFeatures:
-    """Check the tables' columns (ConfigError naming file and field) and compile the features."""
+    """Check the tables' columns (ConfigError naming file and field) and compile the features,
+    keyed through the identifier columns ``rules`` name (the identity rules of the project) and
+    the identity graph's ``mapping_table`` (default: ``identity.external_id_mapping``)."""
     tables = []
     names = [name for _, name in project.feature_tables(prediction)]
     for index, (schema, name) in enumerate(project.feature_tables(prediction)):
@@ -316,7 +336,17 @@ def compile_features(
                     field=f"predictions.{prediction.key}.revenue_property",
                 )
             currency = prediction.currency_column if prediction.currency_column in columns else None
+        identifiers = identifier_columns(rules, columns)
+        if not identifiers:
+            raise ConfigError(
+                f"prediction '{prediction.key}': {schema}.{name} has none of the identity rules' identifier "
+                f"columns ({', '.join(t.column for t in rules.types if t.column)}), so its events belong to no profile.",
+                file=project.file,
+                field=field,
+            )
         tag = name if names.count(name) == 1 else f"{schema}_{name}"
         goal = goal_sql(project, prediction, f"{schema}.{name}", columns) if index == 0 else None
-        tables.append(Table(schema, name, f"t{index}", tag, revenue, currency, goal))
-    return CompiledFeatures(prediction, tuple(tables), as_of)
+        tables.append(Table(schema, name, f"t{index}", tag, revenue, currency, goal, identifiers))
+    types = {i.type for t in tables for i in t.identifiers}
+    id_map = identifier_map_sql(types, mapping_table or EXTERNAL_ID_TABLE)
+    return CompiledFeatures(prediction, tuple(tables), as_of, f"({id_map})")

@@ -2,8 +2,10 @@
 
 A run (``run_prediction``):
 
+0. requires the identity graph: events are keyed on identity-resolved profiles
+   (``features.py``), so without ``identity.external_id_mapping`` it fails naming the fix;
 1. resolves ``as_of`` (argument, else the prediction's ``as_of``, else the latest event time of
-   identified profiles in its event table, so historic data works);
+   resolved profiles in its event table, so historic data works);
 2. builds ``predictions.<key>__features`` in one pass per event table (``features.py``);
 3. retrains when due (no model, changed definition, ``full_refresh``, or the stored model is
    ``retrain_every_days`` old): checks Segment's data requirements first, and when they fail
@@ -11,8 +13,9 @@ A run (``run_prediction``):
    bounded, hash-ordered sample (``max_training_rows``) into memory, nothing more;
 4. scores every eligible profile by streaming the feature rows in chunks (``chunk_rows``) from
    the warehouse, writing each chunk's scores back before reading the next one;
-5. replaces ``predictions.<key>`` (user_id, raw score, percentile cohort, as_of, model_id) in
-   one statement from the staged scores.
+5. replaces ``predictions.<key>`` (profile_key, the profile's send target ``user_id`` /
+   ``anonymous_id`` as ``profile_keys.targets_sql`` gives it, raw score, percentile cohort, as_of,
+   model_id) in one statement from the staged scores.
 
 Models and run history live in ``_segment_profiles`` next to the other state.
 """
@@ -33,6 +36,9 @@ import numpy as np
 import pyarrow as pa
 import sklearn
 
+from segment_profiles_pipeline.errors import ConfigError
+from segment_profiles_pipeline.identity.config import EXTERNAL_ID_TABLE, load_identity
+from segment_profiles_pipeline.identity.profile_keys import targets_sql
 from segment_profiles_pipeline.predictions import model as models
 from segment_profiles_pipeline.predictions.config import (
     PREDICTIONS_SCHEMA,
@@ -162,6 +168,18 @@ def _record(session: WarehouseSession, run: PredictionRun, now: dt.datetime) -> 
     return run
 
 
+def require_graph(session: WarehouseSession, project: PredictionsProject, step: str) -> None:
+    """Predictions are keyed on identity-resolved profiles: without the graph there are none."""
+    schema, name = EXTERNAL_ID_TABLE.split(".")
+    if not session.table_exists(schema, name):
+        raise ConfigError(
+            f"{EXTERNAL_ID_TABLE} does not exist, so {step} cannot key events on identity-resolved profiles.",
+            file=project.file,
+            field="predictions",
+            fix="materialize the identity graph first (asset group `identity`, upstream of the predictions).",
+        )
+
+
 def run_prediction(
     session: WarehouseSession,
     project: PredictionsProject,
@@ -175,6 +193,7 @@ def run_prediction(
     """Train when due (and possible), then score every eligible profile. See the module doc."""
     now = utc_naive(now)
     seconds: dict[str, float] = {}
+    require_graph(session, project, table_of(prediction))
     for statement in (
         f"CREATE SCHEMA IF NOT EXISTS {STATE_SCHEMA}",
         f"CREATE SCHEMA IF NOT EXISTS {PREDICTIONS_SCHEMA}",
@@ -184,7 +203,7 @@ def run_prediction(
     key = prediction.key
     schemas = {t: dict(session.columns(*t)) for t in project.feature_tables(prediction)}
     # a missing table or column is a ConfigError; the as-of is set once the span is known
-    compiled = compile_features(project, prediction, schemas, now)
+    compiled = compile_features(project, prediction, schemas, now, load_identity(project.path.parent).rules)
     span = session.query(compiled.span_sql()).dicts()[0]
     chosen = as_of or prediction.as_of or span["last_ts"]
     if chosen is None or span["first_ts"] is None:
@@ -193,7 +212,7 @@ def run_prediction(
             PredictionRun(
                 key,
                 "not_trainable",
-                f"{prediction.goal} has no events of identified profiles yet; previous scores kept",
+                f"{prediction.goal} has no events of identity-resolved profiles yet; previous scores kept",
                 None,
             ),
             now,
@@ -284,13 +303,13 @@ def score_in_chunks(
 
     Only one chunk of feature rows (and its scores) is in Python memory at a time."""
     names = compiled.feature_names()
-    session.execute(f"CREATE OR REPLACE TABLE {staging} (profile_id VARCHAR, score DOUBLE)")
+    session.execute(f"CREATE OR REPLACE TABLE {staging} (profile_key VARCHAR, score DOUBLE)")
     profiles = chunks = 0
     for batch in session.stream(compiled.rows_sql(features, "score"), chunk_rows):
         scores = models.predict(model, _matrix(batch, names))
         data = pa.table(
             {
-                "profile_id": pa.array(map(operator.itemgetter("profile_id"), batch), pa.string()),
+                "profile_key": pa.array(map(operator.itemgetter("profile_key"), batch), pa.string()),
                 "score": pa.array(scores, pa.float64()),
             }
         )
@@ -315,12 +334,14 @@ def publish_scores(
     model_id: str,
     now: dt.datetime,
 ) -> None:
-    """Replace ``predictions.<key>`` with the staged scores and their cohorts, in one statement."""
+    """Replace ``predictions.<key>`` with the staged scores, their cohorts and each profile's send
+    target (``user_id`` when it has one, else its first anonymous id), in one statement."""
     staging = f"{table_of(prediction)}__next"
     session.execute(
-        f"CREATE OR REPLACE TABLE {table_of(prediction)} AS SELECT profile_id AS {PROFILE_COLUMN}, score, "
-        f"{cohort_sql(staging)} AS cohort, {timestamp_literal(as_of)} AS as_of, {literal(model_id)} AS model_id, "
-        f"{timestamp_literal(now)} AS scored_at FROM {staging}"
+        f"CREATE OR REPLACE TABLE {table_of(prediction)} AS SELECT s.profile_key AS {PROFILE_COLUMN}, "
+        f"g.user_id, g.anonymous_id, s.score, {cohort_sql(staging)} AS cohort, {timestamp_literal(as_of)} AS as_of, "
+        f"{literal(model_id)} AS model_id, {timestamp_literal(now)} AS scored_at FROM {staging} AS s "
+        f"LEFT JOIN ({targets_sql()}) AS g ON g.profile_key = s.profile_key"
     )
     session.execute(f"DROP TABLE IF EXISTS {staging}")
 
@@ -341,16 +362,25 @@ def score_histogram(
 
 
 def build_prediction_traits(session: WarehouseSession, project: PredictionsProject) -> int:
-    """``models.prediction_traits``: one row per scored profile, one cohort column per prediction
-    (null where the profile is not eligible, or the prediction never scored). Returns the rows."""
+    """``models.prediction_traits``: one row per scored profile (``profile_key``), its send target
+    as the graph has it now (``user_id``, else ``anonymous_id``: ``profile_keys.targets_sql``), one
+    cohort column per prediction (null where the profile is not eligible, or the prediction never
+    scored). Returns the rows. Scores a run before the identity keying stored (keyed on
+    ``user_id``, without ``profile_key``) count as never scored."""
+    require_graph(session, project, TRAITS_TABLE)
     session.execute("CREATE SCHEMA IF NOT EXISTS models")
-    scored = [p for p in project.predictions if session.table_exists(PREDICTIONS_SCHEMA, p.key)]
+    scored = [
+        p for p in project.predictions if PROFILE_COLUMN in dict(session.columns(PREDICTIONS_SCHEMA, p.key))
+    ]
     if not scored:
         cols = ", ".join(f"{p.key} {COHORT_TYPE}" for p in project.predictions)
-        session.execute(f"CREATE OR REPLACE TABLE {TRAITS_TABLE} ({PROFILE_COLUMN} VARCHAR, {cols})")
+        session.execute(
+            f"CREATE OR REPLACE TABLE {TRAITS_TABLE} ({PROFILE_COLUMN} VARCHAR, user_id VARCHAR, "
+            f"anonymous_id VARCHAR, {cols})"
+        )
         return 0
     ids = " UNION ".join(f"SELECT {PROFILE_COLUMN} FROM {table_of(p)}" for p in scored)
-    select = [f"u.{PROFILE_COLUMN}"]
+    select = [f"u.{PROFILE_COLUMN}", "g.user_id", "g.anonymous_id"]
     joins = []
     for i, p in enumerate(project.predictions):
         if p in scored:
@@ -358,6 +388,7 @@ def build_prediction_traits(session: WarehouseSession, project: PredictionsProje
             joins.append(f"LEFT JOIN {table_of(p)} AS p{i} ON p{i}.{PROFILE_COLUMN} = u.{PROFILE_COLUMN}")
         else:
             select.append(f"CAST(NULL AS {COHORT_TYPE}) AS {p.key}")
+    joins.append(f"LEFT JOIN ({targets_sql()}) AS g ON g.profile_key = u.{PROFILE_COLUMN}")
     session.execute(
         f"CREATE OR REPLACE TABLE {TRAITS_TABLE} AS SELECT {', '.join(select)} FROM ({ids}) AS u "
         + " ".join(joins)

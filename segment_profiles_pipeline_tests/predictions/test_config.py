@@ -86,3 +86,14 @@ def test_errors_name_file_and_field(tmp_path: Path, text: str, expected: str) ->
     with pytest.raises(ConfigError) as err:
         predictions_file(tmp_path, text)
     assert str(tmp_path / "predictions.yml") in str(err.value) and expected in str(err.value)
+
+
+def test_the_mapping_sends_to_the_profiles_send_target() -> None:
+    """prediction_traits is keyed on profile_key; a profile is addressed by its user_id, else its
+    anonymous id, and the shipped mapping (user_id only) gets the anonymous id column added."""
+    project = load_predictions(PROJECT_ROOT / "models")
+    assert project is not None
+    (spec,) = project.sync_mappings()
+    assert spec.source.primary_key == "profile_key"
+    assert (spec.mapping.user_id, spec.mapping.anonymous_id) == ("user_id", "anonymous_id")
+    assert "profile_key" not in spec.mapping.traits

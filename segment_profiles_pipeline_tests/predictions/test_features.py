@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from segment_profiles_pipeline.errors import ConfigError
+from segment_profiles_pipeline.identity.config import load_identity
 from segment_profiles_pipeline.predictions.features import compile_features
 from segment_profiles_pipeline.warehouse.base import WarehouseSession
 from segment_profiles_pipeline.warehouse.duckdb import DuckDBWarehouse
@@ -20,6 +21,8 @@ from segment_profiles_pipeline_tests.predictions.helpers import (
     load_orders,
     order,
     predictions_file,
+    resolve,
+    target_names,
     view,
 )
 from segment_profiles_pipeline_tests.warehouse.fake_snowflake import fake_snowflake
@@ -47,13 +50,25 @@ def warehouse(kind: str, tmp_path: Path) -> Iterator[WarehouseSession]:
             yield session
 
 
-def features(session: WarehouseSession, tmp_path: Path, key: str, as_of: dt.datetime) -> dict[str, dict]:
-    project = predictions_file(tmp_path / "models", BOTH)
+def compiled_for(session: WarehouseSession, tmp_path: Path, text: str, key: str, as_of: dt.datetime):
+    """The prediction ``key`` of ``text`` compiled against the tables, after resolving identities."""
+    project = predictions_file(tmp_path / "models", text)
+    resolve(session, project)
     prediction = next(p for p in project.predictions if p.key == key)
     schemas = {t: dict(session.columns(*t)) for t in project.feature_tables(prediction)}
-    compiled = compile_features(project, prediction, schemas, as_of)
-    rows = session.query(compiled.build_sql()).dicts()
-    return {r["profile_id"]: r for r in rows}
+    rules = load_identity(project.path.parent).rules
+    return compile_features(project, prediction, schemas, as_of, rules)
+
+
+def named(session: WarehouseSession, rows: list[dict]) -> dict[str, dict]:
+    """Feature rows by profile name (``target_names``): the user_id, or ``anon:<id>``."""
+    names = target_names(session)
+    return {names[r["profile_key"]]: r for r in rows}
+
+
+def features(session: WarehouseSession, tmp_path: Path, key: str, as_of: dt.datetime) -> dict[str, dict]:
+    compiled = compiled_for(session, tmp_path, BOTH, key, as_of)
+    return named(session, session.query(compiled.build_sql()).dicts())
 
 
 @pytest.mark.parametrize("kind", ["duckdb", "snowflake"])
@@ -139,13 +154,9 @@ VIEWS = [view("v1", "a", 20), view("v2", "d", 25)]
 
 
 def goal_features(session: WarehouseSession, tmp_path: Path, key: str, as_of: dt.datetime) -> dict[str, dict]:
-    project = predictions_file(tmp_path / "models", GOALS)
-    prediction = next(p for p in project.predictions if p.key == key)
-    schemas = {t: dict(session.columns(*t)) for t in project.feature_tables(prediction)}
-    compiled = compile_features(project, prediction, schemas, as_of)
+    compiled = compiled_for(session, tmp_path, GOALS, key, as_of)
     eligible = f"{compiled.eligible_sql('train')} AS eligible, {compiled.label_sql()} AS label"
-    rows = session.query(f"SELECT *, {eligible} FROM ({compiled.build_sql()}) AS f").dicts()
-    return {r["profile_id"]: r for r in rows}
+    return named(session, session.query(f"SELECT *, {eligible} FROM ({compiled.build_sql()}) AS f").dicts())
 
 
 @pytest.mark.parametrize("kind", ["duckdb", "snowflake"])
@@ -207,7 +218,7 @@ def test_condition_errors_name_the_prediction_and_the_column(
         prediction = project.predictions[0]
         schemas = {t: dict(session.columns(*t)) for t in project.feature_tables(prediction)}
         with pytest.raises(ConfigError) as err:
-            compile_features(project, prediction, schemas, DAY0)
+            compile_features(project, prediction, schemas, DAY0, load_identity(project.path.parent).rules)
     assert expected in str(err.value) and "predictions.p.conditions" in str(err.value)
     assert project.file in str(err.value)
 
@@ -217,13 +228,33 @@ def test_the_default_as_of_and_the_history_read_only_matching_events(kind: str, 
     with warehouse(kind, tmp_path) as session:
         load_orders(session, [*GOAL_ROWS, order("o6", "b", 70, 10)])
         load_orders(session, VIEWS, "shop.page_viewed")
-        project = predictions_file(tmp_path / "models", GOALS)
-        big = project.predictions[0]
-        schemas = {t: dict(session.columns(*t)) for t in project.feature_tables(big)}
-        compiled = compile_features(project, big, schemas, DAY0)
+        compiled = compiled_for(session, tmp_path, GOALS, "big_order", DAY0)
         span = session.query(compiled.span_sql()).rows[0]
         later = dataclasses.replace(compiled, as_of=DAY0 + dt.timedelta(days=60))
         days = sorted(d for (d,) in session.query(later.active_days_sql(DAY0)).rows)
     # orders over 50: a's on day 10 and c's on day 45 (not the small ones on days 5, 40, 45 and 70)
     assert span == (DAY0 + dt.timedelta(days=10), DAY0 + dt.timedelta(days=45))
     assert days == [dt.date(2026, 1, 11), dt.date(2026, 2, 15)]
+
+
+@pytest.mark.parametrize("kind", ["duckdb", "snowflake"])
+def test_an_anonymous_event_of_a_profile_identified_later_counts_in_its_features(
+    kind: str, tmp_path: Path
+) -> None:
+    """Keyed on the resolved profile: x's order as a guest (its device only) is x's history once a
+    later order carries both x's user_id and that device; a device never identified is a profile
+    of its own; an order with no identifier at all belongs to no profile."""
+    rows = [
+        order("g1", None, 1, 25, anon="dev-x"),  # x before signing in
+        order("g2", "x", 20, 35, anon="dev-x"),  # x signs in on the same device
+        order("g3", None, 3, 10, anon="dev-g"),  # a guest never identified
+        order("g4", None, 4, 99),  # no identifier: no profile
+    ]
+    with warehouse(kind, tmp_path) as session:
+        load_orders(session, rows)
+        got = features(session, tmp_path, "likelihood_to_churn", DAY0 + dt.timedelta(days=60))
+    assert set(got) == {"x", "anon:dev-g"}
+    t = "order_completed__"
+    assert got["x"][f"train__{t}n_all"] == 2  # the guest order counts (1 if keyed on user_id)
+    assert float(got["x"][f"train__{t}tenure_days"]) == 29  # since day 1, the anonymous order
+    assert got["anon:dev-g"][f"train__{t}n_all"] == 1

@@ -10,6 +10,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from segment_profiles_pipeline.errors import ConfigError
+from segment_profiles_pipeline.identity.profile_keys import targets_sql
 from segment_profiles_pipeline.models.sample_data import orders
 from segment_profiles_pipeline.predictions.run import build_prediction_traits, cohort_sql, run_prediction
 from segment_profiles_pipeline.warehouse.base import WarehouseSession
@@ -19,6 +21,7 @@ from segment_profiles_pipeline_tests.predictions.helpers import (
     load_orders,
     order,
     predictions_file,
+    resolve,
     view,
 )
 from segment_profiles_pipeline_tests.warehouse.fake_snowflake import fake_snowflake
@@ -57,6 +60,7 @@ def test_trains_scores_in_bounded_chunks_and_cohorts_are_in_range(
 ) -> None:
     sample(session)
     project = predictions_file(tmp_path, CHURN_ONLY)
+    resolve(session, project)
     batches: list[int] = []
     stream = session.stream
 
@@ -67,9 +71,11 @@ def test_trains_scores_in_bounded_chunks_and_cohorts_are_in_range(
 
     session.stream = spy  # type: ignore[method-assign]
     run = run_prediction(session, project, project.predictions[0], NOW, chunk_rows=100)
-    as_of, eligible = session.query(
-        "SELECT max(timestamp), count(DISTINCT user_id) FROM shop.order_completed WHERE user_id IS NOT NULL"
-    ).rows[0]
+    as_of = session.query("SELECT max(timestamp) FROM shop.order_completed").scalar()
+    # every resolved profile with an order (the graph is built over the orders alone): the 557
+    # users, with the guest orders of their devices, and one guest device never identified
+    eligible = session.query(f"SELECT count(*) FROM ({targets_sql()}) AS t").scalar()
+    assert eligible == 558
     assert run.status == "trained" and run.as_of == as_of  # default as-of: the latest event
     assert run.scored_profiles == eligible and run.chunks == math.ceil(eligible / 100) == len(batches)
     assert max(batches) == 100
@@ -98,6 +104,7 @@ def test_trains_scores_in_bounded_chunks_and_cohorts_are_in_range(
 def test_cadence_and_full_refresh(session: WarehouseSession, tmp_path: Path) -> None:
     sample(session)
     project = predictions_file(tmp_path, CHURN_ONLY)
+    resolve(session, project)
     churn = project.predictions[0]
     first = run_prediction(session, project, churn, NOW)
     again = run_prediction(session, project, churn, NOW + dt.timedelta(days=6))
@@ -113,6 +120,7 @@ def test_requirements_fail_with_reasons_and_keep_previous_scores(
 ) -> None:
     sample(session)
     project = predictions_file(tmp_path, CHURN_ONLY)
+    resolve(session, project)
     churn = project.predictions[0]
     trained = run_prediction(session, project, churn, NOW)
     before = session.query("SELECT * FROM predictions.likelihood_to_churn ORDER BY user_id").rows
@@ -136,6 +144,7 @@ def test_a_tracking_gap_is_named(session: WarehouseSession, tmp_path: Path) -> N
     rows += [order(f"b{u}-{d}", f"b{u}", d + 0.5) for u in range(120) for d in range(0, 30, 3)]
     load_orders(session, rows)
     project = predictions_file(tmp_path, CHURN_ONLY)
+    resolve(session, project)
     run = run_prediction(session, project, project.predictions[0], NOW)
     assert run.status == "not_trainable"
     assert "was not seen for 14 days in a row (after 2026-02-27, before 2026-03-14)" in run.reason
@@ -180,6 +189,7 @@ def test_purchase_goal_finds_the_planted_signal_and_scores_profiles_that_never_b
 ) -> None:
     planted_purchases(session)
     project = predictions_file(tmp_path, PURCHASE)
+    resolve(session, project)
     run = run_prediction(session, project, project.predictions[0], NOW)
     assert run.status == "trained" and run.as_of == dt.datetime(2026, 7, 18, 12)  # day 198.5: r's last order
     assert run.scored_profiles == 900  # every group: each has an event by the as-of
@@ -209,10 +219,11 @@ def test_trains_scores_and_publishes_on_snowflake(tmp_path: Path) -> None:
     with fake_snowflake() as wh, wh.session() as session:
         session.execute("CREATE SCHEMA shop")
         session.load("shop.order_completed", orders(1000), create=True)
+        resolve(session, project)
         runs = [run_prediction(session, project, p, NOW, chunk_rows=200) for p in project.predictions]
         again = run_prediction(session, project, project.predictions[0], NOW + dt.timedelta(days=1))
         rows = build_prediction_traits(session, project)
-        shoppers = session.query("SELECT count(DISTINCT user_id) FROM shop.order_completed").scalar()
+        shoppers = session.query(f"SELECT count(*) FROM ({targets_sql()}) AS t").scalar()  # resolved profiles
         low, high, both = session.query(
             "SELECT min(likelihood_to_churn), max(likelihood_to_churn), count(likelihood_to_purchase) "
             "FROM models.prediction_traits"
@@ -224,3 +235,18 @@ def test_trains_scores_and_publishes_on_snowflake(tmp_path: Path) -> None:
     # every profile that ever ordered is eligible for both, and each gets both cohorts
     assert rows == both == runs[0].scored_profiles == runs[1].scored_profiles == shoppers
     assert (float(low), float(high)) == (0.0, 1.0)
+
+
+def test_without_the_identity_graph_a_run_says_to_materialize_it_first(
+    session: WarehouseSession, tmp_path: Path
+) -> None:
+    sample(session, 50)
+    project = predictions_file(tmp_path, CHURN_ONLY)
+    for step in (
+        lambda: run_prediction(session, project, project.predictions[0], NOW),
+        lambda: build_prediction_traits(session, project),
+    ):
+        with pytest.raises(ConfigError) as err:
+            step()
+        assert "identity.external_id_mapping does not exist" in str(err.value)
+        assert "materialize the identity graph first" in str(err.value)
