@@ -100,6 +100,7 @@ def build_definitions(
             raise
         problems.append(ModelProblem("computed_traits", settings.models_dir / TRAITS_FILE, exc))
     predictions = build_prediction_defs(settings.models_dir, kind, project.mappings, strict=strict)
+    graph_inputs = project.mappings  # before the predictions' mapping: the graph must not read its own output
     project = dataclasses.replace(project, mappings=[*project.mappings, *predictions.mappings])
     tables += predictions.tables
     tables = list(dict.fromkeys(tables))
@@ -107,7 +108,7 @@ def build_definitions(
         *build_sources(tables, kind, settings.sample_users if settings.sample_data else None),
         *(build_model_asset(m, kind) for m in project.models.values()),
         *traits_assets,
-        *identity_assets(settings.models_dir, project.mappings, kind),
+        *identity_assets(settings.models_dir, graph_inputs, kind, predictions.tables),
         *predictions.assets,
         *(build_sync_asset(spec, kind) for spec in project.mappings),
         *build_profiles_sync_defs(settings.models_dir, project.mappings, kind),

@@ -8,6 +8,7 @@ downstream of Segment's landed Profiles Sync tables instead (external assets, ``
 
 import datetime as dt
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 
 from dagster import (
@@ -193,17 +194,23 @@ def landed_specs(identity: IdentityProject, kind: str) -> list[AssetSpec]:
     ]
 
 
-def identity_assets(models_dir: Path, mappings: list[MappingSpec], kind: str) -> list:
-    """What ``definitions.py`` adds: the identity assets over the traits' event tables (Segment's
-    defaults when ``identity.yml`` is missing). A broken traits file leaves the graph without events
-    (definitions reports that file's error itself); a broken identity file fails the load."""
+def identity_assets(
+    models_dir: Path, mappings: list[MappingSpec], kind: str, more_events: Sequence[tuple[str, str]] = ()
+) -> list:
+    """What ``definitions.py`` adds: the identity assets over the traits' event tables and
+    ``more_events`` (the predictions' event tables), Segment's defaults when ``identity.yml`` is
+    missing. ``mappings`` are the identify mappings that may feed the graph: never a layer keyed on
+    the graph itself (traits, predictions), which would be a cycle. A broken traits file leaves the
+    graph without the traits' events (definitions reports that file's error itself); a broken
+    identity file fails the load."""
     identity = load_identity(models_dir)
     check_mappings_against(identity, mappings)
     try:
         traits = load_traits(models_dir)
     except ConfigError:
         traits = None
-    return build_identity_defs(identity, traits.event_tables() if traits else [], mappings, kind)
+    events = list(dict.fromkeys([*(traits.event_tables() if traits else []), *more_events]))
+    return build_identity_defs(identity, events, mappings, kind)
 
 
 def check_mappings_against(identity: IdentityProject, mappings: list[MappingSpec]) -> None:

@@ -5,11 +5,9 @@
   check fails when the prediction could not be trained (saying why) or its holdout AUC is
   below ``min_auc``.
 Events are keyed on identity-resolved profiles and the traits table is addressed to each
-profile's send target, so both read the identity graph; without it a run fails saying so. They
-do **not** declare the graph's assets as deps yet: the graph depends on every identify mapping
-of a ``models.*`` table, ``predictions_identify`` included, so the edge would be a cycle
-(``identity.compute.identify_sources`` must leave the predictions' own mapping out first, as it
-leaves out the traits'; see docs/decisions.md).
+profile's send target, so both read the identity graph and each prediction depends on its three
+assets. The graph never reads ``predictions_identify`` (``definitions.py`` gives it the model and
+upstream mappings only), so the edge makes no cycle; it does read the predictions' event tables.
 
 - ``prediction_traits``: ``models.prediction_traits``, the cohorts side by side, read by the
   mapping ``predictions_identify`` (through the ordinary sync) and joinable by audiences.
@@ -44,6 +42,7 @@ from dagster import (
 from pydantic import Field
 
 from segment_profiles_pipeline.errors import ConfigError
+from segment_profiles_pipeline.identity.config import GRAPH_KEYS
 from segment_profiles_pipeline.metadata import table_metadata
 from segment_profiles_pipeline.models.assets import POOL, WAREHOUSE_RETRY, build_broken_asset, source_key
 from segment_profiles_pipeline.predictions.config import (
@@ -139,7 +138,10 @@ def build_prediction_asset(
         key=key,
         group_name=GROUP,
         kinds={kind, "scikit-learn"},
-        deps=[source_key(schema, table) for schema, table in project.feature_tables(prediction)],
+        deps=[
+            *(source_key(schema, table) for schema, table in project.feature_tables(prediction)),
+            *GRAPH_KEYS,
+        ],
         check_specs=[
             AssetCheckSpec(
                 "quality", asset=key, description=f"Trainable, holdout AUC ≥ {prediction.min_auc}."

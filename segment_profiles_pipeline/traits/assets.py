@@ -27,7 +27,7 @@ from dagster import (
 from pydantic import Field
 
 from segment_profiles_pipeline.errors import ConfigError
-from segment_profiles_pipeline.identity.config import EXTERNAL_ID_TABLE, ID_GRAPH_TABLE, MERGES_TABLE
+from segment_profiles_pipeline.identity.config import GRAPH_KEYS
 from segment_profiles_pipeline.metadata import table_metadata
 from segment_profiles_pipeline.models.assets import POOL, WAREHOUSE_RETRY
 from segment_profiles_pipeline.traits.compute import compute_audiences, compute_traits
@@ -38,7 +38,6 @@ from segment_profiles_pipeline.warehouse.base import Warehouse
 GROUP = "computed_traits"
 TRAITS_KEY = AssetKey("computed_traits")
 AUDIENCES_KEY = AssetKey("audiences")
-GRAPH_KEYS = [AssetKey(table.split(".")) for table in (ID_GRAPH_TABLE, EXTERNAL_ID_TABLE, MERGES_TABLE)]
 ID_GRAPH_KEY = GRAPH_KEYS[0]
 
 

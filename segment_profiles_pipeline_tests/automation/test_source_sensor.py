@@ -60,6 +60,10 @@ FROM_APP_USERS = {
     *IDENTITY,  # the identity graph reads the identify mappings' records
     *TRAITS,  # computed traits and audiences are keyed on the graph's profiles
     *PROFILES_SYNC,  # Segment's Profiles Sync tables follow the graph and the syncs
+    # predictions are keyed on the graph's profiles too
+    *(AssetKey(["predictions", p]) for p in ("likelihood_to_churn", "likelihood_to_purchase", "predicted_ltv")),
+    AssetKey("prediction_traits"),
+    AssetKey(["profile_sync", "predictions_identify"]),
 }
 """Everything a change of app.users feeds in the shipped project."""
 
