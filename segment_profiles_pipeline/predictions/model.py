@@ -27,12 +27,13 @@ import io
 import math
 import pickle
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
-from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
-from sklearn.metrics import log_loss, mean_absolute_error, roc_auc_score
 from threadpoolctl import threadpool_limits
+
+if TYPE_CHECKING:  # scikit-learn takes >1 s to import: only a run that trains or scores pays it
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
 LABELS = ("poor", "fair", "good", "excellent")
 BANDS = {"auc": (0.6, 0.7, 0.8), "spearman": (0.2, 0.4, 0.6)}
@@ -42,11 +43,13 @@ THREADS = 1
 """OpenMP threads for fitting and scoring. One: the sample is bounded, and Dagster steps and test
 workers run side by side, where oversubscribed OpenMP threads spin and slow everything tenfold."""
 HOLDOUT_EVERY = 5
-Model = HistGradientBoostingClassifier | HistGradientBoostingRegressor
+Model: TypeAlias = "HistGradientBoostingClassifier | HistGradientBoostingRegressor"
 
 
 def new_model(kind: str, rows: int) -> Model:
     """A small, regularised model; early stopping on a validation split once there are enough rows."""
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+
     common: dict[str, Any] = {
         "max_iter": 200,
         "learning_rate": 0.08,
@@ -63,6 +66,8 @@ def new_model(kind: str, rows: int) -> Model:
 
 def predict(model: Model, features: np.ndarray) -> np.ndarray:
     """The raw score: the target's probability, or expected revenue over the window."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
     with threadpool_limits(limits=THREADS):
         if isinstance(model, HistGradientBoostingClassifier):
             return model.predict_proba(features)[:, 1]
@@ -84,6 +89,8 @@ def top_decile(scores: np.ndarray) -> np.ndarray:
 
 def probability_quality(labels: np.ndarray, scores: np.ndarray) -> dict[str, float | str]:
     """AUC, log loss and top-decile lift of probabilities against 0/1 labels (1: the target happened)."""
+    from sklearn.metrics import log_loss, roc_auc_score
+
     base = float(labels.mean())
     auc = float(roc_auc_score(labels, scores))
     loss = float(log_loss(labels, np.clip(scores, 1e-6, 1 - 1e-6), labels=[0, 1]))
@@ -103,6 +110,7 @@ def probability_quality(labels: np.ndarray, scores: np.ndarray) -> dict[str, flo
 def ltv_quality(amounts: np.ndarray, predicted: np.ndarray) -> dict[str, float | str]:
     """Spearman correlation, MAE, top-decile lift and buyer AUC of predicted against actual revenue."""
     from scipy.stats import spearmanr
+    from sklearn.metrics import mean_absolute_error, roc_auc_score
 
     rho = float(spearmanr(amounts, predicted).statistic) if np.ptp(amounts) and np.ptp(predicted) else 0.0
     mean = float(amounts.mean())

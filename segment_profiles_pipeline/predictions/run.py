@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import importlib.metadata
 import itertools
 import json
 import operator
@@ -34,7 +35,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import sklearn
 
 from segment_profiles_pipeline.errors import ConfigError
 from segment_profiles_pipeline.identity.config import EXTERNAL_ID_TABLE, load_identity
@@ -97,7 +97,7 @@ def table_of(prediction: PredictionConfig) -> str:
 
 
 def model_fingerprint(project: PredictionsProject, compiled: CompiledFeatures) -> str:
-    extra = f"{FEATURES_VERSION}|sklearn {sklearn.__version__}|{','.join(compiled.feature_names())}"
+    extra = f"{FEATURES_VERSION}|sklearn {importlib.metadata.version('scikit-learn')}|{','.join(compiled.feature_names())}"
     return project.fingerprint(compiled.prediction, extra)
 
 
