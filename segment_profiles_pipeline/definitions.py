@@ -34,18 +34,19 @@ from segment_profiles_pipeline.automation.source_sensor import build_source_sens
 from segment_profiles_pipeline.errors import ConfigError
 from segment_profiles_pipeline.identity.assets import identity_assets
 from segment_profiles_pipeline.identity.explorer import build_explorer_job
-from segment_profiles_pipeline.models.assets import build_broken_asset, build_model_asset, build_sources
+from segment_profiles_pipeline.models.assets import build_model_asset, build_sources
 from segment_profiles_pipeline.predictions import build_defs as build_prediction_defs
 from segment_profiles_pipeline.profiles_sync import build_defs as build_profiles_sync_defs
 from segment_profiles_pipeline.project import TRAITS_FILE, ModelProblem, collect_mappings, load_project
 from segment_profiles_pipeline.settings import Settings
-from segment_profiles_pipeline.sync.assets import build_sync_asset, sync_asset_key
+from segment_profiles_pipeline.sync.assets import build_sync_asset
 from segment_profiles_pipeline.sync.readback import build_readback_check, profile_api_from_env
 from segment_profiles_pipeline.sync.resources import SegmentDestination, segment_from_env
 from segment_profiles_pipeline.sync.test_mapping import build_test_mapping_job
 from segment_profiles_pipeline.traits import build_traits_assets, check_trait_key_clashes, load_traits
 from segment_profiles_pipeline.traits.assets import GROUP as TRAITS_GROUP
 from segment_profiles_pipeline.translator import SegmentProfilesTranslator
+from segment_profiles_pipeline.vocabulary import build_broken_asset, sync_asset_key
 from segment_profiles_pipeline.warehouse.duckdb import DuckDBWarehouse
 from segment_profiles_pipeline.warehouse.resources import warehouse_from_settings
 

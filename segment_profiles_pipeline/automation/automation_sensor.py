@@ -15,7 +15,7 @@ from dagster import AssetSelection, AutomationConditionSensorDefinition, Default
 
 from segment_profiles_pipeline.automation.conditions import sync_condition
 from segment_profiles_pipeline.project import MappingSpec
-from segment_profiles_pipeline.sync.assets import sync_asset_key
+from segment_profiles_pipeline.vocabulary import sync_asset_key
 
 AUTOMATION_SENSOR = "sync_automation_sensor"
 

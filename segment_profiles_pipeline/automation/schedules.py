@@ -24,7 +24,7 @@ from dagster import (
 )
 
 from segment_profiles_pipeline.project import MappingSpec
-from segment_profiles_pipeline.sync.assets import shard_partitions, sync_asset_key
+from segment_profiles_pipeline.vocabulary import shard_partitions, sync_asset_key
 
 SOURCES_GROUP = "sources"
 """Group of the source-table assets (``models.assets.source_specs``): where the upstream walk stops."""

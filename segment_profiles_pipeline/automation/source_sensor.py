@@ -37,9 +37,8 @@ from dagster import (
     sensor,
 )
 
-from segment_profiles_pipeline.models.assets import source_key
 from segment_profiles_pipeline.project import MappingSpec
-from segment_profiles_pipeline.sync.assets import sync_asset_key
+from segment_profiles_pipeline.vocabulary import source_key, sync_asset_key
 from segment_profiles_pipeline.warehouse.base import (
     Warehouse,
     WarehouseBusy,

@@ -36,13 +36,13 @@ from segment_profiles_pipeline.identity.config import (
     load_identity,
 )
 from segment_profiles_pipeline.metadata import table_metadata
-from segment_profiles_pipeline.models.assets import POOL, WAREHOUSE_RETRY, source_key
 from segment_profiles_pipeline.project import MappingSpec
 from segment_profiles_pipeline.traits.config import load_traits
+from segment_profiles_pipeline.vocabulary import GRAPH_TABLE_KEYS, POOL, WAREHOUSE_RETRY, source_key
 from segment_profiles_pipeline.warehouse.base import Warehouse, WarehouseSession, literal
 
 GROUP = "identity"
-KEYS = {table: AssetKey(table.split(".")) for table in (ID_GRAPH_TABLE, EXTERNAL_ID_TABLE, MERGES_TABLE)}
+KEYS = GRAPH_TABLE_KEYS
 LIMITS_CHECK = "identifier_limits"
 UNIQUE_CHECK = "identifier_in_one_profile"
 

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from dagster import AssetKey
 from pydantic import Field, field_validator, model_validator
 
 from segment_profiles_pipeline.config import IDENTIFIER, Identifier, Strict, validate_yaml
@@ -26,8 +25,6 @@ IDENTITY_SCHEMA = "identity"
 ID_GRAPH_TABLE = f"{IDENTITY_SCHEMA}.id_graph"
 EXTERNAL_ID_TABLE = f"{IDENTITY_SCHEMA}.external_id_mapping"
 MERGES_TABLE = f"{IDENTITY_SCHEMA}.profile_merges"
-GRAPH_KEYS = [AssetKey(table.split(".")) for table in (ID_GRAPH_TABLE, EXTERNAL_ID_TABLE, MERGES_TABLE)]
-"""The identity graph's three assets (one multi-asset): what a layer keyed on resolved profiles depends on."""
 DEFAULT_LIMIT = 5
 DEFAULT_BLOCKED = ("^[0-]*$", "-1", "null", "anonymous")
 PROFILES_SYNC_SCHEMA = "profiles_sync"

@@ -13,13 +13,10 @@ from dagster import (
     AssetKey,
     AssetsDefinition,
     AssetSpec,
-    Backoff,
     Failure,
-    Jitter,
     MaterializeResult,
     MetadataValue,
     ResourceParam,
-    RetryPolicy,
     TableColumnDep,
     TableColumnLineage,
     asset,
@@ -31,17 +28,9 @@ from segment_profiles_pipeline.metadata import table_metadata
 from segment_profiles_pipeline.models.checks import check_specs, primary_key_checks
 from segment_profiles_pipeline.models.lineage import DEFAULT_SCHEMA, LineageError, column_origins
 from segment_profiles_pipeline.models.sample_data import SOURCE_TABLES, seed_missing
-from segment_profiles_pipeline.project import MODELS_SCHEMA, ModelProblem, ModelSpec, display_path
+from segment_profiles_pipeline.project import MODELS_SCHEMA, ModelSpec, display_path
+from segment_profiles_pipeline.vocabulary import POOL, WAREHOUSE_RETRY, source_key
 from segment_profiles_pipeline.warehouse.base import Warehouse, WarehouseBusy, WarehouseSession, ident
-
-WAREHOUSE_RETRY = RetryPolicy(max_retries=3, delay=2, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS)
-"""Transient warehouse errors (a lock held too long, a dropped Snowflake session) retry the step."""
-
-POOL = "warehouse"
-
-
-def source_key(schema: str | None, table: str) -> AssetKey:
-    return AssetKey([schema or "main", table])
 
 
 def table_key(schema: str | None, table: str) -> AssetKey:
@@ -189,24 +178,3 @@ def build_model_asset(spec: ModelSpec, kind: str) -> AssetsDefinition:
         return MaterializeResult(metadata=metadata, check_results=checks)
 
     return model
-
-
-def build_broken_asset(key: AssetKey, problem: ModelProblem, group: str) -> AssetsDefinition:
-    """What a model (or one of its mappings) that failed to load looks like in a lenient load.
-
-    It keeps its place in the graph, says what is wrong in its description and metadata, and a
-    materialization fails with the load error, so the mistake is visible where the user looks,
-    while every other model, mapping, schedule and sensor keeps working."""
-    where = display_path(problem.path)
-
-    @asset(
-        key=key,
-        group_name=group,
-        description=f"**Does not load** ({where}): {problem.error}\n\nFix the file; the deployment picks it up "
-        "on the next code location reload. `dagster definitions validate` fails until then.",
-        metadata={"load_error": MetadataValue.text(str(problem.error)), "file": MetadataValue.path(where)},
-    )
-    def broken() -> None:
-        raise Failure(description=f"{where} does not load: {problem.error}", allow_retries=False)
-
-    return broken

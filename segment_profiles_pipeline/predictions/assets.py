@@ -42,9 +42,7 @@ from dagster import (
 from pydantic import Field
 
 from segment_profiles_pipeline.errors import ConfigError
-from segment_profiles_pipeline.identity.config import GRAPH_KEYS
 from segment_profiles_pipeline.metadata import table_metadata
-from segment_profiles_pipeline.models.assets import POOL, WAREHOUSE_RETRY, build_broken_asset, source_key
 from segment_profiles_pipeline.predictions.config import (
     PREDICTIONS_FILE,
     TRAITS_ASSET,
@@ -61,6 +59,13 @@ from segment_profiles_pipeline.predictions.run import (
     table_of,
 )
 from segment_profiles_pipeline.project import MappingSpec, ModelProblem, check_unique_names
+from segment_profiles_pipeline.vocabulary import (
+    GRAPH_KEYS,
+    POOL,
+    WAREHOUSE_RETRY,
+    build_broken_asset,
+    source_key,
+)
 from segment_profiles_pipeline.warehouse.base import Warehouse
 
 GROUP = "predictions"

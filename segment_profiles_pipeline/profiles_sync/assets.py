@@ -21,10 +21,8 @@ from dagster import (
     multi_asset,
 )
 
-from segment_profiles_pipeline.identity.assets import KEYS as IDENTITY_KEYS
 from segment_profiles_pipeline.identity.config import IdentityProject, load_identity
 from segment_profiles_pipeline.metadata import table_metadata
-from segment_profiles_pipeline.models.assets import POOL, WAREHOUSE_RETRY
 from segment_profiles_pipeline.profiles_sync import compile as sql
 from segment_profiles_pipeline.profiles_sync.compute import compute_profiles_sync, trait_mappings
 from segment_profiles_pipeline.profiles_sync.config import (
@@ -35,7 +33,8 @@ from segment_profiles_pipeline.profiles_sync.config import (
     schema_of,
 )
 from segment_profiles_pipeline.project import MappingSpec
-from segment_profiles_pipeline.sync.assets import sync_asset_key
+from segment_profiles_pipeline.vocabulary import GRAPH_TABLE_KEYS as IDENTITY_KEYS
+from segment_profiles_pipeline.vocabulary import POOL, WAREHOUSE_RETRY, sync_asset_key
 from segment_profiles_pipeline.warehouse.base import Warehouse
 
 GROUP = "profiles_sync"

@@ -31,7 +31,6 @@ from dagster import (
     MaterializeResult,
     MetadataValue,
     ResourceParam,
-    StaticPartitionsDefinition,
     TableColumn,
     TableRecord,
     TableSchema,
@@ -44,11 +43,11 @@ from segment_profiles_pipeline.automation.alerts import Health, health_text
 from segment_profiles_pipeline.automation.conditions import sync_condition
 from segment_profiles_pipeline.errors import SyncError
 from segment_profiles_pipeline.metadata import namespaced
-from segment_profiles_pipeline.models.assets import POOL
 from segment_profiles_pipeline.project import MappingSpec, display_path
 from segment_profiles_pipeline.sync.engine import SyncReport, run_sync
 from segment_profiles_pipeline.sync.resources import SegmentDestination
 from segment_profiles_pipeline.sync.state import FAILED, OUTBOX
+from segment_profiles_pipeline.vocabulary import POOL, mapping_test_job_name, shard_partitions, sync_asset_key
 from segment_profiles_pipeline.warehouse.base import Warehouse, WarehouseSession, literal
 
 DELIVERY_RATE = "delivery_rate"
@@ -78,14 +77,6 @@ class SyncRunConfig(Config):
         default=False,
         description="Plan and build payloads into the outbox, send nothing (even with a write key set).",
     )
-
-
-def sync_asset_key(mapping_name: str) -> AssetKey:
-    return AssetKey(["profile_sync", mapping_name])
-
-
-def shard_partitions(shards: int) -> StaticPartitionsDefinition | None:
-    return StaticPartitionsDefinition([f"shard_{i}" for i in range(shards)]) if shards > 1 else None
 
 
 def report_metadata(report: SyncReport, endpoint: str) -> dict[str, MetadataValue]:
@@ -289,8 +280,3 @@ def build_sync_asset(spec: MappingSpec, kind: str) -> AssetsDefinition:
         yield MaterializeResult(metadata=metadata, check_results=[delivery, health])
 
     return sync
-
-
-def mapping_test_job_name(mapping_name: str) -> str:
-    """The Test Mapping job of a mapping (``sync/test_mapping.py``)."""
-    return f"{mapping_name}_test_mapping"

@@ -194,7 +194,9 @@ class Live:
             return []
         outcomes = self.sender.deliver(chunk.messages)
         if all(outcome is None for outcome in outcomes):  # the common case: everything acknowledged
-            writer.acknowledge([Ack(p.key, p.checksum, p.identity) for p in chunk.planned if p.op != "delete"])
+            writer.acknowledge(
+                [Ack(p.key, p.checksum, p.identity) for p in chunk.planned if p.op != "delete"]
+            )
             writer.forget_keys([p.key for p in chunk.planned if p.op == "delete"])
             return []
         acks: list[Ack] = []

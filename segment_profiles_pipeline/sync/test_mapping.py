@@ -35,12 +35,11 @@ from dagster import (
 from pydantic import Field
 
 from segment_profiles_pipeline.errors import SyncError
-from segment_profiles_pipeline.models.assets import POOL
 from segment_profiles_pipeline.project import MappingSpec
-from segment_profiles_pipeline.sync.assets import mapping_test_job_name, sync_asset_key
 from segment_profiles_pipeline.sync.engine import Sender, mapped_columns
 from segment_profiles_pipeline.sync.payloads import InvalidRecord, PayloadBuilder, encode
 from segment_profiles_pipeline.sync.resources import SegmentDestination
+from segment_profiles_pipeline.vocabulary import POOL, mapping_test_job_name, sync_asset_key
 from segment_profiles_pipeline.warehouse.base import Warehouse, WarehouseSession, ident, in_list
 
 MAX_KEYS = 20

@@ -27,12 +27,11 @@ from dagster import (
 from pydantic import Field
 
 from segment_profiles_pipeline.errors import ConfigError
-from segment_profiles_pipeline.identity.config import GRAPH_KEYS
 from segment_profiles_pipeline.metadata import table_metadata
-from segment_profiles_pipeline.models.assets import POOL, WAREHOUSE_RETRY
 from segment_profiles_pipeline.traits.compute import compute_audiences, compute_traits
 from segment_profiles_pipeline.traits.config import AUDIENCES_TABLE, TRAITS_TABLE, TraitsProject
 from segment_profiles_pipeline.traits.preview import audiences_preview, traits_preview
+from segment_profiles_pipeline.vocabulary import GRAPH_KEYS, POOL, WAREHOUSE_RETRY
 from segment_profiles_pipeline.warehouse.base import Warehouse
 
 GROUP = "computed_traits"

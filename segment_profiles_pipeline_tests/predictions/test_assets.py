@@ -9,9 +9,9 @@ from pathlib import Path
 
 from dagster import AssetKey, DagsterInstance, Definitions
 
-from segment_profiles_pipeline.identity.assets import KEYS as IDENTITY_KEYS
 from segment_profiles_pipeline.models.sample_data import seed_missing
 from segment_profiles_pipeline.settings import Settings
+from segment_profiles_pipeline.vocabulary import GRAPH_TABLE_KEYS as IDENTITY_KEYS
 from segment_profiles_pipeline.warehouse.duckdb import DuckDBWarehouse
 
 AUDIENCE = """

@@ -5,12 +5,12 @@ import pytest
 from dagster import DagsterInstance
 
 from segment_profiles_pipeline.errors import SyncError
-from segment_profiles_pipeline.sync.assets import sync_asset_key
 from segment_profiles_pipeline.sync.delivery import OUTBOX
 from segment_profiles_pipeline.sync.engine import run_sync
 from segment_profiles_pipeline.sync.resources import SegmentDestination
 from segment_profiles_pipeline.sync.test_mapping import TEST_ID_PREFIX, build_test_mapping_job, preview
 from segment_profiles_pipeline.testing.segment_server import FakeSegmentServer
+from segment_profiles_pipeline.vocabulary import sync_asset_key
 from segment_profiles_pipeline_tests.sync.helpers import people_spec, people_table
 
 ROWS = [

@@ -25,8 +25,8 @@ from dagster_dbt import DbtCliResource, DbtProject, dbt_assets
 
 from segment_profiles_pipeline.definitions import build_definitions, strict_from_env
 from segment_profiles_pipeline.errors import ConfigError
-from segment_profiles_pipeline.models.assets import POOL
 from segment_profiles_pipeline.settings import Settings
+from segment_profiles_pipeline.vocabulary import POOL
 from segment_profiles_pipeline.warehouse.duckdb import DuckDBWarehouse, _file_lock
 
 EXAMPLE = Path(__file__).resolve().parent.parent
