@@ -9,20 +9,23 @@ a second destination) is one more class, not a dozen more ``if``s in the engine.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import NamedTuple, Protocol, runtime_checkable
-
-import orjson
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from segment_profiles_pipeline.config import MappingConfig
 from segment_profiles_pipeline.segment.outcomes import Outcome
 from segment_profiles_pipeline.segment.spec import DRY_RUN_SALT
-from segment_profiles_pipeline.sync.actions import watermark
-from segment_profiles_pipeline.sync.ledger import Ack, Failure, StateWriter
-from segment_profiles_pipeline.sync.plan import PlanSpec, shard_predicate
-from segment_profiles_pipeline.sync.state import TOMBSTONE_DAYS
+from segment_profiles_pipeline.state import watermarks
+from segment_profiles_pipeline.state.failed_records import Failure, reason_code
+from segment_profiles_pipeline.state.ledger import Ack
+from segment_profiles_pipeline.state.outbox import OutboxRow, rejected_row
+from segment_profiles_pipeline.state.writer import StateWriter
+from segment_profiles_pipeline.sync.plan import PlanSpec, sendable_sql
 from segment_profiles_pipeline.warehouse.base import WarehouseSession
+
+SETTLE_ROWS = 50_000
+"""Plan rows read per batch when settling (keys and checksums only matter)."""
 
 
 @runtime_checkable
@@ -79,7 +82,8 @@ class SyncStage:
 
 class Delivery(Protocol):
     """Where a sync's messages go. ``dry_run`` only labels reports; behaviour lives in the methods,
-    called in this order: ``prepare`` (before the plan) → ``start`` → ``record`` per chunk → ``settle``."""
+    called in this order: ``prepare`` (before the plan) → ``reject`` (the plan's invalid keys) →
+    ``record`` per chunk → ``settle``."""
 
     @property
     def dry_run(self) -> bool: ...
@@ -89,7 +93,7 @@ class Delivery(Protocol):
 
     def prepare(self, stage: SyncStage, reset: bool) -> SyncStage: ...
 
-    def start(self, stage: SyncStage) -> None: ...
+    def reject(self, stage: SyncStage, failures: Sequence[Failure]) -> None: ...
 
     def record(self, stage: SyncStage, chunk: Chunk) -> ChunkResult: ...
 
@@ -112,14 +116,17 @@ class Outbox:
         """A dry run never resets (it would have to forget acknowledged state) nor prunes."""
         return stage
 
-    def start(self, stage: SyncStage) -> None:
+    def reject(self, stage: SyncStage, failures: Sequence[Failure]) -> None:
+        """No retry state for a dry run: the plan's invalid keys are only counted. The plan stands,
+        so the outbox is emptied here for this run's payloads."""
         stage.writer.clear_outbox()
 
     def record(self, stage: SyncStage, chunk: Chunk) -> ChunkResult:
-        rows = [(p.key, p.op, data.decode()) for p, data in zip(chunk.planned, chunk.messages, strict=True)]
-        rows += [
-            (f.key or "", "rejected", orjson.dumps({"reason": f.reason}).decode()) for f in chunk.rejected
+        rows = [
+            OutboxRow(p.key, p.op, data.decode())
+            for p, data in zip(chunk.planned, chunk.messages, strict=True)
         ]
+        rows += [rejected_row(f.key, f.reason) for f in chunk.rejected]
         stage.writer.outbox(rows)
         return ChunkResult(sent=0, delivered=len(chunk.messages), failed=0, first_error=_rejection(chunk))
 
@@ -147,34 +154,17 @@ class Live:
         """Segment's *Reset sync* (forget what was acknowledged, and the watermark) and tombstone pruning."""
         name, shard = stage.mapping.name, stage.plan.shard
         if reset:
-            stage.writer.reset(shard_predicate("record_key", stage.plan))
-            watermark.forget(stage.session, name, shard)
+            stage.writer.reset(stage.plan.shards)
+            watermarks.forget(stage.session, name, shard)
             stage = replace(stage, plan=replace(stage.plan, watermark=None))
             stage.log(
                 f"reset: forgot every acknowledged record of '{name}' shard {shard}; all records are sent again"
             )
-        stage.writer.prune_tombstones(TOMBSTONE_DAYS)
+        stage.writer.prune_tombstones()
         return stage
 
-    def start(self, stage: SyncStage) -> None:
-        """Null and duplicated keys: one failed record per key (one for all null keys), with a reason."""
-        pk = stage.plan.primary_key
-        rows = stage.session.query(
-            f"SELECT __op, __key, count(*) AS n FROM {stage.plan.plan_table} "
-            "WHERE __op IN ('invalid_null_key', 'invalid_duplicate_key') GROUP BY __op, __key"
-        ).rows
-        failures = [
-            Failure(
-                key,
-                None,
-                "invalid",
-                f"{n} row(s) have a null primary key '{pk}'; they cannot be tracked or sent. Filter them out in the model or fill the key."
-                if op == "invalid_null_key"
-                else f"primary key '{pk}' value '{key}' appears in {n} rows; Segment needs one record per key. "
-                "Deduplicate the model on it.",
-            )
-            for op, key, n in rows
-        ]
+    def reject(self, stage: SyncStage, failures: Sequence[Failure]) -> None:
+        """The plan's null and duplicated keys become failed records (parked until the model changes)."""
         stage.writer.fail(failures, stage.mapping.retry)
 
     def record(self, stage: SyncStage, chunk: Chunk) -> ChunkResult:
@@ -216,7 +206,7 @@ class Live:
                     "delivery",
                     outcome.reason,
                     data[:2000].decode(errors="replace"),
-                    outcome.code,
+                    reason_code(outcome.code),
                     outcome.record_level,
                 )
             )
@@ -228,16 +218,17 @@ class Live:
         """Records the mapping deliberately does not send still move the ledger forward; then the
         watermark, last, when every planned row is acknowledged or in failed_records."""
         mapping, plan, writer = stage.mapping, stage.plan, stage.writer
-        if (
-            mapping.send == "update"
-        ):  # new records are tracked (not sent), so their later changes count as updates
-            writer.track_unsent(f"SELECT __key, __checksum FROM {plan.plan_table} WHERE __op = 'add'")
+        if mapping.send == "update":
+            # new records are tracked (not sent), so their later changes count as updates
+            for rows in _plan_rows(stage, ("add",)):
+                writer.track_unsent([(r["__key"], r["__checksum"]) for r in rows])
         # Nothing to tell Segment: with `ignore` for any delete, with `clear_traits` when another
         # live record still addresses the profile. Forget it, so a comeback is an add.
-        forgotten = "('delete', 'delete_shared')" if mapping.on_delete == "ignore" else "('delete_shared')"
-        writer.forget(f"SELECT __key FROM {plan.plan_table} WHERE __op IN {forgotten}")
+        forgotten = ("delete", "delete_shared") if mapping.on_delete == "ignore" else ("delete_shared",)
+        for rows in _plan_rows(stage, forgotten):
+            writer.forget_keys([r["__key"] for r in rows])
         if mapping.incremental_column:
-            watermark.advance(
+            watermarks.advance(
                 stage.session,
                 mapping.name,
                 plan.shard,
@@ -245,6 +236,11 @@ class Live:
                 plan.plan_table,
                 plan.watermark,
             )
+
+
+def _plan_rows(stage: SyncStage, ops: tuple[str, ...]) -> Iterator[list[dict[str, Any]]]:
+    """The plan's rows of ``ops``, in batches: the state writer takes keys, not queries."""
+    return stage.session.stream(sendable_sql(stage.plan, ops), SETTLE_ROWS)
 
 
 def delivery_for(target: Sender | Delivery) -> Delivery:

@@ -1,6 +1,7 @@
-"""Run one sync of one mapping shard, as stages: prepare → plan → start → per chunk (render →
-record) → settle → status. What differs between a live sync and a dry run is the ``Delivery``
-(``sync/delivery.py``); the stages here are the same for both.
+"""Run one sync of one mapping shard, as stages: prepare → plan → reject → per chunk (render →
+deliver → record) → settle → status (``_run``, one small function per stage). What differs
+between a live sync and a dry run is the ``Delivery`` (``sync/delivery.py``); the stages here are
+the same for both. State is written through ``segment_profiles_pipeline.state``.
 
 The invariant everything here protects: **a record enters the ledger only after Segment
 answered its batch with the documented success answer**. Everything else (crash, 429, 5xx,
@@ -15,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,17 +25,20 @@ import orjson
 from segment_profiles_pipeline.config import SUBSCRIPTION_FIELDS
 from segment_profiles_pipeline.errors import SyncError
 from segment_profiles_pipeline.project import MappingSpec
-from segment_profiles_pipeline.sync.actions import watermark
+from segment_profiles_pipeline.state import ensure_state, watermarks
+from segment_profiles_pipeline.state.failed_records import Failure
+from segment_profiles_pipeline.state.sync_history import SyncStatus
+from segment_profiles_pipeline.state.sync_locks import SyncLock, ensure_held
+from segment_profiles_pipeline.state.writer import StateWriter
 from segment_profiles_pipeline.sync.delivery import (
     Chunk,
+    ChunkResult,
     Delivery,
     PlannedMessage,
     Sender,
     SyncStage,
     delivery_for,
 )
-from segment_profiles_pipeline.sync.ledger import Failure, StateWriter
-from segment_profiles_pipeline.sync.lock import SyncLock, ensure_held
 from segment_profiles_pipeline.sync.payloads import (
     InvalidRecord,
     PayloadBuilder,
@@ -51,7 +55,6 @@ from segment_profiles_pipeline.sync.plan import (
     sendable_sql,
 )
 from segment_profiles_pipeline.sync.render_sql import SqlRenderer, sql_renderer
-from segment_profiles_pipeline.sync.state import ensure_state
 from segment_profiles_pipeline.warehouse.base import WarehouseSession
 
 CHUNK_ROWS = 20_000
@@ -66,7 +69,7 @@ class SyncReport:
     sync_id: str
     shard: int
     dry_run: bool
-    status: str = "running"
+    status: SyncStatus = "running"
     counts: dict[str, int] = field(default_factory=dict)
     delivery_rate: float | None = None
     duration_s: float = 0.0
@@ -108,7 +111,7 @@ def mapped_columns(spec: MappingSpec, columns: list[str]) -> tuple[str, ...]:
     return tuple(wanted)
 
 
-def _status(attempted: int, delivered: int, problems: int) -> tuple[str, float]:
+def _status(attempted: int, delivered: int, problems: int) -> tuple[SyncStatus, float]:
     """Segment's sync statuses and the delivery rate, judged on what this sync attempted.
 
     ``attempted`` counts deliverable records sent this time; ``problems`` counts rows rejected
@@ -134,7 +137,10 @@ def run_sync(
     now: dt.datetime | None = None,
 ) -> SyncReport:
     """Sync one shard of one mapping through ``delivery`` (a bare ``Sender`` is live delivery to it;
-    ``sync.delivery.OUTBOX`` is a dry run: payloads to the outbox, ledger untouched)."""
+    ``sync.delivery.OUTBOX`` is a dry run: payloads to the outbox, ledger untouched).
+
+    Holds the shard's lock and its ``sync_history`` row around the stages (``_run``); whatever
+    happens, the plan table is dropped, the lock released and the history row closed."""
     started = time.perf_counter()
     now = (now or dt.datetime.now(dt.UTC)).replace(tzinfo=None)
     mode = delivery_for(delivery)
@@ -166,47 +172,36 @@ def run_sync(
 def _run(
     stage: SyncStage, spec: MappingSpec, mode: Delivery, report: SyncReport, reset: bool, now: dt.datetime
 ) -> None:
-    mapping = stage.mapping
+    """The stages, in order: prepare → plan → reject → per chunk (render → deliver → record) →
+    settle → status. Each is one call here; what differs per delivery mode is in ``mode``."""
     stage = mode.prepare(stage, reset)
-    counts = report.counts = _build_plan(stage)
-    stage.log(f"plan for '{mapping.name}' shard {stage.plan.shard}: {counts}")
-    if counts["extracted"] == 0 and counts["deleted"] and not mapping.allow_full_delete:
-        raise SyncError(
-            f"{spec.source.table} returned no rows but {counts['deleted']} records were synced before: refusing to treat "
-            f"every profile as deleted. If the model really is empty on purpose, set `allow_full_delete: true` on "
-            f"mapping '{mapping.name}' in {spec.source.file} for one run."
-        )
-    mode.start(stage)
-    builder = PayloadBuilder.for_mapping(mapping, dict(stage.plan.column_types))
-    sent_ops = OPS_SENT[mapping.send] + (("delete",) if mapping.on_delete == "clear_traits" else ())
-    renderer = sql_renderer(stage.plan, builder, stage.session.dialect, now, sent_ops)
-    query = renderer.sql if renderer else sendable_sql(stage.plan, sent_ops)
+    report.counts = _plan(stage, spec)
+    mode.reject(stage, _rejected_keys(stage))
+    builder, renderer, query = _rendering(stage, now)
     for rows in stage.session.stream(query, CHUNK_ROWS):
         chunk = _render(rows, builder, mode.destination_salt, now, report, renderer)
-        result = mode.record(stage, chunk)
-        counts["rejected"] += len(chunk.rejected)
-        counts["planned"] += len(chunk.messages)
-        counts["sent"] += result.sent
-        counts["delivered"] += result.delivered
-        counts["failed"] += result.failed
-        report.first_error = report.first_error or result.first_error
-        ensure_held(stage.session, mapping.name, stage.plan.shard, report.sync_id)
+        _record(report, chunk, mode.record(stage, chunk))
+        ensure_held(stage.session, stage.mapping.name, stage.plan.shard, report.sync_id)
     mode.settle(stage)
-    report.status, rate = _status(counts["sent"], counts["delivered"], counts["invalid"] + counts["rejected"])
-    report.delivery_rate = None if mode.dry_run else rate
-    if counts["invalid"] and not report.first_error:
-        report.first_error = (
-            "records with a null or duplicated primary key were rejected (see failed_records)"
-        )
+    _conclude(report, mode.dry_run)
 
 
-def _build_plan(stage: SyncStage) -> dict[str, int]:
-    """Create the plan table; the report's counts, from it."""
+def _plan(stage: SyncStage, spec: MappingSpec) -> dict[str, int]:
+    """Create the plan table; the report's counts, from it. Refuses to treat a model that
+    returned no rows as every record deleted, unless the mapping allows it."""
     plan, session = stage.plan, stage.session
     session.execute(build_plan_sql(plan))
     ops = {str(op): int(n) for op, n in session.query(counts_sql(plan)).rows}
+    counts = plan_counts(int(session.query(extracted_sql(plan)).scalar() or 0), ops)
+    stage.log(f"plan for '{stage.mapping.name}' shard {plan.shard}: {counts}")
+    refuse_full_delete(spec, counts)
+    return counts
+
+
+def plan_counts(extracted: int, ops: dict[str, int]) -> dict[str, int]:
+    """The report's counts once the plan exists: rows per plan operation, nothing sent yet."""
     return {
-        "extracted": int(session.query(extracted_sql(plan)).scalar() or 0),
+        "extracted": extracted,
         "added": ops.get("add", 0),
         "updated": ops.get("update", 0),
         "deleted": ops.get("delete", 0) + ops.get("delete_shared", 0),
@@ -217,6 +212,83 @@ def _build_plan(stage: SyncStage) -> dict[str, int]:
         "delivered": 0,
         "failed": 0,
     }
+
+
+def refuse_full_delete(spec: MappingSpec, counts: dict[str, int]) -> None:
+    """An empty model with records synced before is a broken model far more often than a wish
+    to delete everything: refuse, naming the override."""
+    mapping = spec.mapping
+    if counts["extracted"] == 0 and counts["deleted"] and not mapping.allow_full_delete:
+        raise SyncError(
+            f"{spec.source.table} returned no rows but {counts['deleted']} records were synced before: refusing to treat "
+            f"every profile as deleted. If the model really is empty on purpose, set `allow_full_delete: true` on "
+            f"mapping '{mapping.name}' in {spec.source.file} for one run."
+        )
+
+
+def _rejected_keys(stage: SyncStage) -> list[Failure]:
+    """The plan's null and duplicated keys, as failed records."""
+    rows = stage.session.query(
+        f"SELECT __op, __key, count(*) AS n FROM {stage.plan.plan_table} "
+        "WHERE __op IN ('invalid_null_key', 'invalid_duplicate_key') GROUP BY __op, __key"
+    ).rows
+    return invalid_key_failures(stage.plan.primary_key, [(str(op), key, int(n)) for op, key, n in rows])
+
+
+def invalid_key_failures(primary_key: str, rows: Sequence[tuple[str, str | None, int]]) -> list[Failure]:
+    """One failed record per duplicated key and one for all null keys, from (op, key, rows)."""
+    return [
+        Failure(
+            key,
+            None,
+            "invalid",
+            f"{n} row(s) have a null primary key '{primary_key}'; they cannot be tracked or sent. "
+            "Filter them out in the model or fill the key.",
+            reason_code="null_primary_key",
+        )
+        if op == "invalid_null_key"
+        else Failure(
+            key,
+            None,
+            "invalid",
+            f"primary key '{primary_key}' value '{key}' appears in {n} rows; Segment needs one record per key. "
+            "Deduplicate the model on it.",
+            reason_code="duplicate_primary_key",
+        )
+        for op, key, n in rows
+    ]
+
+
+def _rendering(stage: SyncStage, now: dt.datetime) -> tuple[PayloadBuilder, SqlRenderer | None, str]:
+    """Who turns plan rows into messages (the warehouse where it can, else the Python builder)
+    and the query reading the rows to send: adds/updates per ``send``, deletes with ``clear_traits``."""
+    mapping = stage.mapping
+    builder = PayloadBuilder.for_mapping(mapping, dict(stage.plan.column_types))
+    sent_ops = OPS_SENT[mapping.send] + (("delete",) if mapping.on_delete == "clear_traits" else ())
+    renderer = sql_renderer(stage.plan, builder, stage.session.dialect, now, sent_ops)
+    return builder, renderer, renderer.sql if renderer else sendable_sql(stage.plan, sent_ops)
+
+
+def _record(report: SyncReport, chunk: Chunk, result: ChunkResult) -> None:
+    """Add one delivered chunk to the report."""
+    counts = report.counts
+    counts["rejected"] += len(chunk.rejected)
+    counts["planned"] += len(chunk.messages)
+    counts["sent"] += result.sent
+    counts["delivered"] += result.delivered
+    counts["failed"] += result.failed
+    report.first_error = report.first_error or result.first_error
+
+
+def _conclude(report: SyncReport, dry_run: bool) -> None:
+    """The sync's status, delivery rate (none for a dry run) and first error, from its counts."""
+    counts = report.counts
+    report.status, rate = _status(counts["sent"], counts["delivered"], counts["invalid"] + counts["rejected"])
+    report.delivery_rate = None if dry_run else rate
+    if counts["invalid"] and not report.first_error:
+        report.first_error = (
+            "records with a null or duplicated primary key were rejected (see failed_records)"
+        )
 
 
 def _plan_spec(session: WarehouseSession, spec: MappingSpec, shard: int) -> PlanSpec:
@@ -241,7 +313,7 @@ def _plan_spec(session: WarehouseSession, spec: MappingSpec, shard: int) -> Plan
         shard,
         spec.mapping.shards,
         tuple((c, column_types[c]) for c in mapped),
-        watermark.current(session, spec.mapping.name, shard, column) if column else None,
+        watermarks.current(session, spec.mapping.name, shard, column) if column else None,
     )
 
 
@@ -280,7 +352,7 @@ def _render(
                 message = builder.build(row, upsert_id, now)
             data = encode(message)
         except InvalidRecord as exc:
-            chunk.rejected.append(Failure(key, checksum, "invalid", str(exc), code=exc.code))
+            chunk.rejected.append(Failure(key, checksum, "invalid", str(exc), reason_code=exc.code))
             continue
         if len(report.samples) < SAMPLE_PAYLOADS:
             report.samples.append(message)

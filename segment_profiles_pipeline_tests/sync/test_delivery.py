@@ -5,9 +5,10 @@ import datetime as dt
 import pytest
 
 from segment_profiles_pipeline.config import RetryConfig
+from segment_profiles_pipeline.state import ensure_state
+from segment_profiles_pipeline.state.failed_records import Failure
+from segment_profiles_pipeline.state.writer import StateWriter
 from segment_profiles_pipeline.sync.delivery import OUTBOX, Chunk, Live, PlannedMessage, delivery_for
-from segment_profiles_pipeline.sync.ledger import Failure, StateWriter
-from segment_profiles_pipeline.sync.state import ensure_state
 from segment_profiles_pipeline_tests.sync.helpers import ScriptedSender
 
 NOW = dt.datetime(2026, 3, 1, 9, 0)

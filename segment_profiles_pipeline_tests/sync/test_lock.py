@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from segment_profiles_pipeline.errors import SyncError, WarehouseError
-from segment_profiles_pipeline.sync.lock import STALE_AFTER, LockLost, SyncLock, ensure_held
-from segment_profiles_pipeline.sync.state import ensure_state
+from segment_profiles_pipeline.state import ensure_state
+from segment_profiles_pipeline.state.sync_locks import STALE_AFTER, LockLost, SyncLock, ensure_held
 from segment_profiles_pipeline.warehouse.base import WarehouseSession, literal
 from segment_profiles_pipeline.warehouse.snowflake import SnowflakeSession, SnowflakeWarehouse
 from segment_profiles_pipeline_tests.warehouse.fake_snowflake import fake_snowflake

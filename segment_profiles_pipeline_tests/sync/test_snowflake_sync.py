@@ -14,10 +14,10 @@ import pytest
 
 from segment_profiles_pipeline.errors import SyncError
 from segment_profiles_pipeline.segment.client import SegmentClient
-from segment_profiles_pipeline.sync import engine, lock
+from segment_profiles_pipeline.state import ensure_state, sync_locks
+from segment_profiles_pipeline.state.sync_locks import STALE_AFTER, LockLost
+from segment_profiles_pipeline.sync import engine
 from segment_profiles_pipeline.sync.engine import run_sync
-from segment_profiles_pipeline.sync.lock import STALE_AFTER, LockLost
-from segment_profiles_pipeline.sync.state import ensure_state
 from segment_profiles_pipeline.testing.segment_server import FakeSegmentServer
 from segment_profiles_pipeline.warehouse.base import WarehouseSession, literal
 from segment_profiles_pipeline.warehouse.snowflake import SnowflakeWarehouse
@@ -158,7 +158,7 @@ def test_a_live_lock_refuses_the_sync_and_a_dead_one_is_taken_over(session, serv
 def test_the_heartbeat_advances_while_one_chunk_is_being_sent(
     session, server, snowflake, monkeypatch
 ) -> None:
-    monkeypatch.setattr(lock, "HEARTBEAT_EVERY", dt.timedelta(milliseconds=10))
+    monkeypatch.setattr(sync_locks, "HEARTBEAT_EVERY", dt.timedelta(milliseconds=10))
 
     def beats_while_sending() -> None:
         with snowflake.session() as observer:

@@ -96,7 +96,7 @@ def test_subscription_over_http_rejects_per_record_and_sends_the_rest(warehouse,
         ]
         assert message["context"]["consent"] == {"categoryPreferences": {"Advertising": False}}
         code, reason, status = session.query(
-            "SELECT code, reason, status FROM _segment_profiles.failed_records WHERE mapping = 'subs_m'"
+            "SELECT reason_code, reason, status FROM _segment_profiles.failed_records WHERE mapping = 'subs_m'"
         ).rows[0]
         # u2 has a status but no email: with no other id mapped, the destination's first check fails
         assert (code, status) == ("missing_external_ids", "rejected")

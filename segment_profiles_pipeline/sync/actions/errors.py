@@ -9,20 +9,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from segment_profiles_pipeline.state.failed_records import ReasonCode
+
 
 class InvalidRecord(ValueError):
     """A record that must not be sent; the message is the reason stored in failed_records."""
 
-    def __init__(self, reason: str, code: str = "invalid"):
+    def __init__(self, reason: str, code: ReasonCode = "invalid"):
         super().__init__(reason)
         self.code = code
 
 
 @dataclass(frozen=True)
 class RecordError:
-    """One kind of rejection: ``code`` goes to ``failed_records.code``, ``message`` starts the reason."""
+    """One kind of rejection: ``code`` goes to ``failed_records.reason_code``, ``message`` starts the reason."""
 
-    code: str
+    code: ReasonCode
     message: str
 
     def __call__(self, detail: str = "") -> InvalidRecord:

@@ -1,4 +1,4 @@
-"""One sync per mapping shard at a time: a row in ``_segment_profiles.sync_locks``.
+"""``_segment_profiles.sync_locks``: one sync per mapping shard at a time, as a row.
 
 A row rather than a warehouse lock, because Snowflake runs our statements in autocommit and has
 no advisory locks; the same row works on DuckDB. **Acquire** is insert-then-check: delete the
@@ -32,8 +32,19 @@ from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
 
 from segment_profiles_pipeline.errors import SyncError, WarehouseError
-from segment_profiles_pipeline.sync.state import HISTORY, LOCKS
+from segment_profiles_pipeline.state import sync_history
+from segment_profiles_pipeline.state.schema import STATE_SCHEMA
 from segment_profiles_pipeline.warehouse.base import WarehouseSession, in_list, literal
+
+LOCKS = f"{STATE_SCHEMA}.sync_locks"
+
+DDL = f"""CREATE TABLE IF NOT EXISTS {LOCKS} (
+    mapping VARCHAR NOT NULL,
+    shard INTEGER NOT NULL,
+    sync_id VARCHAR NOT NULL,
+    acquired_at TIMESTAMP NOT NULL,
+    heartbeat_at TIMESTAMP NOT NULL
+)"""
 
 HEARTBEAT_EVERY = dt.timedelta(seconds=30)
 STALE_AFTER = dt.timedelta(minutes=5)
@@ -41,6 +52,10 @@ MIN_BEATS_PER_STALE = 4
 """``stale_after`` must span at least this many heartbeats, so one slow beat never loses a live lock."""
 RELEASE_WAIT_S = 30.0
 """How long release waits for a beat in flight (one single-row UPDATE) before closing its connection."""
+
+
+def ensure(session: WarehouseSession) -> None:
+    session.execute(DDL)
 
 
 class LockLost(SyncError):
@@ -170,10 +185,7 @@ class SyncLock:
             f"interrupted: the process running this sync stopped before it finished{quiet}; "
             f"sync {self.sync_id} took its lock over"
         )
-        self.session.execute(
-            f"UPDATE {HISTORY} SET status = 'interrupted', finished_at = {literal(now)}, error = {literal(error)} "
-            f"WHERE {_where(self.mapping, self.shard)} AND sync_id IN {in_list(dead)} AND status = 'running'"
-        )
+        sync_history.mark_interrupted(self.session, self.mapping, self.shard, dead, now, error)
         self.log(
             f"took over the lock of '{self.mapping}' shard {self.shard} from dead sync(s) {', '.join(dead)}"
         )

@@ -16,11 +16,12 @@ is never read: the column must grow with every new row (a load sequence or ``rec
 
 from __future__ import annotations
 
-from segment_profiles_pipeline.sync.state import STATE_SCHEMA
+from segment_profiles_pipeline.state.schema import STATE_SCHEMA
 from segment_profiles_pipeline.warehouse.base import WarehouseSession, ident, literal
 
 
 def table(mapping: str, shard: int) -> str:
+    """The mark's table of one mapping shard (it may not exist: then every row is read)."""
     return f"{STATE_SCHEMA}.watermark__{mapping}__{shard}"
 
 

@@ -1,0 +1,122 @@
+"""``_segment_profiles.ledger``: what Segment acknowledged, per mapping and record.
+
+Record key → checksum of the mapped fields last *acknowledged*, with the profile's ids (for a
+later ``clear_traits``) and the sync that wrote the row (the generation of the record's message
+ids). ``delivered = false`` marks records an ``update``-only mapping saw but deliberately did not
+send (Segment tracks those too). ``live = false`` rows are tombstones of deleted or reset records,
+kept for ``TOMBSTONE_DAYS`` so a record that comes back gets message ids Segment has not seen.
+The plan (``sync/plan.py``) reads this table; only this module writes it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import pyarrow as pa
+
+from segment_profiles_pipeline.state.schema import STATE_SCHEMA, Scratch, SyncScope
+from segment_profiles_pipeline.warehouse.base import WarehouseSession, literal
+
+LEDGER = f"{STATE_SCHEMA}.ledger"
+
+DDL = f"""CREATE TABLE IF NOT EXISTS {LEDGER} (
+    mapping VARCHAR NOT NULL,
+    record_key VARCHAR NOT NULL,
+    checksum VARCHAR NOT NULL,
+    identity VARCHAR,
+    delivered BOOLEAN NOT NULL,
+    synced_at TIMESTAMP NOT NULL,
+    sync_id VARCHAR NOT NULL,
+    live BOOLEAN NOT NULL DEFAULT TRUE
+)"""
+
+MIGRATIONS = (
+    # 2026-12: tombstones (see docs/decisions.md)
+    f"ALTER TABLE {LEDGER} ADD COLUMN IF NOT EXISTS live BOOLEAN DEFAULT TRUE",
+)
+"""Columns added after the first release, so a ledger written by an older version keeps working."""
+
+TOMBSTONE_DAYS = 30
+"""How long a deleted or reset record's tombstone is kept: far beyond Segment's ~24 h dedup window."""
+
+
+class Ack(NamedTuple):
+    """One acknowledged record (a NamedTuple: one per record on the hot path)."""
+
+    key: str
+    checksum: str
+    identity: str | None
+    delivered: bool = True
+
+
+def ensure(session: WarehouseSession) -> None:
+    session.execute(DDL)
+    for statement in MIGRATIONS:
+        session.execute(statement)
+
+
+def shard_predicate(key_sql: str, shard: int, shards: int) -> str:
+    """SQL: the record whose key ``key_sql`` evaluates to belongs to ``shard`` of ``shards``.
+
+    The one definition of a record's shard: the plan applies it to the model's keys and to this
+    table's, so a record always lands in the same shard on both sides."""
+    if shards == 1:
+        return "TRUE"
+    return f"abs(hash({key_sql})) % {shards} = {shard}"
+
+
+def acks_table(acks: Sequence[Ack]) -> pa.Table:
+    """Acknowledgements as the Arrow table ``record`` reads (columns record_key, checksum,
+    identity, delivered)."""
+    keys, checksums, identities, delivered = zip(*acks, strict=True) if acks else ((), (), (), ())
+    return pa.table(
+        {
+            "record_key": pa.array(keys, type=pa.string()),
+            "checksum": pa.array(checksums, type=pa.string()),
+            "identity": pa.array(identities, type=pa.string()),
+            "delivered": pa.array(delivered, type=pa.bool_()),
+        }
+    )
+
+
+def record(scope: SyncScope, acks: Scratch) -> None:
+    """Write the rows of ``acks`` (see ``acks_table``) as this sync's, replacing the keys' rows
+    (tombstones included: a record that came back is live again)."""
+    m = scope.mapping_sql
+    scope.session.execute(
+        f"DELETE FROM {LEDGER} WHERE mapping = {m} AND record_key IN (SELECT record_key FROM {acks})"
+    )
+    scope.session.execute(
+        f"INSERT INTO {LEDGER} (mapping, record_key, checksum, identity, delivered, synced_at, sync_id, live) "
+        f"SELECT {m}, record_key, checksum, identity, delivered, {literal(scope.now)}, {literal(scope.sync_id)}, "
+        f"TRUE FROM {acks}"
+    )
+
+
+def _tombstone(scope: SyncScope, where: str) -> None:
+    """Mark live rows matching ``where`` gone. The row keeps a new generation (this sync's id), so
+    the record's next message ids differ from every id it was sent under before."""
+    scope.session.execute(
+        f"UPDATE {LEDGER} SET live = FALSE, sync_id = {literal(scope.sync_id)}, synced_at = {literal(scope.now)} "
+        f"WHERE mapping = {scope.mapping_sql} AND live AND {where}"
+    )
+
+
+def forget(scope: SyncScope, keys: Scratch) -> None:
+    """Tombstone the records whose ``record_key`` is in ``keys``."""
+    _tombstone(scope, f"record_key IN (SELECT record_key FROM {keys})")
+
+
+def forget_shard(scope: SyncScope, shards: int) -> None:
+    """Tombstone every live record of this sync's shard (Segment's *Reset sync*)."""
+    _tombstone(scope, shard_predicate("record_key", scope.shard, shards))
+
+
+def prune_tombstones(scope: SyncScope, days: int = TOMBSTONE_DAYS) -> None:
+    """Tombstones older than ``days`` can go: ids they protect left Segment's dedup window long ago."""
+    scope.session.execute(
+        f"DELETE FROM {LEDGER} WHERE mapping = {scope.mapping_sql} AND NOT live "
+        f"AND synced_at < {literal(scope.now - dt.timedelta(days=days))}"
+    )

@@ -1,0 +1,90 @@
+"""``_segment_profiles.outbox``: the payloads a dry run would have sent (the latest dry run per mapping).
+
+Rejected records are kept too, as ``operation = 'rejected'`` with ``{"reason": ...}`` as the
+message, so a dry run shows what a real sync would refuse without touching the retry state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import orjson
+import pyarrow as pa
+
+from segment_profiles_pipeline.state.schema import STATE_SCHEMA, SyncScope
+from segment_profiles_pipeline.warehouse.base import WarehouseSession, literal
+
+OUTBOX = f"{STATE_SCHEMA}.outbox"
+REJECTED = "rejected"
+"""The ``operation`` of a row that holds a rejected record's reason instead of a message."""
+
+DDL = f"""CREATE TABLE IF NOT EXISTS {OUTBOX} (
+    mapping VARCHAR NOT NULL,
+    sync_id VARCHAR NOT NULL,
+    record_key VARCHAR NOT NULL,
+    operation VARCHAR NOT NULL,
+    message VARCHAR NOT NULL,
+    created_at TIMESTAMP NOT NULL
+)"""
+
+
+class OutboxRow(NamedTuple):
+    """One message a dry run would have sent: the record, its plan operation and the JSON text."""
+
+    key: str
+    operation: str
+    message: str
+
+
+def ensure(session: WarehouseSession) -> None:
+    session.execute(DDL)
+
+
+def rejected_row(key: str | None, reason: str) -> OutboxRow:
+    """The outbox row of a record a dry run rejected (a null key is stored as the empty string)."""
+    return OutboxRow(key or "", REJECTED, orjson.dumps({"reason": reason}).decode())
+
+
+def write(scope: SyncScope, rows: Sequence[OutboxRow]) -> None:
+    """Append this dry run's rows."""
+    if not rows:
+        return
+    n = len(rows)
+    data = pa.table(
+        {
+            "mapping": [scope.mapping] * n,
+            "sync_id": [scope.sync_id] * n,
+            "record_key": [r.key for r in rows],
+            "operation": [r.operation for r in rows],
+            "message": [r.message for r in rows],
+            "created_at": pa.array([scope.now.replace(tzinfo=None)] * n, type=pa.timestamp("us")),
+        }
+    )
+    scope.session.load(OUTBOX, data)
+
+
+def clear(scope: SyncScope) -> None:
+    """The outbox holds the latest dry run of a mapping only."""
+    scope.session.execute(f"DELETE FROM {OUTBOX} WHERE mapping = {scope.mapping_sql}")
+
+
+def rejected_of_sync(
+    session: WarehouseSession, mapping: str, sync_id: str, limit: int
+) -> list[tuple[str, str]]:
+    """(record_key, reason) of the first ``limit`` records the dry run ``sync_id`` rejected, by key."""
+    rows = session.query(
+        f"SELECT record_key, message {_rejected(mapping, sync_id)} ORDER BY record_key LIMIT {int(limit)}"
+    ).rows
+    return [(str(key), str(orjson.loads(message).get("reason", ""))) for key, message in rows]
+
+
+def rejected_count(session: WarehouseSession, mapping: str, sync_id: str) -> int:
+    return int(session.query(f"SELECT count(*) {_rejected(mapping, sync_id)}").scalar() or 0)
+
+
+def _rejected(mapping: str, sync_id: str) -> str:
+    return (
+        f"FROM {OUTBOX} WHERE mapping = {literal(mapping)} AND sync_id = {literal(sync_id)} "
+        f"AND operation = {literal(REJECTED)}"
+    )

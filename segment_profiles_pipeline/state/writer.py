@@ -1,0 +1,90 @@
+"""Every state write of one sync of one mapping shard, as one object the delivery modes hold.
+
+A record's outcome often touches two tables (an acknowledgement enters the ledger *and* clears the
+record's failure), so the writer loads the keys into one scratch table and hands it to each
+table's module; the SQL stays in those modules. Bulk writes are a handful of set-based statements
+per chunk, never one per record.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+
+import pyarrow as pa
+
+from segment_profiles_pipeline.config import RetryConfig
+from segment_profiles_pipeline.state import failed_records, ledger, outbox, sync_history
+from segment_profiles_pipeline.state.failed_records import Failure
+from segment_profiles_pipeline.state.ledger import Ack
+from segment_profiles_pipeline.state.outbox import OutboxRow
+from segment_profiles_pipeline.state.schema import SyncScope
+from segment_profiles_pipeline.state.sync_history import SyncStatus
+from segment_profiles_pipeline.warehouse.base import WarehouseSession
+
+
+class StateWriter:
+    """All state writes of one sync of one mapping shard."""
+
+    def __init__(self, session: WarehouseSession, mapping: str, shard: int, sync_id: str, now: dt.datetime):
+        self.scope = SyncScope(session, mapping, shard, sync_id, now)
+
+    @property
+    def session(self) -> WarehouseSession:
+        return self.scope.session
+
+    # ledger and failed_records ---------------------------------------------------------
+    def acknowledge(self, acks: Sequence[Ack]) -> None:
+        """Record acknowledged records in the ledger and clear their failures."""
+        if not acks:
+            return
+        with self.scope.scratch("acks", ledger.acks_table(acks)) as scratch:
+            ledger.record(self.scope, scratch)
+            failed_records.clear(self.scope, scratch)
+
+    def track_unsent(self, keys: Sequence[tuple[str, str]]) -> None:
+        """Ledger rows (``delivered = false``) for records an ``update``-only mapping saw but did
+        not send, as (key, checksum); a tombstone of the same key is replaced."""
+        if not keys:
+            return
+        unsent = ledger.acks_table([Ack(key, checksum, None, False) for key, checksum in keys])
+        with self.scope.scratch("unsent", unsent) as scratch:
+            ledger.record(self.scope, scratch)
+
+    def forget_keys(self, keys: Sequence[str]) -> None:
+        """Records gone from the model (acknowledged clears, ignored deletes): tombstoned, failures cleared."""
+        if not keys:
+            return
+        with self.scope.scratch(
+            "gone", pa.table({"record_key": pa.array(keys, type=pa.string())})
+        ) as scratch:
+            ledger.forget(self.scope, scratch)
+            failed_records.clear(self.scope, scratch)
+
+    def reset(self, shards: int) -> None:
+        """Segment's *Reset sync*: forget what was acknowledged (and parked), so everything is sent again."""
+        ledger.forget_shard(self.scope, shards)
+        failed_records.clear_parked(self.scope)
+
+    def prune_tombstones(self, days: int = ledger.TOMBSTONE_DAYS) -> None:
+        ledger.prune_tombstones(self.scope, days)
+
+    def fail(self, failures: Sequence[Failure], retry: RetryConfig) -> None:
+        failed_records.record(self.scope, failures, retry)
+
+    # outbox ----------------------------------------------------------------------------
+    def outbox(self, rows: Sequence[OutboxRow]) -> None:
+        """Dry run: keep the payloads that would have been sent."""
+        outbox.write(self.scope, rows)
+
+    def clear_outbox(self) -> None:
+        outbox.clear(self.scope)
+
+    # history ---------------------------------------------------------------------------
+    def start_history(self, shards: int, dagster_run_id: str | None, dry_run: bool) -> None:
+        sync_history.start(self.scope, shards, dagster_run_id, dry_run)
+
+    def finish_history(
+        self, status: SyncStatus, counts: Mapping[str, int], delivery_rate: float | None, error: str | None
+    ) -> None:
+        sync_history.finish(self.scope, status, counts, delivery_rate, error)
