@@ -21,7 +21,7 @@ from segment_profiles_pipeline.state.failed_records import Failure, reason_code
 from segment_profiles_pipeline.state.ledger import Ack
 from segment_profiles_pipeline.state.outbox import OutboxRow, rejected_row
 from segment_profiles_pipeline.state.writer import StateWriter
-from segment_profiles_pipeline.sync.plan import PlanSpec, sendable_sql
+from segment_profiles_pipeline.sync.plan import Plan, PlanSpec
 from segment_profiles_pipeline.warehouse.base import WarehouseSession
 
 SETTLE_ROWS = 50_000
@@ -218,15 +218,16 @@ class Live:
         """Records the mapping deliberately does not send still move the ledger forward; then the
         watermark, last, when every planned row is acknowledged or in failed_records."""
         mapping, plan, writer = stage.mapping, stage.plan, stage.writer
+        planned = Plan(plan, stage.session)
         if mapping.send == "update":
             # new records are tracked (not sent), so their later changes count as updates
-            for rows in _plan_rows(stage, ("add",)):
-                writer.track_unsent([(r["__key"], r["__checksum"]) for r in rows])
+            for records in planned.records(("add",), SETTLE_ROWS):
+                writer.track_unsent(records)
         # Nothing to tell Segment: with `ignore` for any delete, with `clear_traits` when another
         # live record still addresses the profile. Forget it, so a comeback is an add.
         forgotten = ("delete", "delete_shared") if mapping.on_delete == "ignore" else ("delete_shared",)
-        for rows in _plan_rows(stage, forgotten):
-            writer.forget_keys([r["__key"] for r in rows])
+        for records in planned.records(forgotten, SETTLE_ROWS):
+            writer.forget_keys([r.key for r in records])
         if mapping.incremental_column:
             watermarks.advance(
                 stage.session,
@@ -236,11 +237,6 @@ class Live:
                 plan.plan_table,
                 plan.watermark,
             )
-
-
-def _plan_rows(stage: SyncStage, ops: tuple[str, ...]) -> Iterator[list[dict[str, Any]]]:
-    """The plan's rows of ``ops``, in batches: the state writer takes keys, not queries."""
-    return stage.session.stream(sendable_sql(stage.plan, ops), SETTLE_ROWS)
 
 
 def delivery_for(target: Sender | Delivery) -> Delivery:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,12 +47,16 @@ from segment_profiles_pipeline.sync.payloads import (
     message_id,
 )
 from segment_profiles_pipeline.sync.plan import (
+    CHECKSUM,
+    GENERATION,
+    IDENTITY,
+    KEY,
+    OP,
     OPS_SENT,
+    Plan,
+    PlanCounts,
     PlanSpec,
-    build_plan_sql,
-    counts_sql,
-    extracted_sql,
-    sendable_sql,
+    drop_plan,
 )
 from segment_profiles_pipeline.sync.render_sql import SqlRenderer, sql_renderer
 from segment_profiles_pipeline.warehouse.base import WarehouseSession
@@ -161,9 +165,7 @@ def run_sync(
         raise
     finally:
         report.duration_s = time.perf_counter() - started
-        session.execute(
-            f"DROP TABLE IF EXISTS {PlanSpec(mapping, spec.source.table, '', (), shard).plan_table}"
-        )
+        drop_plan(session, mapping.name, shard)
         lock.release()
     writer.finish_history(report.status, report.counts, report.delivery_rate, report.first_error)
     return report
@@ -177,8 +179,8 @@ def _run(
     stage = mode.prepare(stage, reset)
     report.counts = _plan(stage, spec)
     mode.reject(stage, _rejected_keys(stage))
-    builder, renderer, query = _rendering(stage, now)
-    for rows in stage.session.stream(query, CHUNK_ROWS):
+    builder, renderer, batches = _rendering(stage, now)
+    for rows in batches:
         chunk = _render(rows, builder, mode.destination_salt, now, report, renderer)
         _record(report, chunk, mode.record(stage, chunk))
         ensure_held(stage.session, stage.mapping.name, stage.plan.shard, report.sync_id)
@@ -189,23 +191,16 @@ def _run(
 def _plan(stage: SyncStage, spec: MappingSpec) -> dict[str, int]:
     """Create the plan table; the report's counts, from it. Refuses to treat a model that
     returned no rows as every record deleted, unless the mapping allows it."""
-    plan, session = stage.plan, stage.session
-    session.execute(build_plan_sql(plan))
-    ops = {str(op): int(n) for op, n in session.query(counts_sql(plan)).rows}
-    counts = plan_counts(int(session.query(extracted_sql(plan)).scalar() or 0), ops)
-    stage.log(f"plan for '{stage.mapping.name}' shard {plan.shard}: {counts}")
+    counts = plan_counts(Plan(stage.plan, stage.session).build())
+    stage.log(f"plan for '{stage.mapping.name}' shard {stage.plan.shard}: {counts}")
     refuse_full_delete(spec, counts)
     return counts
 
 
-def plan_counts(extracted: int, ops: dict[str, int]) -> dict[str, int]:
-    """The report's counts once the plan exists: rows per plan operation, nothing sent yet."""
+def plan_counts(found: PlanCounts) -> dict[str, int]:
+    """The report's counts once the plan exists: what it found, nothing sent yet."""
     return {
-        "extracted": extracted,
-        "added": ops.get("add", 0),
-        "updated": ops.get("update", 0),
-        "deleted": ops.get("delete", 0) + ops.get("delete_shared", 0),
-        "invalid": ops.get("invalid_null_key", 0) + ops.get("invalid_duplicate_key", 0),
+        **found.as_dict(),
         "rejected": 0,
         "planned": 0,
         "sent": 0,
@@ -228,11 +223,7 @@ def refuse_full_delete(spec: MappingSpec, counts: dict[str, int]) -> None:
 
 def _rejected_keys(stage: SyncStage) -> list[Failure]:
     """The plan's null and duplicated keys, as failed records."""
-    rows = stage.session.query(
-        f"SELECT __op, __key, count(*) AS n FROM {stage.plan.plan_table} "
-        "WHERE __op IN ('invalid_null_key', 'invalid_duplicate_key') GROUP BY __op, __key"
-    ).rows
-    return invalid_key_failures(stage.plan.primary_key, [(str(op), key, int(n)) for op, key, n in rows])
+    return invalid_key_failures(stage.plan.primary_key, Plan(stage.plan, stage.session).invalid_keys())
 
 
 def invalid_key_failures(primary_key: str, rows: Sequence[tuple[str, str | None, int]]) -> list[Failure]:
@@ -259,14 +250,21 @@ def invalid_key_failures(primary_key: str, rows: Sequence[tuple[str, str | None,
     ]
 
 
-def _rendering(stage: SyncStage, now: dt.datetime) -> tuple[PayloadBuilder, SqlRenderer | None, str]:
+def _rendering(
+    stage: SyncStage, now: dt.datetime
+) -> tuple[PayloadBuilder, SqlRenderer | None, Iterator[list[dict[str, Any]]]]:
     """Who turns plan rows into messages (the warehouse where it can, else the Python builder)
     and the query reading the rows to send: adds/updates per ``send``, deletes with ``clear_traits``."""
     mapping = stage.mapping
     builder = PayloadBuilder.for_mapping(mapping, dict(stage.plan.column_types))
     sent_ops = OPS_SENT[mapping.send] + (("delete",) if mapping.on_delete == "clear_traits" else ())
     renderer = sql_renderer(stage.plan, builder, stage.session.dialect, now, sent_ops)
-    return builder, renderer, renderer.sql if renderer else sendable_sql(stage.plan, sent_ops)
+    batches = (
+        stage.session.stream(renderer.sql, CHUNK_ROWS)
+        if renderer
+        else Plan(stage.plan, stage.session).rows(sent_ops, CHUNK_ROWS)
+    )
+    return builder, renderer, batches
 
 
 def _record(report: SyncReport, chunk: Chunk, result: ChunkResult) -> None:
@@ -332,11 +330,11 @@ def _render(
     name = builder.mapping.name
     chunk = Chunk()
     for row in rows:
-        key, checksum, op = row["__key"], row["__checksum"], row["__op"]
+        key, checksum, op = row[KEY], row[CHECKSUM], row[OP]
         head = row["__head"] if renderer else None
         if head is not None and renderer is not None:
             data = renderer.message(
-                head, message_id(salt, name, "upsert", key, checksum, row["__generation"])
+                head, message_id(salt, name, "upsert", key, checksum, row[GENERATION])
             )
             if len(report.samples) < SAMPLE_PAYLOADS:
                 report.samples.append(orjson.loads(data))
@@ -345,10 +343,10 @@ def _render(
             continue
         try:
             if op == "delete":
-                clear_id = message_id(salt, name, "clear", key, checksum, row["__generation"])
-                message = builder.build_clear(orjson.loads(row["__identity"] or "{}"), clear_id, now)
+                clear_id = message_id(salt, name, "clear", key, checksum, row[GENERATION])
+                message = builder.build_clear(orjson.loads(row[IDENTITY] or "{}"), clear_id, now)
             else:
-                upsert_id = message_id(salt, name, "upsert", key, checksum, row["__generation"])
+                upsert_id = message_id(salt, name, "upsert", key, checksum, row[GENERATION])
                 message = builder.build(row, upsert_id, now)
             data = encode(message)
         except InvalidRecord as exc:

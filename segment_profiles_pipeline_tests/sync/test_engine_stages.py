@@ -14,6 +14,7 @@ from segment_profiles_pipeline.sync.engine import (
     plan_counts,
     refuse_full_delete,
 )
+from segment_profiles_pipeline.sync.plan import PlanCounts
 from segment_profiles_pipeline_tests.sync.helpers import people_spec
 
 PLAN_OPS = {
@@ -27,7 +28,7 @@ PLAN_OPS = {
 
 
 def test_plan_counts_sum_the_plan_operations_and_start_with_nothing_sent() -> None:
-    assert plan_counts(17, PLAN_OPS) == {
+    assert plan_counts(PlanCounts.of(17, PLAN_OPS)) == {
         "extracted": 17,
         "added": 3,
         "updated": 2,
@@ -39,18 +40,19 @@ def test_plan_counts_sum_the_plan_operations_and_start_with_nothing_sent() -> No
         "delivered": 0,
         "failed": 0,
     }
-    assert plan_counts(0, {})["added"] == 0
+    assert plan_counts(PlanCounts.of(0, {}))["added"] == 0
 
 
 def test_an_empty_model_is_refused_unless_the_mapping_allows_a_full_delete() -> None:
-    emptied = plan_counts(0, {"delete": 3})
+    emptied = plan_counts(PlanCounts.of(0, {"delete": 3}))
     with pytest.raises(
         SyncError, match=r"returned no rows but 3 records .* `allow_full_delete: true` on mapping"
     ):
         refuse_full_delete(people_spec(), emptied)
     refuse_full_delete(people_spec(allow_full_delete=True), emptied)
-    refuse_full_delete(people_spec(), plan_counts(0, {}))  # nothing synced before: nothing to protect
-    refuse_full_delete(people_spec(), plan_counts(1, {"delete": 3}))
+    # nothing synced before: nothing to protect
+    refuse_full_delete(people_spec(), plan_counts(PlanCounts.of(0, {})))
+    refuse_full_delete(people_spec(), plan_counts(PlanCounts.of(1, {"delete": 3})))
 
 
 def test_null_and_duplicated_keys_become_one_coded_failure_each() -> None:
@@ -70,7 +72,7 @@ def test_null_and_duplicated_keys_become_one_coded_failure_each() -> None:
 
 def _report() -> SyncReport:
     report = SyncReport("people_identify", "s1", 0, dry_run=False)
-    report.counts = plan_counts(3, {"add": 3})
+    report.counts = plan_counts(PlanCounts.of(3, {"add": 3}))
     return report
 
 
