@@ -39,6 +39,7 @@ from segment_profiles_pipeline.sync.delivery import (
     SyncStage,
     delivery_for,
 )
+from segment_profiles_pipeline.sync.hot_loop import fewer_collections
 from segment_profiles_pipeline.sync.payloads import (
     InvalidRecord,
     PayloadBuilder,
@@ -180,10 +181,11 @@ def _run(
     report.counts = _plan(stage, spec)
     mode.reject(stage, _rejected_keys(stage))
     builder, renderer, batches = _rendering(stage, now)
-    for rows in batches:
-        chunk = _render(rows, builder, mode.destination_salt, now, report, renderer)
-        _record(report, chunk, mode.record(stage, chunk))
-        ensure_held(stage.session, stage.mapping.name, stage.plan.shard, report.sync_id)
+    with fewer_collections():  # per-record objects would otherwise keep the collector busy
+        for rows in batches:
+            chunk = _render(rows, builder, mode.destination_salt, now, report, renderer)
+            _record(report, chunk, mode.record(stage, chunk))
+            ensure_held(stage.session, stage.mapping.name, stage.plan.shard, report.sync_id)
     mode.settle(stage)
     _conclude(report, mode.dry_run)
 
