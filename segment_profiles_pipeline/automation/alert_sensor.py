@@ -8,7 +8,6 @@ is set. A webhook failure is logged and never raised: the tick still advances it
 broken webhook cannot turn into an alert storm later.
 """
 
-import datetime as dt
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -38,40 +37,23 @@ from segment_profiles_pipeline.automation.alerts import (
 )
 from segment_profiles_pipeline.project import MappingSpec
 from segment_profiles_pipeline.settings import env
-from segment_profiles_pipeline.sync.state import HISTORY, STATE_SCHEMA
-from segment_profiles_pipeline.warehouse.base import (
-    Warehouse,
-    WarehouseBusy,
-    WarehouseSession,
-    in_list,
-    literal,
-)
+from segment_profiles_pipeline.state import sync_history
+from segment_profiles_pipeline.warehouse.base import Warehouse, WarehouseBusy, WarehouseSession
 
 WEBHOOK_TIMEOUT_S = 10.0
 _COLUMNS = (
-    "sync_id, mapping, shard, shards, status, finished_at, dagster_run_id, delivery_rate, error, "
-    + ", ".join(COUNTS)
+    "sync_id",
+    "mapping",
+    "shard",
+    "shards",
+    "status",
+    "finished_at",
+    "dagster_run_id",
+    "delivery_rate",
+    "error",
+    *COUNTS,
 )
-_REAL_FINISHED = "status <> 'running' AND finished_at IS NOT NULL AND NOT dry_run"
-"""Rows that say something about delivery: finished, and not a dry run (which sends nothing)."""
-
-
-def latest_rows_sql(mappings: Sequence[str]) -> str:
-    """The latest finished real row of every shard of every mapping in ``mappings``."""
-    return (
-        f"SELECT {_COLUMNS} FROM (SELECT {_COLUMNS}, row_number() OVER "
-        "(PARTITION BY mapping, shard ORDER BY finished_at DESC, started_at DESC) AS rn "
-        f"FROM {HISTORY} WHERE {_REAL_FINISHED} AND mapping IN {in_list(sorted(mappings))}"
-        ") AS latest WHERE rn = 1"
-    )
-
-
-def rows_since_sql(mappings: Sequence[str], since: dt.datetime) -> str:
-    """Every finished real row of ``mappings`` that finished at or after ``since``."""
-    return (
-        f"SELECT {_COLUMNS} FROM {HISTORY} WHERE {_REAL_FINISHED} AND finished_at >= {literal(since)} "
-        f"AND mapping IN {in_list(sorted(mappings))}"
-    )
+"""The ``sync_history`` columns a ``ShardResult`` is made of."""
 
 
 def shard_results(rows: Sequence[Mapping[str, Any]]) -> list[ShardResult]:
@@ -99,12 +81,14 @@ def read_new_rows(
     fresh start the latest row of each shard plus the overlap window before the newest one, so
     the window of the next tick holds no row this one did not read."""
     if state is not None and state.watermark is not None:
-        return shard_results(session.query(rows_since_sql(mappings, state.watermark - OVERLAP)).dicts())
-    latest = shard_results(session.query(latest_rows_sql(mappings)).dicts())
+        return shard_results(
+            sync_history.finished_since(session, mappings, state.watermark - OVERLAP, _COLUMNS)
+        )
+    latest = shard_results(sync_history.latest_finished(session, mappings, _COLUMNS))
     if not latest:
         return []
     newest = max(r.finished_at for r in latest)
-    recent = shard_results(session.query(rows_since_sql(mappings, newest - OVERLAP)).dicts())
+    recent = shard_results(sync_history.finished_since(session, mappings, newest - OVERLAP, _COLUMNS))
     return list({r.sync_id: r for r in latest + recent}.values())
 
 
@@ -113,9 +97,9 @@ def current_health(session: WarehouseSession, spec: MappingSpec) -> tuple[Health
     reaches after applying every row (only the latest row of a shard decides its health).
     Returns the health and the row that decides it (the worst, newest), or None before any."""
     name = spec.mapping.name
-    if not session.table_exists(STATE_SCHEMA, HISTORY.split(".")[1]):
+    if not sync_history.exists(session):
         return Health.HEALTHY, None
-    rows = shard_results(session.query(latest_rows_sql([name])).dicts())
+    rows = shard_results(sync_history.latest_finished(session, [name], _COLUMNS))
     state, _ = evaluate(AlertState(), rows, {name: spec.mapping.delivery_rate_threshold})
     health = state.mapping_health(name)
     shards = state.health.get(name, {})
@@ -165,7 +149,7 @@ def build_alert_sensor(
         previous = load_state(context.cursor)
         try:
             with warehouse.read_only_session() as session:
-                if not session.table_exists(STATE_SCHEMA, HISTORY.split(".")[1]):
+                if not sync_history.exists(session):
                     return SkipReason("no sync has run yet (no sync history table)")
                 rows = read_new_rows(session, list(thresholds), previous)
         except WarehouseBusy as exc:

@@ -39,7 +39,7 @@ from segment_profiles_pipeline.identity.config import (
 )
 from segment_profiles_pipeline.identity.resolver import Graph, Message
 from segment_profiles_pipeline.project import MappingSpec
-from segment_profiles_pipeline.sync.state import STATE_SCHEMA
+from segment_profiles_pipeline.state import STATE_SCHEMA
 from segment_profiles_pipeline.traits.compute import Scratch, scratch_tables, transaction, utc_naive
 from segment_profiles_pipeline.warehouse.base import WarehouseSession, ident, literal
 

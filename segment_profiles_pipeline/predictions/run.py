@@ -52,7 +52,7 @@ from segment_profiles_pipeline.predictions.features import (
     CompiledFeatures,
     compile_features,
 )
-from segment_profiles_pipeline.sync.state import STATE_SCHEMA
+from segment_profiles_pipeline.state import STATE_SCHEMA
 from segment_profiles_pipeline.traits.compiler import timestamp_literal
 from segment_profiles_pipeline.traits.compute import transaction, utc_naive
 from segment_profiles_pipeline.warehouse.base import WarehouseSession, literal

@@ -14,8 +14,10 @@ from collections.abc import Sequence
 from segment_profiles_pipeline.identity.compute import IDENTIFY_LOG
 from segment_profiles_pipeline.identity.config import EXTERNAL_ID_TABLE, ID_GRAPH_TABLE, MERGES_TABLE
 from segment_profiles_pipeline.profiles_sync.sources import TRAIT_LOG
+from segment_profiles_pipeline.state.ledger import LEDGER
+from segment_profiles_pipeline.state.outbox import OUTBOX
+from segment_profiles_pipeline.state.sync_history import HISTORY
 from segment_profiles_pipeline.sync.plan import PlanSpec, canonical_text, checksum_sql
-from segment_profiles_pipeline.sync.state import HISTORY, LEDGER, OUTBOX
 from segment_profiles_pipeline.warehouse.base import ident, literal
 
 JSON_TYPES = ("JSON", "VARIANT", "OBJECT", "ARRAY")

@@ -24,9 +24,9 @@ from segment_profiles_pipeline.profiles_sync.config import (
 )
 from segment_profiles_pipeline.profiles_sync.sources import DDL, TRAIT_LOG, TRAIT_SOURCES
 from segment_profiles_pipeline.project import MappingSpec
+from segment_profiles_pipeline.state import ensure_state
 from segment_profiles_pipeline.sync.engine import mapped_columns
 from segment_profiles_pipeline.sync.plan import PlanSpec
-from segment_profiles_pipeline.sync.state import ensure_state
 from segment_profiles_pipeline.traits.compute import scratch_tables, transaction, utc_naive
 from segment_profiles_pipeline.warehouse.base import WarehouseSession, ident, literal
 

@@ -30,7 +30,7 @@ Two state tables in ``_segment_profiles``, owned here (DDL, writes):
 
 from __future__ import annotations
 
-from segment_profiles_pipeline.sync.state import STATE_SCHEMA
+from segment_profiles_pipeline.state import STATE_SCHEMA
 
 TRAIT_LOG = f"{STATE_SCHEMA}.profile_trait_log"
 TRAIT_SOURCES = f"{STATE_SCHEMA}.profile_trait_sources"

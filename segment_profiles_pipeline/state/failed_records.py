@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final, Literal, cast, get_args
+from typing import Any, Final, Literal, cast, get_args
 
 import pyarrow as pa
 
@@ -218,7 +218,7 @@ def count_of_sync(session: WarehouseSession, mapping: str, sync_id: str) -> int:
     return int(session.query(f"SELECT count(*) {_of_sync(mapping, sync_id)}").scalar() or 0)
 
 
-def of_sync(session: WarehouseSession, mapping: str, sync_id: str, limit: int) -> list[tuple[object, ...]]:
+def of_sync(session: WarehouseSession, mapping: str, sync_id: str, limit: int) -> list[tuple[Any, ...]]:
     """(record_key, kind, reason, attempts, status) of the first ``limit`` records the sync
     ``sync_id`` failed or rejected, by kind and key."""
     return session.query(

@@ -18,7 +18,6 @@ import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
-import orjson
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -44,11 +43,11 @@ from segment_profiles_pipeline.automation.conditions import sync_condition
 from segment_profiles_pipeline.errors import SyncError
 from segment_profiles_pipeline.metadata import namespaced
 from segment_profiles_pipeline.project import MappingSpec, display_path
+from segment_profiles_pipeline.state import failed_records, outbox
 from segment_profiles_pipeline.sync.engine import SyncReport, run_sync
 from segment_profiles_pipeline.sync.resources import SegmentDestination
-from segment_profiles_pipeline.sync.state import FAILED, OUTBOX
 from segment_profiles_pipeline.vocabulary import POOL, mapping_test_job_name, shard_partitions, sync_asset_key
-from segment_profiles_pipeline.warehouse.base import Warehouse, WarehouseSession, literal
+from segment_profiles_pipeline.warehouse.base import Warehouse, WarehouseSession
 
 DELIVERY_RATE = "delivery_rate"
 SYNC_HEALTH = "sync_health"
@@ -109,22 +108,16 @@ def failed_records_metadata(session: WarehouseSession, report: SyncReport) -> di
 
     A real sync reads them from ``failed_records`` (what the next sync retries); a dry run writes
     nothing there, so its rejected rows come from the outbox it just wrote."""
-    m, sync = literal(report.mapping), literal(report.sync_id)
+    m, sync = report.mapping, report.sync_id
     if report.dry_run:
-        where = f"FROM {OUTBOX} WHERE mapping = {m} AND sync_id = {sync} AND operation = 'rejected'"
         rows = [
-            (key, "invalid", orjson.loads(message).get("reason", ""), 0, "rejected (dry run)")
-            for key, message in session.query(
-                f"SELECT record_key, message {where} ORDER BY record_key LIMIT {FAILED_TABLE_ROWS}"
-            ).rows
+            (key, "invalid", reason, 0, "rejected (dry run)")
+            for key, reason in outbox.rejected_of_sync(session, m, sync, FAILED_TABLE_ROWS)
         ]
+        total = outbox.rejected_count(session, m, sync)
     else:
-        where = f"FROM {FAILED} WHERE mapping = {m} AND last_sync_id = {sync}"
-        rows = session.query(
-            f"SELECT record_key, kind, reason, attempts, status {where} "
-            f"ORDER BY kind, record_key LIMIT {FAILED_TABLE_ROWS}"
-        ).rows
-    total = int(session.query(f"SELECT count(*) {where}").scalar() or 0)
+        rows = failed_records.of_sync(session, m, sync, FAILED_TABLE_ROWS)
+        total = failed_records.count_of_sync(session, m, sync)
     records = [
         TableRecord(
             {

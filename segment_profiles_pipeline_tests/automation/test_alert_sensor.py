@@ -16,7 +16,8 @@ from dagster._core.definitions.sensor_definition import SensorExecutionData
 
 from segment_profiles_pipeline.automation.alert_sensor import build_alert_sensor, post_webhook
 from segment_profiles_pipeline.project import load_project
-from segment_profiles_pipeline.sync.state import HISTORY, ensure_state
+from segment_profiles_pipeline.state import ensure_state
+from segment_profiles_pipeline.state.sync_history import HISTORY
 from segment_profiles_pipeline.warehouse.base import literal
 from segment_profiles_pipeline.warehouse.duckdb import DuckDBWarehouse
 
