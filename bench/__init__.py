@@ -7,6 +7,8 @@ that the harness itself produces well-formed results (``test_bench_harness.py`` 
 scenario once at a tiny size so it cannot rot).
 
 Modules: ``harness`` (child processes, the server process, results, the table), ``data``
-(generated warehouse tables), one module per scenario (``first_sync``, ``change_detection``,
-``computed_traits``), and ``__main__`` (the command line).
+(generated warehouse tables), one module per scenario (``whole_process``, ``import_time``,
+``first_sync``, ``change_detection``, ``computed_traits``, ``predictions``), ``analytics_script``
+(the hand-written segment-analytics-python sync, run as a plain script), ``summary`` (issue 13's
+target table from the scenarios' rows) and ``__main__`` (the command line).
 """

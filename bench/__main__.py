@@ -2,8 +2,9 @@
 
 Default sizes finish in a few minutes on 2 cores; ``--large`` runs the sizes the targets are set
 for (1M-record sync, 10M-record plan, 10M events,
-1M profiles / 20M events for the predictions). Figures land in ``bench/results/latest.json``
-(gitignored), with the machine they were measured on.
+1M profiles / 20M events for the predictions; the whole process stays at its 100k users). After
+the per-scenario table comes issue 13's target table, filled from the same run (``bench.summary``).
+Figures land in ``bench/results/latest.json`` (gitignored), with the machine they were measured on.
 """
 
 from __future__ import annotations
@@ -15,10 +16,20 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import change_detection, computed_traits, first_sync, predictions
+from bench import (
+    change_detection,
+    computed_traits,
+    first_sync,
+    import_time,
+    predictions,
+    summary,
+    whole_process,
+)
 from bench.harness import SIZES, ScenarioResult, Sizes, machine, render_markdown, write_json
 
 SCENARIOS: dict[str, Callable[[Sizes, Path], ScenarioResult]] = {
+    "whole_process": whole_process.run,
+    "import_time": import_time.run,
     "first_sync": first_sync.run,
     "change_detection": change_detection.run,
     "computed_traits": computed_traits.run,
@@ -36,8 +47,11 @@ def run(sizes: Sizes, names: list[str], workdir: Path, out: Path) -> list[Scenar
         print(f"running {name} ({sizes.name} size)...", file=sys.stderr, flush=True)
         results.append(SCENARIOS[name](sizes, workdir))
         print(f"  done in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
-    write_json(out, results, info, sizes)
+    lines = summary.summary(results, sizes)
+    write_json(out, results, info, sizes, lines)
     print(render_markdown(results, info, sizes))
+    print()
+    print(summary.render(lines))
     print(f"\nfigures written to {out}", file=sys.stderr)
     return results
 

@@ -52,12 +52,24 @@ class Sizes:
     trait_events: int
     prediction_profiles: int = 2_000
     prediction_events: int = 40_000
+    whole_process_users: int = 3_000
+    """The whole-process target is set at 100k users, so ``--large`` keeps that size."""
+    whole_process_repeat: int = 1
+    whole_process_commands: tuple[str, ...] = ("materialize",)
+    """Our commands in the whole-process scenario (``dg launch`` costs a second start-up)."""
+    import_repeat: int = 1
+    """Fresh interpreters per import measurement (the best counts: start-up is noisy here)."""
 
 
+BOTH = ("materialize", "dg_launch")
 SIZES: dict[SizeName, Sizes] = {
     "tiny": Sizes("tiny", 2_000, 2_000, 20_000, 20_000),
-    "default": Sizes("default", 100_000, 1_000_000, 1_000_000, 1_000_000, 100_000, 2_000_000),
-    "large": Sizes("large", 1_000_000, 2_000_000, 10_000_000, 10_000_000, 1_000_000, 20_000_000),
+    "default": Sizes(
+        "default", 100_000, 1_000_000, 1_000_000, 1_000_000, 100_000, 2_000_000, 100_000, 2, BOTH, 5
+    ),
+    "large": Sizes(
+        "large", 1_000_000, 2_000_000, 10_000_000, 10_000_000, 1_000_000, 20_000_000, 100_000, 3, BOTH, 7
+    ),
 }
 
 
@@ -280,8 +292,11 @@ def render_markdown(results: list[ScenarioResult], info: dict[str, Any], sizes: 
     return "\n".join(lines)
 
 
-def write_json(path: Path, results: list[ScenarioResult], info: dict[str, Any], sizes: Sizes) -> None:
-    """Every figure, raw child outputs included, so runs can be compared later."""
+def write_json(
+    path: Path, results: list[ScenarioResult], info: dict[str, Any], sizes: Sizes, summary: list[Any]
+) -> None:
+    """Every figure, raw child outputs included, so runs can be compared later; ``summary`` is the
+    target table's lines (dataclasses, see ``bench.summary``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -296,5 +311,6 @@ def write_json(path: Path, results: list[ScenarioResult], info: dict[str, Any], 
             }
             for r in results
         ],
+        "targets": [asdict(line) for line in summary],
     }
     path.write_text(json.dumps(payload, indent=2, default=str) + "\n")

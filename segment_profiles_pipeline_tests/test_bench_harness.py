@@ -2,8 +2,10 @@
 
 Benchmarks are not tests, so no timing is asserted. What is asserted is that the harness
 produces well-formed results (every row has our figure and the baseline's, the JSON file and the
-markdown table hold them) and that each scenario measured what it claims: everything arrived,
-the diffs found the changes the generator made, pandas and ours computed the same traits.
+markdown table hold them), that each scenario measured what it claims (everything arrived, the
+diffs found the changes the generator made, pandas and ours computed the same traits), and that
+the issue's target table finds each scenario's figure (a renamed metric would leave a line
+"not measured").
 """
 
 from __future__ import annotations
@@ -12,12 +14,23 @@ import json
 import math
 from pathlib import Path
 
+import duckdb
 import pytest
+import yaml
 
+from bench import import_time, summary, whole_process
 from bench.__main__ import run
+from bench.data import users_sql
 from bench.harness import SIZES, Row, ScenarioResult, render_markdown
 
 TINY = SIZES["tiny"]
+
+
+def _measured_lines(result: ScenarioResult) -> dict[str, summary.Line]:
+    """The target-table lines this one scenario fills, by their "now" column (short and unique)."""
+    return {
+        line.now: line for line in summary.summary([result], TINY) if line.measured != summary.NOT_MEASURED
+    }
 
 
 def _run_one(
@@ -41,6 +54,9 @@ def _assert_well_formed(result: ScenarioResult, written: dict, table: str) -> No
         (r.metric, r.ours, r.baseline) for r in result.rows
     ]
     assert written["machine"]["cores"] >= 1
+    assert [line["now"] for line in written["targets"]] == [
+        line.now for line in summary.summary([result], TINY)
+    ]
     assert written["sizes"]["name"] == "tiny"
 
 
@@ -60,6 +76,12 @@ def test_first_sync_scenario(tmp_path: Path, capsys: pytest.CaptureFixture[str])
         "share of the loopback server's ceiling",
         "peak RSS of the syncing process",
     ]
+    lines = _measured_lines(result)
+    assert set(lines) == {"12-25%", "822 MB at 1M"}
+    assert (
+        "2,000 records" in lines["12-25%"].measured
+        and "MB at 2,000 records" in lines["822 MB at 1M"].measured
+    )
 
 
 def test_change_detection_scenario(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -71,6 +93,8 @@ def test_change_detection_scenario(tmp_path: Path, capsys: pytest.CaptureFixture
     assert result.details["baseline"]["counts"] == expected
     assert result.details["agree"] is True
     assert len(result.details["ours"]["runs"]) == len(result.details["baseline"]["runs"]) == 2
+    (line,) = _measured_lines(result).values()
+    assert line.now == "8.5 s" and "20,000 records" in line.measured and line.met is None  # target is at 10M
 
 
 def test_computed_traits_scenario(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -83,6 +107,89 @@ def test_computed_traits_scenario(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert details["ours_full"]["mode"] == "full"
     assert details["ours_incremental"]["mode"] == "incremental"
     assert 0 < details["ours_incremental"]["profiles_recomputed"] < details["ours_incremental"]["profiles"]
+    (line,) = _measured_lines(result).values()
+    assert line.now == "30% of full" and "of full" in line.measured and "same results" in line.measured
+
+
+def test_whole_process_scenario(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Tiny never installs drt; pointing at an empty folder makes the skip (and its printed reason) certain.
+    monkeypatch.setattr(whole_process, "DRT_VENV", tmp_path / "no-drt")
+    result, written, table = _run_one("whole_process", tmp_path, capsys)
+    _assert_well_formed(result, written, table)
+    sides = result.details["sides"]
+    users = TINY.whole_process_users
+    # `dagster asset materialize` ran the sync: every user arrived at the server, and the step ran.
+    (ours,) = sides["materialize"]
+    assert ours["delivered"] == users and ours["server"]["rejected_requests"] == 0
+    assert "profile_sync__users_identify" in ours["steps"]
+    (analytics,) = sides["analytics"]
+    assert analytics["delivered"] == analytics["calls"] == users and analytics["dropped_by_queue"] == 0
+    assert sides["drt"] == [] and "drt is not installed" in result.details["drt"]
+    assert "drt skipped: drt is not installed" in table
+    (line,) = _measured_lines(result).values()
+    assert line.now == "0.65x" and f"{users:,} users" in line.measured and line.met is None
+
+
+def test_drt_project_sends_the_analytics_scripts_messages(tmp_path: Path) -> None:
+    database = tmp_path / "w.duckdb"
+    with duckdb.connect(str(database)) as con:
+        con.execute(f"CREATE SCHEMA app; CREATE TABLE app.users AS {users_sql(5)}")
+        first = con.execute(f"SELECT * FROM ({whole_process.drt_model_sql()}) ORDER BY 2 LIMIT 1").fetchone()
+    home = whole_process.write_drt_project(tmp_path, database, "http://127.0.0.1:1")
+    sync = yaml.safe_load((tmp_path / "syncs" / "users_identify.yml").read_text())
+    assert sync["destination"]["url"] == "http://127.0.0.1:1/v1/batch"
+    assert (
+        sync["destination"]["body_mode"] == "batch" and sync["sync"]["batch_size"] == whole_process.DRT_BATCH
+    )
+    assert sync["sync"]["rate_limit"] == {"requests_per_second": 0}  # drt's default is 10 requests/s
+    profile = yaml.safe_load((home / ".drt" / "profiles.yml").read_text())
+    assert profile == {"bench": {"type": "duckdb", "database": str(database)}}
+    assert first is not None
+    kind, user_id, traits, timestamp, integrations = first
+    assert (kind, user_id, integrations) == ("identify", "u_000000000", {"All": False})
+    assert set(traits) == {"email", "first_name", "last_name", "phone", "plan", "created_at"}
+    assert traits["created_at"].endswith("Z") and timestamp.endswith("Z") and "T" in timestamp
+
+
+def test_import_time_scenario(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    result, written, table = _run_one("import_time", tmp_path, capsys)
+    _assert_well_formed(result, written, table)
+    details = result.details
+    assert details["reports"]["load"]["snowflake"] == []  # a DuckDB load imports no Snowflake module
+    assert details["reports"]["load"]["modules"] > details["reports"]["baseline"]["modules"]
+    assert "dagster" in dict(details["heaviest_imports"])
+    (line,) = _measured_lines(result).values()
+    assert line.now == "4.6 s" and "imported and built" in line.measured
+
+
+def test_heaviest_imports_sums_own_time_per_package() -> None:
+    stderr = "\n".join(
+        [
+            "import time: self [us] | cumulative | imported package",
+            "import time:       500 |        500 |     dagster._core.a",
+            "import time:      1500 |       2000 |   dagster",
+            "import time:       300 |       2300 | segment_profiles_pipeline.definitions",
+            "some other line",
+        ]
+    )
+    assert import_time.heaviest_imports(stderr) == [("dagster", 0.002), ("segment_profiles_pipeline", 0.0003)]
+
+
+def test_target_table_says_what_this_run_did_not_measure() -> None:
+    lines = summary.summary([], TINY)
+    assert [line.now for line in lines] == [
+        "0.65x",
+        "12-25%",
+        "4.6 s",
+        "8.5 s",
+        "30% of full",
+        "822 MB at 1M",
+    ]
+    assert all(line.measured == summary.NOT_MEASURED and line.met is None for line in lines)
+    table = summary.render(lines)
+    assert table.count(f"| {summary.NOT_MEASURED} |") == 6
 
 
 def test_rows_compare_in_the_right_direction() -> None:
