@@ -41,6 +41,7 @@ from segment_profiles_pipeline.segment.spec import resolve_endpoint
 from segment_profiles_pipeline.settings import Settings, is_set
 from segment_profiles_pipeline.sync.resources import SegmentDestination
 from segment_profiles_pipeline.translator import SegmentProfilesTranslator
+from segment_profiles_pipeline.vocabulary import AssetKeys
 from segment_profiles_pipeline.warehouse.duckdb import DuckDBWarehouse
 from segment_profiles_pipeline.warehouse.snowflake import SnowflakeEnv, SnowflakeWarehouse, snowflake_from_env
 
@@ -99,6 +100,10 @@ class RulesTranslator(SegmentProfilesTranslator):
     def __init__(self, base: SegmentProfilesTranslator, rules: list[TranslationRule]):
         self.base = base
         self.rules = rules
+
+    def asset_keys(self) -> AssetKeys:
+        """Rules never change keys: the ``translator:`` class decides them (and its errors name it)."""
+        return self.base.asset_keys()
 
     def get_asset_spec(self, default: AssetSpec, mapping: MappingSpec | None) -> AssetSpec:
         spec = self.base.get_asset_spec(default, mapping)
@@ -160,7 +165,7 @@ class SegmentProfiles(Component, Model, Resolvable):
     )
     translator: str | None = Field(
         default=None,
-        description="Dotted path of a SegmentProfilesTranslator subclass (groups, owners, tags, freshness), "
+        description="Dotted path of a SegmentProfilesTranslator subclass (keys, groups, owners, tags, freshness), "
         "e.g. my_project.segment.CrmTranslator.",
     )
 

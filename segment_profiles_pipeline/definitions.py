@@ -46,7 +46,7 @@ from segment_profiles_pipeline.sync.test_mapping import build_test_mapping_job
 from segment_profiles_pipeline.traits import build_traits_assets, check_trait_key_clashes, load_traits
 from segment_profiles_pipeline.traits.assets import GROUP as TRAITS_GROUP
 from segment_profiles_pipeline.translator import SegmentProfilesTranslator
-from segment_profiles_pipeline.vocabulary import build_broken_asset, sync_asset_key
+from segment_profiles_pipeline.vocabulary import AssetKeys, build_broken_asset, sync_asset_key
 from segment_profiles_pipeline.warehouse.duckdb import DuckDBWarehouse
 from segment_profiles_pipeline.warehouse.resources import warehouse_from_settings
 
@@ -79,7 +79,9 @@ def build_definitions(
 ) -> Definitions:
     """Everything the project defines. ``resources`` replaces the warehouse and destination read
     from the environment (the ``SegmentProfiles`` component configures them in YAML);
-    ``translator`` sets groups, owners, tags and freshness policies of the generated assets."""
+    ``translator`` sets keys, groups, owners, tags and freshness policies of the generated assets."""
+    translator = translator or SegmentProfilesTranslator()
+    keys = translator.asset_keys()
     if resources is None:
         resources = Resources(
             warehouse_from_settings(settings), segment_from_env(production=settings.production)
@@ -95,40 +97,42 @@ def build_definitions(
             check_trait_key_clashes(traits, project)
             project = dataclasses.replace(project, mappings=collect_mappings(project, traits.sync_mappings()))
             tables += traits.event_tables()
-            traits_assets = build_traits_assets(traits, kind)
+            traits_assets = build_traits_assets(traits, kind, keys)
     except ConfigError as exc:
         if strict:
             raise
         problems.append(ModelProblem("computed_traits", settings.models_dir / TRAITS_FILE, exc))
-    predictions = build_prediction_defs(settings.models_dir, kind, project.mappings, strict=strict)
+    predictions = build_prediction_defs(settings.models_dir, kind, project.mappings, strict=strict, keys=keys)
     graph_inputs = project.mappings  # before the predictions' mapping: the graph must not read its own output
     project = dataclasses.replace(project, mappings=[*project.mappings, *predictions.mappings])
     tables += predictions.tables
     tables = list(dict.fromkeys(tables))
     assets = [
-        *build_sources(tables, kind, settings.sample_users if settings.sample_data else None),
-        *(build_model_asset(m, kind) for m in project.models.values()),
+        *build_sources(tables, kind, settings.sample_users if settings.sample_data else None, keys),
+        *(build_model_asset(m, kind, keys) for m in project.models.values()),
         *traits_assets,
-        *identity_assets(settings.models_dir, graph_inputs, kind, predictions.tables),
+        *identity_assets(settings.models_dir, graph_inputs, kind, predictions.tables, keys),
         *predictions.assets,
-        *(build_sync_asset(spec, kind) for spec in project.mappings),
-        *build_profiles_sync_defs(settings.models_dir, project.mappings, kind),
+        *(build_sync_asset(spec, kind, keys) for spec in project.mappings),
+        *build_profiles_sync_defs(settings.models_dir, project.mappings, kind, keys),
     ]
     assets += _stubs(
-        problems, {k for a in assets for k in (a.keys if isinstance(a, AssetsDefinition) else [a.key])}
+        problems, {k for a in assets for k in (a.keys if isinstance(a, AssetsDefinition) else [a.key])}, keys
     )
     defs = Definitions(
         assets=assets,
-        asset_checks=[build_readback_check(s) for s in project.mappings if s.mapping.action == "identify"],
+        asset_checks=[
+            build_readback_check(s, keys) for s in project.mappings if s.mapping.action == "identify"
+        ],
         jobs=[
-            *(build_test_mapping_job(spec) for spec in project.mappings),
+            *(build_test_mapping_job(spec, keys) for spec in project.mappings),
             build_explorer_job(settings.models_dir),
         ],
-        schedules=[*build_schedules(project.mappings), *predictions.schedules],
+        schedules=[*build_schedules(project.mappings, keys), *predictions.schedules],
         sensors=[
-            build_source_sensor(tables, project.mappings),
+            build_source_sensor(tables, project.mappings, keys),
             build_alert_sensor(project.mappings),
-            *build_automation_sensors(project.mappings),
+            *build_automation_sensors(project.mappings, keys),
         ],
         resources={
             "warehouse": resources.warehouse,
@@ -139,19 +143,21 @@ def build_definitions(
         # (no step start-up cost, no lock contention). Snowflake runs steps in parallel processes.
         executor=in_process_executor if kind == "duckdb" else multiprocess_executor,
     )
-    syncs = {sync_asset_key(spec.mapping.name): spec for spec in project.mappings}
-    return (translator or SegmentProfilesTranslator()).apply(defs, syncs)
+    return translator.apply(defs, {keys.sync(spec): spec for spec in project.mappings})
 
 
-def _stubs(problems: Sequence[ModelProblem], taken: set[AssetKey]) -> list[AssetsDefinition]:
-    """One stub per broken model (and per mapping its YAML still names) where no good asset is."""
+def _stubs(problems: Sequence[ModelProblem], taken: set[AssetKey], keys: AssetKeys) -> list[AssetsDefinition]:
+    """One stub per broken model (and per mapping its YAML still names) where no good asset is,
+    under the keys the translator gives them (a broken mapping has no spec: ``mapping`` is None)."""
     stubs = []
     for problem in problems:
         group = TRAITS_GROUP if problem.name == "computed_traits" else "models"
-        key = AssetKey(problem.name)
+        key = keys(AssetKey(problem.name))
         if key in taken:  # e.g. a second file for a model name that loaded elsewhere
-            key = AssetKey(f"{problem.name}__does_not_load")
-        wanted = [(key, group)] + [(sync_asset_key(name), "profile_sync") for name in problem.mapping_names]
+            key = keys(AssetKey(f"{problem.name}__does_not_load"))
+        wanted = [(key, group)] + [
+            (keys(sync_asset_key(name)), "profile_sync") for name in problem.mapping_names
+        ]
         for stub_key, stub_group in wanted:
             if stub_key not in taken:
                 taken.add(stub_key)

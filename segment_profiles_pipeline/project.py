@@ -66,6 +66,7 @@ class SyncSource:
     table: str
     primary_key: str
     file: str  # where its mappings are configured, for error messages
+    external: bool = False  # another project's asset (upstream.yml): its key is final, never translated
 
 
 @dataclass(frozen=True)
@@ -142,7 +143,9 @@ def upstream_mappings(path: Path) -> list[MappingSpec]:
                 fix=f"put the mapping in models/{entry.table.split('.', 1)[1]}.yml instead.",
             )
         key = entry.key
-        source = SyncSource("/".join(key), key, entry.table.lower(), entry.primary_key, str(path))
+        source = SyncSource(
+            "/".join(key), key, entry.table.lower(), entry.primary_key, str(path), external=True
+        )
         specs += [MappingSpec(source, mapping) for mapping in entry.mappings]
     return specs
 

@@ -2,11 +2,20 @@
 
 Like ``dagster_dbt.DagsterDbtTranslator``: every asset the project generates (sources, models,
 computed traits, identity, predictions, Profiles Sync tables, one sync per mapping) passes
-through ``SegmentProfilesTranslator.get_asset_spec`` once, when the definitions are built, with
-its default spec and, for a sync asset, its mapping. A subclass changes groups, owners, tags,
-descriptions, metadata or freshness policies there::
+through the translator once, when the definitions are built:
+
+- ``get_asset_key(default_key, mapping)`` decides its key, *before* anything is built, so the
+  deps between generated assets, their checks, the Test Mapping jobs, schedules, sensors and
+  their run requests all use the new key (``vocabulary.AssetKeys``);
+- ``get_asset_spec(spec, mapping)`` then sets groups, owners, tags, descriptions, metadata or
+  freshness policies of the spec (which already has its final key).
+
+``mapping`` is set for the sync asset of a mapping. For example::
 
     class MyTranslator(SegmentProfilesTranslator):
+        def get_asset_key(self, default, mapping):
+            return default.with_prefix("segment")
+
         def get_asset_spec(self, default, mapping):
             spec = super().get_asset_spec(default, mapping)
             return spec.replace_attributes(owners=["team:crm"]) if mapping else spec
@@ -14,9 +23,11 @@ descriptions, metadata or freshness policies there::
 and passes it to ``build_definitions(settings, translator=MyTranslator())`` or names it in the
 component's YAML (``translator: my_package.module.MyTranslator``).
 
-Asset keys are the one thing it may not change: schedules, sensors, run requests and the
-warehouse state refer to them. A key comes from a name the user already chooses (the model's
-file name, the mapping's ``name``), so that is where it is changed.
+Keys of assets another project defines (``upstream.yml``, a dbt model) are never translated:
+they are final as written. The warehouse state (ledger, history, failed records) is keyed by the
+mapping's name, not the asset key, so changing a translator never resets a sync. Two generated
+assets given the same key fail the load, naming both; ``get_asset_spec`` changing a key fails
+too (the key must be decided before the schedules and sensors are built).
 
 The default translator returns the project's specs as they are, plus a freshness policy on the
 sync of every enabled, scheduled mapping, derived from its schedule (``schedule_freshness``).
@@ -35,6 +46,7 @@ from dagster import AssetKey, AssetSpec, Definitions, FreshnessPolicy, PreviewWa
 from segment_profiles_pipeline.config import MappingConfig
 from segment_profiles_pipeline.errors import ConfigError
 from segment_profiles_pipeline.project import MappingSpec
+from segment_profiles_pipeline.vocabulary import AssetKeys
 
 GAP_HORIZON = dt.timedelta(days=400)
 GAP_TICKS = 2000
@@ -80,7 +92,17 @@ def schedule_freshness(mapping: MappingConfig) -> FreshnessPolicy | None:
 
 
 class SegmentProfilesTranslator:
-    """Default look of the generated assets; subclass and override ``get_asset_spec``."""
+    """Default look of the generated assets; subclass and override ``get_asset_key`` and
+    ``get_asset_spec``."""
+
+    def get_asset_key(self, default: AssetKey, mapping: MappingSpec | None) -> AssetKey:
+        """The key of one generated asset, from its default key; ``mapping`` is set for a sync asset.
+        Called once per asset; must give distinct assets distinct keys."""
+        return default
+
+    def asset_keys(self) -> AssetKeys:
+        """The keys of one build, through ``get_asset_key``."""
+        return AssetKeys(self.get_asset_key, owner=type(self).__name__)
 
     def get_asset_spec(self, default: AssetSpec, mapping: MappingSpec | None) -> AssetSpec:
         """The spec of one generated asset; ``mapping`` is set for the sync asset of a mapping."""
@@ -93,16 +115,17 @@ class SegmentProfilesTranslator:
         return schedule_freshness(mapping.mapping)
 
     def apply(self, defs: Definitions, syncs: Mapping[AssetKey, MappingSpec]) -> Definitions:
-        """``defs`` with every asset spec translated; ``syncs`` maps sync asset keys to mappings."""
+        """``defs`` (built with ``asset_keys()``) with every asset spec translated; ``syncs`` maps
+        the (translated) sync asset keys to their mappings."""
 
         def translate(spec: AssetSpec) -> AssetSpec:
             translated = self.get_asset_spec(spec, syncs.get(spec.key))
             if translated.key != spec.key:
                 raise ConfigError(
                     f"{type(self).__name__}.get_asset_spec changed the key of {spec.key.to_user_string()} to "
-                    f"{translated.key.to_user_string()}; schedules, sensors and the sync state refer to the key.",
+                    f"{translated.key.to_user_string()}; the schedules, sensors and checks were built with the key.",
                     field="translator",
-                    fix="keep the key, and rename the model's file or the mapping's `name` instead.",
+                    fix=f"return the key from {type(self).__name__}.get_asset_key instead; it is applied everywhere.",
                 )
             return translated
 

@@ -8,6 +8,8 @@ side: each builds its own definitions, and none imports another's asset factorie
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from dagster import (
     AssetKey,
     AssetsDefinition,
@@ -20,8 +22,9 @@ from dagster import (
     asset,
 )
 
+from segment_profiles_pipeline.errors import ConfigError
 from segment_profiles_pipeline.identity.config import EXTERNAL_ID_TABLE, ID_GRAPH_TABLE, MERGES_TABLE
-from segment_profiles_pipeline.project import ModelProblem, display_path
+from segment_profiles_pipeline.project import MappingSpec, ModelProblem, SyncSource, display_path
 
 POOL = "warehouse"
 """Dagster pool of every step that writes the warehouse (DuckDB has one writer per file)."""
@@ -45,6 +48,79 @@ def source_key(schema: str | None, table: str) -> AssetKey:
 def sync_asset_key(mapping_name: str) -> AssetKey:
     """The profile_sync asset of a mapping."""
     return AssetKey(["profile_sync", mapping_name])
+
+
+KeyHook = Callable[[AssetKey, MappingSpec | None], AssetKey]
+"""A translator's ``get_asset_key``: the default key of a generated asset (and, for a sync asset,
+its mapping) → the key the asset gets."""
+
+
+class AssetKeys:
+    """The keys of one build's generated assets: each default key (the functions above) passed
+    through the translator's ``get_asset_key`` once, remembered, and used by every builder, for
+    the asset itself and wherever another asset, check, job, schedule or sensor names it.
+
+    Keys are decided before anything is built, so deps, check specs, selections and run requests
+    are built with the final keys; nothing is remapped afterwards. Two generated assets given the
+    same key fail the load here, naming both. Only generated assets go through it: a key another
+    project's asset has (``upstream.yml``, a dbt model) is already final (``source_asset``).
+    Warehouse state never depends on it: it is keyed by mapping name."""
+
+    def __init__(self, hook: KeyHook | None = None, *, owner: str = "translator") -> None:
+        self._hook = hook
+        self._owner = owner  # named in the collision error
+        self._keys: dict[AssetKey, AssetKey] = {}
+        self._defaults: dict[AssetKey, AssetKey] = {}
+
+    def __call__(self, default: AssetKey, mapping: MappingSpec | None = None) -> AssetKey:
+        if self._hook is None:
+            return default
+        known = self._keys.get(default)
+        if known is not None:
+            return known
+        key = self._hook(default, mapping)
+        if not isinstance(key, AssetKey):
+            raise ConfigError(
+                f"{self._owner}.get_asset_key returned {key!r} for {default.to_user_string()}, not an AssetKey.",
+                field="translator",
+                fix="return dagster.AssetKey([...]) (e.g. default.with_prefix('segment')).",
+            )
+        other = self._defaults.get(key)
+        if other is not None:
+            raise ConfigError(
+                f"{self._owner}.get_asset_key gives two generated assets the key {key.to_user_string()}: "
+                f"{other.to_user_string()} and {default.to_user_string()}.",
+                field="translator",
+                fix="return a different key for each default key (e.g. keep the default's path under a prefix).",
+            )
+        self._keys[default], self._defaults[key] = key, default
+        return key
+
+    def source(self, schema: str | None, table: str) -> AssetKey:
+        return self(source_key(schema, table))
+
+    def sync(self, spec: MappingSpec) -> AssetKey:
+        return self(sync_asset_key(spec.mapping.name), spec)
+
+    def source_asset(self, source: SyncSource) -> AssetKey:
+        """The asset a mapping reads: a generated one (a model, the traits, the predictions) through
+        the translator; another project's (``upstream.yml``) as written there."""
+        key = AssetKey(list(source.asset_key))
+        return key if source.external else self(key)
+
+    @property
+    def graph_tables(self) -> dict[str, AssetKey]:
+        """``GRAPH_TABLE_KEYS``, translated."""
+        return {table: self(key) for table, key in GRAPH_TABLE_KEYS.items()}
+
+    @property
+    def graph(self) -> list[AssetKey]:
+        """``GRAPH_KEYS``, translated."""
+        return [self(key) for key in GRAPH_KEYS]
+
+
+DEFAULT_KEYS = AssetKeys()
+"""The project's own keys, unchanged (builders' default, e.g. in tests)."""
 
 
 def shard_partitions(shards: int) -> StaticPartitionsDefinition | None:

@@ -231,6 +231,22 @@ def test_a_translator_named_in_yaml_shapes_the_assets(sandbox) -> None:
         assert sync.owners == ["team:crm"] and sync.freshness_policy is None
 
 
+def test_a_translator_named_in_yaml_sets_the_keys(sandbox) -> None:
+    path = _component(
+        sandbox,
+        {
+            "models": str(PROJECT_ROOT / "models"),
+            "translator": "segment_profiles_pipeline_tests.test_translator.PrefixTranslator",
+            "translation": [{"group": "profile_sync", "owners": ["team:crm"]}],  # rules keep the class's keys
+        },
+    )
+    with sandbox.load_component_and_build_defs(defs_path=path) as (_, defs):
+        graph = defs.resolve_asset_graph()
+        sync = graph.get(AssetKey(["segment", "profile_sync", "users_identify"]))
+        assert sync.parent_keys == {AssetKey(["segment", "users"])} and sync.owners == ["team:crm"]
+        assert all(key.path[0] == "segment" for key in graph.get_all_asset_keys())
+
+
 @pytest.mark.parametrize(
     ("translator", "error"),
     [

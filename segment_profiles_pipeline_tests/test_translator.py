@@ -106,12 +106,169 @@ class RenamingTranslator(SegmentProfilesTranslator):
         return default.replace_attributes(key=default.key.with_prefix("crm")) if mapping else default
 
 
-def test_a_translator_that_changes_a_key_fails_the_load_with_the_fix(
+def test_a_key_changed_in_get_asset_spec_fails_the_load_pointing_to_get_asset_key(
     sample_models: Path, settings_for
 ) -> None:
     from segment_profiles_pipeline.definitions import build_definitions
 
     with pytest.raises(
         ConfigError, match=r"translator: RenamingTranslator.get_asset_spec changed the key of "
-    ):
+    ) as info:
         build_definitions(settings_for(sample_models), translator=RenamingTranslator())
+    assert "RenamingTranslator.get_asset_key" in str(info.value)
+
+
+class PrefixTranslator(SegmentProfilesTranslator):
+    """Every generated asset under ``segment/…`` (what a user sharing a deployment with dbt does)."""
+
+    def get_asset_key(self, default: AssetKey, mapping: MappingSpec | None) -> AssetKey:
+        return AssetKey(["segment", *default.path])
+
+
+PREFIXED_SYNC = AssetKey(["segment", *SYNC.path])
+
+
+def _prefixed(key: AssetKey) -> AssetKey:
+    return AssetKey(["segment", *key.path])
+
+
+def test_prefixed_keys_reach_every_asset_dep_check_job_and_schedule(
+    sample_models: Path, settings_for
+) -> None:
+    from segment_profiles_pipeline.definitions import build_definitions
+
+    default = build_definitions(settings_for(sample_models)).resolve_asset_graph()
+    defs = build_definitions(settings_for(sample_models), translator=PrefixTranslator())
+    graph = defs.resolve_asset_graph()
+    # the same assets, each under its prefixed key, with the same deps and checks
+    assert set(graph.get_all_asset_keys()) == {_prefixed(k) for k in default.get_all_asset_keys()}
+    for key in default.get_all_asset_keys():
+        node = graph.get(_prefixed(key))
+        assert node.parent_keys == {_prefixed(k) for k in default.get(key).parent_keys}, key
+        assert {(c.asset_key, c.name) for c in map(graph.get_check_spec, node.check_keys)} == {
+            (_prefixed(key), c.name) for c in map(default.get_check_spec, default.get(key).check_keys)
+        }, key
+    assert graph.get(PREFIXED_SYNC).parent_keys == {AssetKey(["segment", "users"])}
+    assert "profile_readback" in {c.name for c in graph.get(PREFIXED_SYNC).check_keys}
+    # the default translator's freshness policy still finds the (translated) sync's mapping
+    assert graph.get(PREFIXED_SYNC).freshness_policy is not None
+    schedule = defs.resolve_schedule_def("users_identify_schedule")
+    job = defs.resolve_job_def(schedule.job_name)
+    assert set(job.asset_layer.selected_asset_keys) == {AssetKey(["segment", "users"]), PREFIXED_SYNC}
+    defs.resolve_job_def("users_identify_test_mapping")  # builds: its observation names the new key
+
+
+def test_prefixed_definitions_materialize_and_sensors_request_the_new_keys(
+    sample_models: Path, settings_for, warehouse
+) -> None:
+    from dagster import DagsterInstance
+
+    from segment_profiles_pipeline.definitions import build_definitions
+    from segment_profiles_pipeline_tests.automation.test_source_sensor import execute, tick
+    from segment_profiles_pipeline_tests.conftest import materialize_all
+
+    settings = settings_for(sample_models)
+    defs = build_definitions(settings, translator=PrefixTranslator())
+    instance = DagsterInstance.ephemeral()
+    result = materialize_all(defs, instance)  # no write key: every sync is a dry run
+    assert result.success
+    materialized = {e.asset_key for e in result.get_asset_materialization_events()}
+    assert PREFIXED_SYNC in materialized and all(k.path[0] == "segment" for k in materialized)
+    # the warehouse state is keyed by mapping name, whatever the asset key
+    with warehouse.session() as session:
+        mappings = {r[0] for r in session.query("SELECT mapping FROM _segment_profiles.sync_history").rows}
+    assert "users_identify" in mappings
+    # a schedule's run targets the new keys
+    schedule = defs.resolve_schedule_def("users_identify_schedule")
+    run = defs.resolve_job_def(schedule.job_name).execute_in_process(instance=instance, raise_on_error=False)
+    assert run.success
+    assert {e.asset_key for e in run.get_asset_materialization_events()} == {
+        AssetKey(["segment", "users"]),
+        PREFIXED_SYNC,
+    }
+    # the source sensor's run request too
+    first = tick(defs, warehouse, None)
+    execute(
+        settings.duckdb_database,
+        "INSERT INTO app.accounts (account_id, name, updated_at) VALUES ('acc_new', 'New', now())",
+    )
+    [request] = tick(defs, warehouse, first.cursor).run_requests or []
+    assert set(request.asset_selection or []) == {
+        AssetKey(["segment", "account_memberships"]),
+        AssetKey(["segment", "profile_sync", "account_memberships_group"]),
+    }
+
+
+class SourceNamedSyncs(SegmentProfilesTranslator):
+    """A mistake: every sync takes the key of the model it reads."""
+
+    def get_asset_key(self, default: AssetKey, mapping: MappingSpec | None) -> AssetKey:
+        return AssetKey(list(mapping.source.asset_key)) if mapping else default
+
+
+def test_two_assets_translated_to_one_key_fail_the_load_naming_both(
+    sample_models: Path, settings_for
+) -> None:
+    from segment_profiles_pipeline.definitions import build_definitions
+
+    with pytest.raises(ConfigError) as info:
+        build_definitions(settings_for(sample_models), translator=SourceNamedSyncs())
+    message = str(info.value)
+    assert message.startswith(
+        "translator: SourceNamedSyncs.get_asset_key gives two generated assets the key account_memberships: "
+        "account_memberships and profile_sync/account_memberships_group."
+    ), message
+
+
+class NotAKey(SegmentProfilesTranslator):
+    def get_asset_key(self, default: AssetKey, mapping: MappingSpec | None) -> AssetKey:
+        return "/".join(default.path)  # type: ignore[return-value]
+
+
+def test_a_key_that_is_not_an_asset_key_fails_the_load(sample_models: Path, settings_for) -> None:
+    from segment_profiles_pipeline.definitions import build_definitions
+
+    with pytest.raises(
+        ConfigError,
+        match=r"NotAKey.get_asset_key returned 'computed_traits' for computed_traits, not an AssetKey",
+    ):
+        build_definitions(settings_for(sample_models), translator=NotAKey())
+
+
+def test_a_broken_model_stub_and_an_upstream_key_under_a_translator(models_dir: Path, settings_for) -> None:
+    from segment_profiles_pipeline.definitions import build_definitions
+    from segment_profiles_pipeline_tests.conftest import write
+    from segment_profiles_pipeline_tests.models.test_lenient_load import BROKEN
+    from segment_profiles_pipeline_tests.models.test_upstream_sources import UPSTREAM, UPSTREAM_YML
+
+    write(models_dir, {**BROKEN, "upstream.yml": UPSTREAM_YML})
+    graph = build_definitions(
+        settings_for(models_dir, sample_data=False), strict=False, translator=PrefixTranslator()
+    ).resolve_asset_graph()
+    # the stubs take the translated keys; another project's asset keeps the key it was declared with
+    assert {AssetKey(["segment", "broken"]), AssetKey(["segment", "profile_sync", "broken_identify"])} <= set(
+        graph.get_all_asset_keys()
+    )
+    assert graph.get(AssetKey(["segment", "profile_sync", "crm_identify"])).parent_keys == {UPSTREAM}
+
+
+def test_the_automation_sensor_requests_the_translated_sync(models_dir: Path, settings_for) -> None:
+    from dagster import DagsterInstance, evaluate_automation_conditions
+
+    from segment_profiles_pipeline.automation.automation_sensor import AUTOMATION_SENSOR
+    from segment_profiles_pipeline.definitions import build_definitions
+    from segment_profiles_pipeline_tests.automation.test_conditions import FOLLOWS, PEOPLE, people
+    from segment_profiles_pipeline_tests.conftest import materialize_all, write
+
+    write(models_dir, people())
+    defs = build_definitions(settings_for(models_dir), translator=PrefixTranslator())
+    sensor = defs.resolve_sensor_def(AUTOMATION_SENSOR)
+    assert sensor.asset_selection.resolve(defs.resolve_asset_graph()) == {_prefixed(FOLLOWS)}  # type: ignore[union-attr]
+    instance = DagsterInstance.ephemeral()
+    assert materialize_all(defs, instance).success
+    first = evaluate_automation_conditions(defs, instance)
+    job = defs.resolve_implicit_global_asset_job_def()
+    assert job.execute_in_process(instance=instance, asset_selection=[_prefixed(PEOPLE)]).success
+    after_model = evaluate_automation_conditions(defs, instance, cursor=first.cursor)
+    assert after_model.total_requested == 1
+    assert after_model.get_requested_partitions(_prefixed(FOLLOWS)) == {None}

@@ -15,22 +15,22 @@ from dagster import AssetSelection, AutomationConditionSensorDefinition, Default
 
 from segment_profiles_pipeline.automation.conditions import sync_condition
 from segment_profiles_pipeline.project import MappingSpec
-from segment_profiles_pipeline.vocabulary import sync_asset_key
+from segment_profiles_pipeline.vocabulary import DEFAULT_KEYS, AssetKeys
 
 AUTOMATION_SENSOR = "sync_automation_sensor"
 
 
 def build_automation_sensors(
-    mappings: Sequence[MappingSpec], *, minimum_interval_seconds: int = 30
+    mappings: Sequence[MappingSpec], keys: AssetKeys = DEFAULT_KEYS, *, minimum_interval_seconds: int = 30
 ) -> list[AutomationConditionSensorDefinition]:
     """One running sensor over the syncs that follow their upstream; none when no mapping does."""
-    keys = [sync_asset_key(s.mapping.name) for s in mappings if sync_condition(s.mapping) is not None]
-    if not keys:
+    targets = [keys.sync(s) for s in mappings if sync_condition(s.mapping) is not None]
+    if not targets:
         return []
     return [
         AutomationConditionSensorDefinition(
             AUTOMATION_SENSOR,
-            target=AssetSelection.assets(*keys),
+            target=AssetSelection.assets(*targets),
             default_status=DefaultSensorStatus.RUNNING,
             minimum_interval_seconds=minimum_interval_seconds,
             description="Evaluates the automation conditions of the mappings with `schedule: "

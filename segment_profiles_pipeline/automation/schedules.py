@@ -24,7 +24,7 @@ from dagster import (
 )
 
 from segment_profiles_pipeline.project import MappingSpec
-from segment_profiles_pipeline.vocabulary import shard_partitions, sync_asset_key
+from segment_profiles_pipeline.vocabulary import DEFAULT_KEYS, AssetKeys, shard_partitions
 
 SOURCES_GROUP = "sources"
 """Group of the source-table assets (``models.assets.source_specs``): where the upstream walk stops."""
@@ -34,16 +34,16 @@ def schedule_name(mapping_name: str) -> str:
     return f"{mapping_name}_schedule"
 
 
-def sync_selection(spec: MappingSpec) -> AssetSelection:
+def sync_selection(spec: MappingSpec, keys: AssetKeys = DEFAULT_KEYS) -> AssetSelection:
     """The sync asset plus everything upstream of it that this project computes."""
-    return AssetSelection.assets(sync_asset_key(spec.mapping.name)).upstream() - AssetSelection.groups(
-        SOURCES_GROUP
-    )
+    return AssetSelection.assets(keys.sync(spec)).upstream() - AssetSelection.groups(SOURCES_GROUP)
 
 
-def _sharded_schedule(spec: MappingSpec, cron: str, status: DefaultScheduleStatus) -> ScheduleDefinition:
+def _sharded_schedule(
+    spec: MappingSpec, cron: str, status: DefaultScheduleStatus, keys: AssetKeys
+) -> ScheduleDefinition:
     mapping = spec.mapping
-    key = sync_asset_key(mapping.name)
+    key = keys.sync(spec)
     partitions = shard_partitions(mapping.shards)
     assert partitions is not None  # only called for shards > 1
     shard_keys = partitions.get_partition_keys()
@@ -65,7 +65,9 @@ def _sharded_schedule(spec: MappingSpec, cron: str, status: DefaultScheduleStatu
     )
 
 
-def build_schedules(mappings: Sequence[MappingSpec]) -> list[ScheduleDefinition]:
+def build_schedules(
+    mappings: Sequence[MappingSpec], keys: AssetKeys = DEFAULT_KEYS
+) -> list[ScheduleDefinition]:
     """A schedule per mapping that is neither ``manual`` nor ``on_upstream_change`` (an automation
     condition runs those, see ``conditions.py``); running by default iff the mapping is enabled.
 
@@ -80,7 +82,7 @@ def build_schedules(mappings: Sequence[MappingSpec]) -> list[ScheduleDefinition]
             continue
         status = DefaultScheduleStatus.RUNNING if mapping.enabled else DefaultScheduleStatus.STOPPED
         if mapping.shards > 1:
-            schedules.append(_sharded_schedule(spec, cron, status))
+            schedules.append(_sharded_schedule(spec, cron, status, keys))
             continue
         schedules.append(
             ScheduleDefinition(
@@ -88,7 +90,7 @@ def build_schedules(mappings: Sequence[MappingSpec]) -> list[ScheduleDefinition]
                 cron_schedule=cron,
                 execution_timezone=mapping.schedule.timezone,
                 default_status=status,
-                target=sync_selection(spec),
+                target=sync_selection(spec, keys),
                 description=f"Refreshes `{spec.source.table}` and what it reads, then syncs mapping "
                 f"`{mapping.name}` ({spec.source.file}).",
             )

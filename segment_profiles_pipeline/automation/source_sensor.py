@@ -38,7 +38,7 @@ from dagster import (
 )
 
 from segment_profiles_pipeline.project import MappingSpec
-from segment_profiles_pipeline.vocabulary import source_key, sync_asset_key
+from segment_profiles_pipeline.vocabulary import DEFAULT_KEYS, AssetKeys
 from segment_profiles_pipeline.warehouse.base import (
     Warehouse,
     WarehouseBusy,
@@ -133,12 +133,12 @@ def dump_cursor(current: Mapping[str, str]) -> str:
     return json.dumps({"version": CURSOR_VERSION, "tables": dict(sorted(current.items()))})
 
 
-def held_back_syncs(mappings: Sequence[MappingSpec]) -> list[AssetKey]:
+def held_back_syncs(mappings: Sequence[MappingSpec], keys: AssetKeys = DEFAULT_KEYS) -> list[AssetKey]:
     """Sync assets a source change must not start: disabled, manual or sharded mappings, and those
     following their upstream (their automation condition syncs them once the sensor's run has
     refreshed what they read)."""
     return [
-        sync_asset_key(s.mapping.name)
+        keys.sync(s)
         for s in mappings
         if not s.mapping.enabled or not s.mapping.schedule.scheduled or s.mapping.shards > 1
     ]
@@ -147,15 +147,16 @@ def held_back_syncs(mappings: Sequence[MappingSpec]) -> list[AssetKey]:
 def build_source_sensor(
     source_tables: Sequence[tuple[str | None, str]],
     mappings: Sequence[MappingSpec],
+    keys: AssetKeys = DEFAULT_KEYS,
     *,
     name: str = "source_change_sensor",
     minimum_interval_seconds: int = 30,
     default_status: DefaultSensorStatus = DefaultSensorStatus.RUNNING,
 ) -> SensorDefinition:
     """The sensor over ``source_tables`` ((schema, table) pairs, as the models read them)."""
-    keys = {table_name(schema, table): source_key(schema, table) for schema, table in source_tables}
-    target = AssetSelection.assets(*keys.values()).downstream(include_self=False) - AssetSelection.assets(
-        *held_back_syncs(mappings)
+    sources = {table_name(schema, table): keys.source(schema, table) for schema, table in source_tables}
+    target = AssetSelection.assets(*sources.values()).downstream(include_self=False) - AssetSelection.assets(
+        *held_back_syncs(mappings, keys)
     )
 
     @sensor(
@@ -172,7 +173,7 @@ def build_source_sensor(
         previous = load_cursor(context.cursor)
         try:
             with warehouse.read_only_session() as session:
-                current = fingerprints(session, sorted(keys))
+                current = fingerprints(session, sorted(sources))
         except WarehouseBusy as exc:
             context.log.info(f"skipped: {exc}")
             return SkipReason(f"cannot read the warehouse now, will look again next tick: {exc}")
@@ -186,7 +187,9 @@ def build_source_sensor(
         if not changed:
             return SensorResult(cursor=cursor, skip_reason=SkipReason("no source table changed"))
         assert context.repository_def is not None  # the daemon always evaluates sensors in their repository
-        selection = AssetSelection.assets(*(keys[t] for t in changed)).downstream(include_self=False) & target
+        selection = (
+            AssetSelection.assets(*(sources[t] for t in changed)).downstream(include_self=False) & target
+        )
         assets = sorted(
             selection.resolve(context.repository_def.asset_graph), key=lambda k: k.to_user_string()
         )

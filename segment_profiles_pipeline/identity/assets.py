@@ -16,7 +16,6 @@ from dagster import (
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
-    AssetKey,
     AssetSpec,
     Config,
     MaterializeResult,
@@ -38,11 +37,10 @@ from segment_profiles_pipeline.identity.config import (
 from segment_profiles_pipeline.metadata import table_metadata
 from segment_profiles_pipeline.project import MappingSpec
 from segment_profiles_pipeline.traits.config import load_traits
-from segment_profiles_pipeline.vocabulary import GRAPH_TABLE_KEYS, POOL, WAREHOUSE_RETRY, source_key
+from segment_profiles_pipeline.vocabulary import DEFAULT_KEYS, POOL, WAREHOUSE_RETRY, AssetKeys
 from segment_profiles_pipeline.warehouse.base import Warehouse, WarehouseSession, literal
 
 GROUP = "identity"
-KEYS = GRAPH_TABLE_KEYS
 LIMITS_CHECK = "identifier_limits"
 UNIQUE_CHECK = "identifier_in_one_profile"
 
@@ -78,7 +76,11 @@ def shared_identifiers(session: WarehouseSession) -> int:
 
 
 def build_identity_defs(
-    identity: IdentityProject, event_tables: list[tuple[str, str]], mappings: list[MappingSpec], kind: str
+    identity: IdentityProject,
+    event_tables: list[tuple[str, str]],
+    mappings: list[MappingSpec],
+    kind: str,
+    keys: AssetKeys = DEFAULT_KEYS,
 ):
     """The identity multi-asset (group ``identity``) and its checks."""
     inputs = identify_sources(identity, mappings)
@@ -87,11 +89,11 @@ def build_identity_defs(
         if identity.config.sources.events
         else event_tables
     )
-    landed = landed_specs(identity, kind)
+    landed = landed_specs(identity, kind, keys)
     if landed:  # Segment's graph: its landed tables are the only inputs
         deps = [spec.key for spec in landed]
     else:
-        deps = [source_key(s, t) for s, t in tables] + [AssetKey(s.source.name) for s in inputs]
+        deps = [keys.source(s, t) for s, t in tables] + [keys.source_asset(s.source) for s in inputs]
     version = hashlib.sha256(
         identity.path.read_bytes() if identity.path.exists() else b"defaults"
     ).hexdigest()[:16]
@@ -100,6 +102,7 @@ def build_identity_defs(
         EXTERNAL_ID_TABLE: "one row per identifier (type, value): the canonical profile holding it, and the message that added it.",
         MERGES_TABLE: "one row per merge: which profile merged into which, when, triggered by which message.",
     }
+    graph_keys = keys.graph_tables
     specs = [
         AssetSpec(
             key,
@@ -109,9 +112,9 @@ def build_identity_defs(
             code_version=version,
             description=f"`{table}`: {descriptions[table]}",
         )
-        for table, key in KEYS.items()
+        for table, key in graph_keys.items()
     ]
-    graph_key = KEYS[EXTERNAL_ID_TABLE]
+    graph_key = graph_keys[EXTERNAL_ID_TABLE]
     checks = [
         AssetCheckSpec(
             LIMITS_CHECK,
@@ -155,7 +158,7 @@ def build_identity_defs(
                 "profiles": MetadataValue.int(stats.profiles),
                 "seconds": MetadataValue.float(round(stats.seconds, 3)),
             }
-            for table, key in KEYS.items():
+            for table, key in graph_keys.items():
                 yield MaterializeResult(asset_key=key, metadata={**table_metadata(session, table), **run})
             over, shared = limit_violations(session, identity), shared_identifiers(session)
         yield AssetCheckResult(
@@ -176,7 +179,7 @@ def build_identity_defs(
     return [*landed, identity_graph]
 
 
-def landed_specs(identity: IdentityProject, kind: str) -> list[AssetSpec]:
+def landed_specs(identity: IdentityProject, kind: str, keys: AssetKeys = DEFAULT_KEYS) -> list[AssetSpec]:
     """With ``graph.source: segment``: Segment's landed Profiles Sync tables as external assets
     (Segment writes them; this project only reads them)."""
     schema = identity.config.graph.landed_schema
@@ -184,7 +187,7 @@ def landed_specs(identity: IdentityProject, kind: str) -> list[AssetSpec]:
         return []
     return [
         AssetSpec(
-            AssetKey([schema, table]),
+            keys.source(schema, table),
             group_name="sources",
             kinds={kind},
             description=f"`{schema}.{table}`, landed by Segment's Profiles Sync (read by `identity_graph`).",
@@ -195,7 +198,11 @@ def landed_specs(identity: IdentityProject, kind: str) -> list[AssetSpec]:
 
 
 def identity_assets(
-    models_dir: Path, mappings: list[MappingSpec], kind: str, more_events: Sequence[tuple[str, str]] = ()
+    models_dir: Path,
+    mappings: list[MappingSpec],
+    kind: str,
+    more_events: Sequence[tuple[str, str]] = (),
+    keys: AssetKeys = DEFAULT_KEYS,
 ) -> list:
     """What ``definitions.py`` adds: the identity assets over the traits' event tables and
     ``more_events`` (the predictions' event tables), Segment's defaults when ``identity.yml`` is
@@ -210,7 +217,7 @@ def identity_assets(
     except ConfigError:
         traits = None
     events = list(dict.fromkeys([*(traits.event_tables() if traits else []), *more_events]))
-    return build_identity_defs(identity, events, mappings, kind)
+    return build_identity_defs(identity, events, mappings, kind, keys)
 
 
 def check_mappings_against(identity: IdentityProject, mappings: list[MappingSpec]) -> None:

@@ -29,21 +29,21 @@ from segment_profiles_pipeline.models.checks import check_specs, primary_key_che
 from segment_profiles_pipeline.models.lineage import DEFAULT_SCHEMA, LineageError, column_origins
 from segment_profiles_pipeline.models.sample_data import SOURCE_TABLES, seed_missing
 from segment_profiles_pipeline.project import MODELS_SCHEMA, ModelSpec, display_path
-from segment_profiles_pipeline.vocabulary import POOL, WAREHOUSE_RETRY, source_key
+from segment_profiles_pipeline.vocabulary import DEFAULT_KEYS, POOL, WAREHOUSE_RETRY, AssetKeys
 from segment_profiles_pipeline.warehouse.base import Warehouse, WarehouseBusy, WarehouseSession, ident
 
 
-def table_key(schema: str | None, table: str) -> AssetKey:
+def table_key(schema: str | None, table: str, keys: AssetKeys = DEFAULT_KEYS) -> AssetKey:
     """The asset of a table a model reads: another model, or a source table."""
-    return AssetKey(table) if schema == MODELS_SCHEMA else source_key(schema, table)
+    return keys(AssetKey(table)) if schema == MODELS_SCHEMA else keys.source(schema, table)
 
 
-def upstream_keys(spec: ModelSpec) -> list[AssetKey]:
-    return [table_key(schema, table) for schema, table in spec.upstream]
+def upstream_keys(spec: ModelSpec, keys: AssetKeys = DEFAULT_KEYS) -> list[AssetKey]:
+    return [table_key(schema, table, keys) for schema, table in spec.upstream]
 
 
 def column_lineage(
-    session: WarehouseSession, spec: ModelSpec, columns: list[str]
+    session: WarehouseSession, spec: ModelSpec, columns: list[str], keys: AssetKeys = DEFAULT_KEYS
 ) -> tuple[TableColumnLineage, list[str]]:
     """``dagster/column_lineage`` of a model just built, and the columns sqlglot could not trace.
 
@@ -57,7 +57,7 @@ def column_lineage(
     origins = column_origins(spec.sql, schemas)
     lineage = TableColumnLineage(
         deps_by_column={
-            column: [TableColumnDep(asset_key=table_key(s, t), column_name=c) for s, t, c in found]
+            column: [TableColumnDep(asset_key=table_key(s, t, keys), column_name=c) for s, t, c in found]
             for column, found in origins.items()
             if found
         }
@@ -65,7 +65,9 @@ def column_lineage(
     return lineage, [c for c in columns if c not in origins]
 
 
-def source_specs(tables: Iterable[tuple[str | None, str]], kind: str, generated: bool) -> list[AssetSpec]:
+def source_specs(
+    tables: Iterable[tuple[str | None, str]], kind: str, generated: bool, keys: AssetKeys = DEFAULT_KEYS
+) -> list[AssetSpec]:
     """Asset specs for every source table the project reads.
 
     With sample data on, the sample tables are produced by the ``sample_data`` multi-asset (so
@@ -73,7 +75,7 @@ def source_specs(tables: Iterable[tuple[str | None, str]], kind: str, generated:
     """
     specs: dict[AssetKey, AssetSpec] = {}
     for schema, table in tables:
-        key = source_key(schema, table)
+        key = keys.source(schema, table)
         sample = generated and f"{schema}.{table}" in SOURCE_TABLES
         specs[key] = AssetSpec(
             key,
@@ -90,12 +92,19 @@ def source_specs(tables: Iterable[tuple[str | None, str]], kind: str, generated:
     return list(specs.values())
 
 
-def build_sources(tables: Iterable[tuple[str | None, str]], kind: str, sample_users: int | None) -> list:
+def build_sources(
+    tables: Iterable[tuple[str | None, str]],
+    kind: str,
+    sample_users: int | None,
+    keys: AssetKeys = DEFAULT_KEYS,
+) -> list:
     """External source assets, plus the ``sample_data`` multi-asset when sample data is on."""
-    specs = source_specs(tables, kind, sample_users is not None)
+    tables = list(dict.fromkeys(tables))
+    specs = source_specs(tables, kind, sample_users is not None, keys)
     if sample_users is None:
         return specs
     generated = [s for s in specs if s.metadata["sample_data"]]
+    table_of = {keys.source(schema, table): f"{schema or 'main'}.{table}" for schema, table in tables}
 
     @multi_asset(
         name="sample_data",
@@ -108,7 +117,7 @@ def build_sources(tables: Iterable[tuple[str | None, str]], kind: str, sample_us
         with warehouse.session() as session:
             report = seed_missing(session, sample_users)
             for spec in generated:
-                table = ".".join(spec.key.path)
+                table = table_of[spec.key]  # the key may be translated: the table is not
                 status = "created" if table in report.created else "kept existing table untouched"
                 context.log.info(f"{table}: {status}")
                 yield MaterializeResult(
@@ -119,15 +128,15 @@ def build_sources(tables: Iterable[tuple[str | None, str]], kind: str, sample_us
     return [sample_data, *(s for s in specs if not s.metadata["sample_data"])]
 
 
-def build_model_asset(spec: ModelSpec, kind: str) -> AssetsDefinition:
-    key = AssetKey(spec.name)
+def build_model_asset(spec: ModelSpec, kind: str, keys: AssetKeys = DEFAULT_KEYS) -> AssetsDefinition:
+    key = keys(AssetKey(spec.name))
     pk = spec.config.primary_key
     version = hashlib.sha256((spec.sql + "\n" + spec.yml_path.read_text()).encode()).hexdigest()[:16]
 
     @asset(
         key=key,
         group_name="models",
-        deps=upstream_keys(spec),
+        deps=upstream_keys(spec, keys),
         kinds={kind, "sql"},
         code_version=version,
         description=f"{spec.config.description or 'SQL model.'}\n\nSQL: `{display_path(spec.sql_path)}`, "
@@ -164,7 +173,7 @@ def build_model_asset(spec: ModelSpec, kind: str) -> AssetsDefinition:
             session.execute(f"ALTER TABLE {ident(staging)} RENAME TO {ident(spec.name)}")
             metadata = table_metadata(session, spec.table)
             try:
-                metadata["dagster/column_lineage"], untraced = column_lineage(session, spec, columns)
+                metadata["dagster/column_lineage"], untraced = column_lineage(session, spec, columns, keys)
             except LineageError as exc:  # the table is right; only the UI's column graph is missing
                 context.log.warning(f"{spec.sql_path}: no column lineage for this model: {exc}")
             else:

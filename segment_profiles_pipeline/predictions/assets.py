@@ -60,11 +60,11 @@ from segment_profiles_pipeline.predictions.run import (
 )
 from segment_profiles_pipeline.project import MappingSpec, ModelProblem, check_unique_names
 from segment_profiles_pipeline.vocabulary import (
-    GRAPH_KEYS,
+    DEFAULT_KEYS,
     POOL,
     WAREHOUSE_RETRY,
+    AssetKeys,
     build_broken_asset,
-    source_key,
 )
 from segment_profiles_pipeline.warehouse.base import Warehouse
 
@@ -73,8 +73,8 @@ TRAITS_KEY = AssetKey(TRAITS_ASSET)
 BAR_WIDTH = 40
 
 
-def prediction_key(prediction: PredictionConfig) -> AssetKey:
-    return AssetKey([GROUP, prediction.key])
+def prediction_key(prediction: PredictionConfig, keys: AssetKeys = DEFAULT_KEYS) -> AssetKey:
+    return keys(AssetKey([GROUP, prediction.key]))
 
 
 class PredictionRunConfig(Config):
@@ -135,17 +135,17 @@ def quality_result(run: PredictionRun, prediction: PredictionConfig) -> AssetChe
 
 
 def build_prediction_asset(
-    project: PredictionsProject, prediction: PredictionConfig, kind: str, version: str
+    project: PredictionsProject, prediction: PredictionConfig, kind: str, version: str, keys: AssetKeys
 ) -> AssetsDefinition:
-    key = prediction_key(prediction)
+    key = prediction_key(prediction, keys)
 
     @asset(
         key=key,
         group_name=GROUP,
         kinds={kind, "scikit-learn"},
         deps=[
-            *(source_key(schema, table) for schema, table in project.feature_tables(prediction)),
-            *GRAPH_KEYS,
+            *(keys.source(schema, table) for schema, table in project.feature_tables(prediction)),
+            *keys.graph,
         ],
         check_specs=[
             AssetCheckSpec(
@@ -187,12 +187,14 @@ def build_prediction_asset(
     return predict
 
 
-def build_traits_asset(project: PredictionsProject, kind: str, version: str) -> AssetsDefinition:
+def build_traits_asset(
+    project: PredictionsProject, kind: str, version: str, keys: AssetKeys
+) -> AssetsDefinition:
     @asset(
-        key=TRAITS_KEY,
+        key=keys(TRAITS_KEY),
         group_name=GROUP,
         kinds={kind},
-        deps=[prediction_key(p) for p in project.predictions],
+        deps=[prediction_key(p, keys) for p in project.predictions],
         code_version=version,
         pool=POOL,
         retry_policy=WAREHOUSE_RETRY,
@@ -210,7 +212,7 @@ def build_traits_asset(project: PredictionsProject, kind: str, version: str) -> 
     return prediction_traits
 
 
-def build_prediction_schedules(project: PredictionsProject) -> list[ScheduleDefinition]:
+def build_prediction_schedules(project: PredictionsProject, keys: AssetKeys) -> list[ScheduleDefinition]:
     schedules = []
     for p in project.predictions:
         cron = p.schedule.cron_schedule
@@ -221,7 +223,7 @@ def build_prediction_schedules(project: PredictionsProject) -> list[ScheduleDefi
                     cron_schedule=cron,
                     execution_timezone=p.schedule.timezone,
                     default_status=DefaultScheduleStatus.RUNNING,
-                    target=AssetSelection.assets(prediction_key(p), TRAITS_KEY),
+                    target=AssetSelection.assets(prediction_key(p, keys), keys(TRAITS_KEY)),
                     description=f"Scores `{p.key}` (retraining when due) and refreshes {TRAITS_TABLE}.",
                 )
             )
@@ -238,7 +240,9 @@ class PredictionsDefs:
     schedules: list[ScheduleDefinition] = field(default_factory=list)
 
 
-def build_defs(models_dir: Path, kind: str, others: list[MappingSpec], *, strict: bool) -> PredictionsDefs:
+def build_defs(
+    models_dir: Path, kind: str, others: list[MappingSpec], *, strict: bool, keys: AssetKeys = DEFAULT_KEYS
+) -> PredictionsDefs:
     """Load ``predictions.yml`` (none: nothing to add). A broken file raises when ``strict``,
     else becomes one stub asset showing the error, like a broken model."""
     try:
@@ -252,14 +256,14 @@ def build_defs(models_dir: Path, kind: str, others: list[MappingSpec], *, strict
         if strict:
             raise
         problem = ModelProblem(TRAITS_ASSET, models_dir / PREDICTIONS_FILE, exc)
-        return PredictionsDefs(assets=[build_broken_asset(TRAITS_KEY, problem, GROUP)])
+        return PredictionsDefs(assets=[build_broken_asset(keys(TRAITS_KEY), problem, GROUP)])
     version = hashlib.sha256(project.path.read_bytes()).hexdigest()[:16]
     return PredictionsDefs(
         assets=[
-            *(build_prediction_asset(project, p, kind, version) for p in project.predictions),
-            build_traits_asset(project, kind, version),
+            *(build_prediction_asset(project, p, kind, version, keys) for p in project.predictions),
+            build_traits_asset(project, kind, version, keys),
         ],
         mappings=mappings,
         tables=project.event_tables(),
-        schedules=build_prediction_schedules(project),
+        schedules=build_prediction_schedules(project, keys),
     )

@@ -33,8 +33,7 @@ from segment_profiles_pipeline.profiles_sync.config import (
     schema_of,
 )
 from segment_profiles_pipeline.project import MappingSpec
-from segment_profiles_pipeline.vocabulary import GRAPH_TABLE_KEYS as IDENTITY_KEYS
-from segment_profiles_pipeline.vocabulary import POOL, WAREHOUSE_RETRY, sync_asset_key
+from segment_profiles_pipeline.vocabulary import DEFAULT_KEYS, POOL, WAREHOUSE_RETRY, AssetKeys
 from segment_profiles_pipeline.warehouse.base import Warehouse
 
 GROUP = "profiles_sync"
@@ -53,15 +52,17 @@ DESCRIPTIONS = {
 }
 
 
-def build_profiles_sync_asset(identity: IdentityProject, mappings: list[MappingSpec], kind: str):
+def build_profiles_sync_asset(
+    identity: IdentityProject, mappings: list[MappingSpec], kind: str, keys: AssetKeys = DEFAULT_KEYS
+):
     """The ``profiles_sync`` multi-asset (group ``profiles_sync``) and its checks."""
     schema = schema_of(identity)
     tables = (*RAW_TABLES, *MATERIALIZED_TABLES, *CURRENT_TABLES)
-    keys = {table: AssetKey([schema, table]) for table in tables}
-    deps = [*IDENTITY_KEYS.values(), *(sync_asset_key(s.mapping.name) for s in trait_mappings(mappings))]
+    table_keys = {table: keys(AssetKey([schema, table])) for table in tables}
+    deps = [*keys.graph, *(keys.sync(s) for s in trait_mappings(mappings))]
     specs = [
         AssetSpec(
-            keys[table],
+            table_keys[table],
             group_name=GROUP,
             kinds={kind},
             deps=deps,
@@ -69,7 +70,7 @@ def build_profiles_sync_asset(identity: IdentityProject, mappings: list[MappingS
         )
         for table in tables
     ]
-    traits_key = keys["profile_traits_updates"]
+    traits_key = table_keys["profile_traits_updates"]
     checks = [
         AssetCheckSpec(
             CURRENT_CHECK,
@@ -106,7 +107,7 @@ def build_profiles_sync_asset(identity: IdentityProject, mappings: list[MappingS
                 "unread_mappings": ", ".join(stats.unread_mappings) or "none",
                 "seconds": MetadataValue.float(round(stats.seconds, 3)),
             }
-            for table, key in keys.items():
+            for table, key in table_keys.items():
                 appended = (
                     {"rows_appended": MetadataValue.int(stats.appended[table])} if table in RAW_TABLES else {}
                 )
@@ -140,9 +141,11 @@ def build_profiles_sync_asset(identity: IdentityProject, mappings: list[MappingS
     return profiles_sync
 
 
-def build_defs(models_dir: Path, mappings: list[MappingSpec], kind: str) -> list:
+def build_defs(
+    models_dir: Path, mappings: list[MappingSpec], kind: str, keys: AssetKeys = DEFAULT_KEYS
+) -> list:
     """What ``definitions.py`` adds: the ``profiles_sync`` asset, unless ``identity.yml`` turns it off."""
     identity = load_identity(models_dir)
     if not identity.config.profiles_sync.enabled:
         return []
-    return [build_profiles_sync_asset(identity, mappings, kind)]
+    return [build_profiles_sync_asset(identity, mappings, kind, keys)]

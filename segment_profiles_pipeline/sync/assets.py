@@ -23,7 +23,6 @@ from dagster import (
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
-    AssetKey,
     AssetsDefinition,
     Config,
     Failure,
@@ -46,7 +45,13 @@ from segment_profiles_pipeline.project import MappingSpec, display_path
 from segment_profiles_pipeline.state import failed_records, outbox
 from segment_profiles_pipeline.sync.engine import SyncReport, run_sync
 from segment_profiles_pipeline.sync.resources import SegmentDestination
-from segment_profiles_pipeline.vocabulary import POOL, mapping_test_job_name, shard_partitions, sync_asset_key
+from segment_profiles_pipeline.vocabulary import (
+    DEFAULT_KEYS,
+    POOL,
+    AssetKeys,
+    mapping_test_job_name,
+    shard_partitions,
+)
 from segment_profiles_pipeline.warehouse.base import Warehouse, WarehouseSession
 
 DELIVERY_RATE = "delivery_rate"
@@ -192,16 +197,16 @@ def health_check(session: WarehouseSession, spec: MappingSpec, dry_run: bool) ->
     )
 
 
-def build_sync_asset(spec: MappingSpec, kind: str) -> AssetsDefinition:
+def build_sync_asset(spec: MappingSpec, kind: str, keys: AssetKeys = DEFAULT_KEYS) -> AssetsDefinition:
     mapping = spec.mapping
-    key = sync_asset_key(mapping.name)
+    key = keys.sync(spec)
     partitions = shard_partitions(mapping.shards)
     threshold = mapping.delivery_rate_threshold
 
     @asset(
         key=key,
         group_name="profile_sync",
-        deps=[AssetKey(list(spec.source.asset_key))],
+        deps=[keys.source_asset(spec.source)],
         kinds={"segment", kind},
         partitions_def=partitions,
         code_version=hashlib.sha256(mapping.model_dump_json().encode()).hexdigest()[:16],

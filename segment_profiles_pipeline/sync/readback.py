@@ -55,12 +55,12 @@ from segment_profiles_pipeline.segment.profile_api import (
     resolve_profile_api_base,
 )
 from segment_profiles_pipeline.settings import env
-from segment_profiles_pipeline.state.ledger import LEDGER
 from segment_profiles_pipeline.sync.engine import mapped_columns
 from segment_profiles_pipeline.sync.payloads import PayloadBuilder
 from segment_profiles_pipeline.sync.plan import PlanSpec, checksum_sql
 from segment_profiles_pipeline.sync.resources import SegmentDestination
-from segment_profiles_pipeline.vocabulary import sync_asset_key
+from segment_profiles_pipeline.sync.state import LEDGER
+from segment_profiles_pipeline.vocabulary import DEFAULT_KEYS, AssetKeys
 from segment_profiles_pipeline.warehouse.base import Warehouse, WarehouseSession, ident, literal
 
 READBACK = "profile_readback"
@@ -294,12 +294,12 @@ def verdict(
     )
 
 
-def build_readback_check(spec: MappingSpec) -> AssetChecksDefinition:
+def build_readback_check(spec: MappingSpec, keys: AssetKeys = DEFAULT_KEYS) -> AssetChecksDefinition:
     """The ``profile_readback`` check of one identify mapping's sync asset."""
     name = spec.mapping.name
 
     @asset_check(
-        asset=sync_asset_key(name),
+        asset=keys.sync(spec),
         name=READBACK,
         description="Reads recently acknowledged records back through Segment's Profile API and compares their "
         "traits (needs SEGMENT_SPACE_ID and SEGMENT_PROFILE_API_TOKEN; skipped otherwise).",

@@ -39,7 +39,7 @@ from segment_profiles_pipeline.project import MappingSpec
 from segment_profiles_pipeline.sync.engine import Sender, mapped_columns
 from segment_profiles_pipeline.sync.payloads import InvalidRecord, PayloadBuilder, encode
 from segment_profiles_pipeline.sync.resources import SegmentDestination
-from segment_profiles_pipeline.vocabulary import POOL, mapping_test_job_name, sync_asset_key
+from segment_profiles_pipeline.vocabulary import DEFAULT_KEYS, POOL, AssetKeys, mapping_test_job_name
 from segment_profiles_pipeline.warehouse.base import Warehouse, WarehouseSession, ident, in_list
 
 MAX_KEYS = 20
@@ -173,9 +173,10 @@ def preview_metadata(result: MappingPreview, destination: str) -> dict[str, Meta
     }
 
 
-def build_test_mapping_job(spec: MappingSpec) -> JobDefinition:
+def build_test_mapping_job(spec: MappingSpec, keys: AssetKeys = DEFAULT_KEYS) -> JobDefinition:
     """The ``<mapping>_test_mapping`` job (launchpad: ``keys`` and ``send_test``)."""
     mapping = spec.mapping
+    sync_key = keys.sync(spec)  # its observation lands on the sync asset
 
     @op(
         name=f"test_mapping__{mapping.name}",
@@ -205,7 +206,7 @@ def build_test_mapping_job(spec: MappingSpec) -> JobDefinition:
             context.log.warning(f"not found in {spec.source.table}: {', '.join(result.not_found)}")
         context.log_event(
             AssetObservation(
-                asset_key=sync_asset_key(mapping.name),
+                asset_key=sync_key,
                 description=f"Test Mapping of {len(config.keys)} record(s)"
                 + (", sent" if result.sent else ""),
                 metadata=preview_metadata(result, segment.endpoint_url),

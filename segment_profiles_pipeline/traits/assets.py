@@ -31,13 +31,12 @@ from segment_profiles_pipeline.metadata import table_metadata
 from segment_profiles_pipeline.traits.compute import compute_audiences, compute_traits
 from segment_profiles_pipeline.traits.config import AUDIENCES_TABLE, TRAITS_TABLE, TraitsProject
 from segment_profiles_pipeline.traits.preview import audiences_preview, traits_preview
-from segment_profiles_pipeline.vocabulary import GRAPH_KEYS, POOL, WAREHOUSE_RETRY
+from segment_profiles_pipeline.vocabulary import DEFAULT_KEYS, POOL, WAREHOUSE_RETRY, AssetKeys
 from segment_profiles_pipeline.warehouse.base import Warehouse
 
 GROUP = "computed_traits"
 TRAITS_KEY = AssetKey("computed_traits")
 AUDIENCES_KEY = AssetKey("audiences")
-ID_GRAPH_KEY = GRAPH_KEYS[0]
 
 
 class ComputedTraitsConfig(Config):
@@ -47,16 +46,19 @@ class ComputedTraitsConfig(Config):
     )
 
 
-def build_traits_assets(traits: TraitsProject, kind: str) -> list[AssetsDefinition]:
+def build_traits_assets(
+    traits: TraitsProject, kind: str, keys: AssetKeys = DEFAULT_KEYS
+) -> list[AssetsDefinition]:
     """The ``computed_traits`` asset, plus ``audiences`` when the file defines any."""
+    traits_key = keys(TRAITS_KEY)
     version = hashlib.sha256(traits.path.read_bytes()).hexdigest()[:16]
     file_metadata = {"traits_file": MetadataValue.path(traits.file)}
 
     @asset(
-        key=TRAITS_KEY,
+        key=traits_key,
         group_name=GROUP,
         kinds={kind},
-        deps=[AssetKey([schema, table]) for schema, table in traits.event_tables()] + GRAPH_KEYS,
+        deps=[keys.source(schema, table) for schema, table in traits.event_tables()] + keys.graph,
         code_version=version,
         pool=POOL,
         retry_policy=WAREHOUSE_RETRY,
@@ -98,10 +100,10 @@ def build_traits_assets(traits: TraitsProject, kind: str) -> list[AssetsDefiniti
         return [computed_traits]
 
     @asset(
-        key=AUDIENCES_KEY,
+        key=keys(AUDIENCES_KEY),
         group_name=GROUP,
         kinds={kind},
-        deps=[TRAITS_KEY, ID_GRAPH_KEY, *(AssetKey(model) for model in traits.joined_models())],
+        deps=[traits_key, keys.graph[0], *(keys(AssetKey(model)) for model in traits.joined_models())],
         code_version=version,
         pool=POOL,
         retry_policy=WAREHOUSE_RETRY,
