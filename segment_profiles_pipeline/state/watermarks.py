@@ -40,13 +40,14 @@ def advance(
     """Move the mark to the largest value of ``column`` among the rows this sync planned (never back).
 
     Rows with a null or duplicated key count too: they cannot be sent until the model fixes them,
-    and a fix in an append-only model is a new row above the mark."""
+    and a fix in an append-only model is a new row above the mark. ``plan_table`` names the plan's
+    table and ``previous`` the mark's table as ``current`` returned it: table names, never queries."""
     col = ident(column.lower())
-    old = f"UNION ALL SELECT mark FROM {previous}" if previous else ""
+    old = f"UNION ALL SELECT mark FROM {ident(previous)}" if previous else ""
     staged = f"{table(mapping, shard)}__next"
     session.execute(
         f"CREATE OR REPLACE TABLE {staged} AS SELECT max(v) AS mark, {literal(column.lower())} AS column_name FROM ("
-        f"SELECT {col} AS v FROM {plan_table} {old}) AS marks"
+        f"SELECT {col} AS v FROM {ident(plan_table)} {old}) AS marks"
     )
     session.execute(f"CREATE OR REPLACE TABLE {table(mapping, shard)} AS SELECT * FROM {staged}")
     session.execute(f"DROP TABLE IF EXISTS {staged}")

@@ -55,11 +55,11 @@ from segment_profiles_pipeline.segment.profile_api import (
     resolve_profile_api_base,
 )
 from segment_profiles_pipeline.settings import env
+from segment_profiles_pipeline.state.ledger import LEDGER
 from segment_profiles_pipeline.sync.engine import mapped_columns
 from segment_profiles_pipeline.sync.payloads import PayloadBuilder
 from segment_profiles_pipeline.sync.plan import PlanSpec, checksum_sql
 from segment_profiles_pipeline.sync.resources import SegmentDestination
-from segment_profiles_pipeline.sync.state import LEDGER
 from segment_profiles_pipeline.vocabulary import DEFAULT_KEYS, AssetKeys
 from segment_profiles_pipeline.warehouse.base import Warehouse, WarehouseSession, ident, literal
 

@@ -17,6 +17,7 @@ from segment_profiles_pipeline.segment.profile_api import (
     ProfileApiError,
     resolve_profile_api_base,
 )
+from segment_profiles_pipeline.state import ensure_state
 from segment_profiles_pipeline.sync.assets import build_sync_asset
 from segment_profiles_pipeline.sync.engine import run_sync
 from segment_profiles_pipeline.sync.readback import (
@@ -26,7 +27,6 @@ from segment_profiles_pipeline.sync.readback import (
     run_readback,
 )
 from segment_profiles_pipeline.sync.resources import SegmentDestination
-from segment_profiles_pipeline.sync.state import ensure_state
 from segment_profiles_pipeline.testing.segment_server import FakeSegmentServer
 from segment_profiles_pipeline.warehouse.duckdb import DuckDBWarehouse
 from segment_profiles_pipeline_tests.sync.helpers import people_spec, people_table
