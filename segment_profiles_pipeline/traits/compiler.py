@@ -30,13 +30,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from segment_profiles_pipeline.errors import ConfigError
-from segment_profiles_pipeline.identity.config import ID_GRAPH_TABLE, IdentityRules
+from segment_profiles_pipeline.identity.config import EXTERNAL_ID_TABLE, ID_GRAPH_TABLE, IdentityRules
 from segment_profiles_pipeline.identity.profile_keys import (
     IdentifierColumn,
     identifier_columns,
     resolved_events_sql,
+    targets_sql,
 )
-from segment_profiles_pipeline.sync.state import STATE_SCHEMA
+from segment_profiles_pipeline.state import trait_state
 from segment_profiles_pipeline.traits.config import (
     AUDIENCES_TABLE,
     KEY_COLUMNS,
@@ -58,7 +59,7 @@ Columns = Mapping[str, str]
 
 REQUIRED_EVENT_COLUMNS = ("id", "user_id", "anonymous_id", "timestamp", "received_at")
 FINGERPRINT_NOW = dt.datetime(2000, 1, 1)
-COMPILER_VERSION = "3"
+COMPILER_VERSION = "4"
 """Bump when the generated SQL changes meaning, so stored results are rebuilt once."""
 
 # Events belong to identity-resolved profiles (``identity/profile_keys.py``): ``profile_key`` is
@@ -66,12 +67,10 @@ COMPILER_VERSION = "3"
 # the map does not hold (all identifiers blocked or empty, or not resolved yet) has none.
 HAS_PROFILE = "profile_key IS NOT NULL"
 ID_MAP = "_traits_id_map"
-"""The run's identifier map (``profile_keys.MAP_COLUMNS``), staged by ``compute`` under this name."""
+"""The run's identifier map (``trait_state.MAP_COLUMNS``), staged by ``compute`` under this name."""
 TARGETS = "_traits_targets"
 """The run's send targets (``profile_keys.targets_sql``), staged by ``compute`` under this name."""
 
-STATE_PREFIX = "trait_state__"
-VALUES_PREFIX = "trait_values__"
 VALUE_TYPES = ("most_frequent", "unique_list", "unique_list_count")
 """Traits whose state is a set of (profile, value) counts, in a table of their own."""
 ORDER_KEY = (("ts", "_ts", True), ("received_at", "_received_at", True), ("id", "_id", False))
@@ -218,7 +217,7 @@ class EventTable:
     @property
     def state_table(self) -> str:
         """One row per profile: counts, sums, min/max, first/last values with their order keys."""
-        return f"{STATE_SCHEMA}.{STATE_PREFIX}{self.schema}__{self.table}"
+        return trait_state.state_table(self.schema, self.table)
 
     @property
     def value_traits(self) -> tuple[TraitConfig, ...]:
@@ -251,7 +250,7 @@ class EventTable:
 
 def values_table(trait: TraitConfig) -> str:
     """(profile, value) → number of matching events, for a most_frequent / unique_list(_count) trait."""
-    return f"{STATE_SCHEMA}.{VALUES_PREFIX}{trait.key}"
+    return trait_state.values_table(trait.key)
 
 
 @dataclass(frozen=True)
@@ -397,18 +396,59 @@ class CompiledTraits:
         wm = ident(self.watermark_column)
         return f"SELECT {columns} FROM {table.name} WHERE {wm} > {timestamp_literal(high_water)}"
 
-    def redo_sql(self, table: EventTable, new_rows: str, high_water: dt.datetime) -> str:
-        """Profiles of every copy of a new message that also has an older copy: the new copy may
-        win deduplication over the stored one, so these profiles are recomputed from their events."""
+    def old_copies_sql(self, table: EventTable, new_rows: str, high_water: dt.datetime) -> str:
+        """Ids of new messages that also have a copy at or below the mark: one semi-join of the new
+        ids against the table's ``id`` column (usually empty)."""
         newer = f"coalesce({ident(self.watermark_column)} > {timestamp_literal(high_water)}, FALSE)"
+        return f"SELECT DISTINCT id FROM {table.name} WHERE id IN (SELECT id FROM {new_rows}) AND NOT {newer}"
+
+    def redo_sql(self, table: EventTable, old_copies: str) -> str:
+        """Profiles of every copy of the messages in ``old_copies``: the new copy may win
+        deduplication over the stored one, so these profiles are recomputed from their events."""
         copies = (
-            f"(SELECT id, {', '.join(table.identifier_names)}, {newer} AS _new FROM {table.name} "
-            f"WHERE id IN (SELECT id FROM {new_rows}))"
+            f"(SELECT {', '.join(table.identifier_names)} FROM {table.name} "
+            f"WHERE id IN (SELECT id FROM {old_copies}))"
         )
         return (
-            f"WITH c AS (\n{resolved_events_sql(copies, table.identifiers, self.id_map)}\n)\n"
-            f"SELECT DISTINCT profile_key FROM c\n"
-            f"WHERE {HAS_PROFILE} AND id IN (SELECT id FROM c WHERE NOT _new)"
+            f"SELECT DISTINCT profile_key FROM (\n{resolved_events_sql(copies, table.identifiers, self.id_map)}\n) AS c\n"
+            f"WHERE {HAS_PROFILE}"
+        )
+
+    def graph_map_sql(self) -> str:
+        """This run's identifier map (``trait_state.MAP_COLUMNS``) from the identity graph: the types
+        the event tables hold (keys) and those of send targets, with each identifier's ``seq``."""
+        types = ", ".join(literal(t) for t in sorted({*self.identifier_types, *trait_state.TARGET_TYPES}))
+        return (
+            "SELECT external_id_type, external_id_value, canonical_segment_id AS profile_key, seq "
+            f"FROM {EXTERNAL_ID_TABLE} WHERE external_id_type IN ({types})"
+        )
+
+    def targets_for(self, profiles: str | None) -> str:
+        """Send targets (``profile_keys.targets_sql``) from this run's map, of every profile or of
+        those listed in ``profiles`` (a relation with a ``profile_key`` column)."""
+        where = f" WHERE profile_key IN (SELECT profile_key FROM {profiles})" if profiles else ""
+        return targets_sql(
+            "(SELECT external_id_type, external_id_value, profile_key AS canonical_segment_id, seq "
+            f"FROM {self.id_map}{where}) AS m"
+        )
+
+    def identifiers_sql(self, table: EventTable, source: str) -> str:
+        """(type, value) of every identifier the rows of ``source`` hold (its identifier columns)."""
+        return (
+            "\nUNION\n".join(
+                f"SELECT {literal(i.type)} AS external_id_type, CAST({ident(i.column)} AS VARCHAR) AS external_id_value "
+                f"FROM {source} WHERE {ident(i.column)} IS NOT NULL"
+                for i in table.identifiers
+            )
+            or "SELECT CAST(NULL AS VARCHAR) AS external_id_type, CAST(NULL AS VARCHAR) AS external_id_value WHERE FALSE"
+        )
+
+    def unmapped_identifiers_sql(self, table: EventTable, source: str) -> str:
+        """The identifiers of ``source``'s rows this run's map lacks (``identifiers_sql`` minus the map)."""
+        return (
+            f"SELECT external_id_type, external_id_value FROM (\n{self.identifiers_sql(table, source)}\n) AS i "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {self.id_map} AS m WHERE m.external_id_type = i.external_id_type "
+            "AND m.external_id_value = i.external_id_value)"
         )
 
     def fresh_sql(self, table: EventTable, new_rows: str, redo: str) -> str:

@@ -24,19 +24,19 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from segment_profiles_pipeline.errors import ConfigError, WarehouseError
 from segment_profiles_pipeline.identity.config import EXTERNAL_ID_TABLE, ID_GRAPH_TABLE, load_identity
-from segment_profiles_pipeline.identity.profile_keys import MAP_COLUMNS, identifier_map_sql, targets_sql
-from segment_profiles_pipeline.sync.state import STATE_SCHEMA
+from segment_profiles_pipeline.state import trait_state
+from segment_profiles_pipeline.state.schema import STATE_SCHEMA
+from segment_profiles_pipeline.state.trait_state import VALUE_COLUMNS, Relation, Scratch, WatermarkRow
 from segment_profiles_pipeline.traits.compiler import (
     ID_MAP,
-    STATE_PREFIX,
     TARGETS,
-    VALUES_PREFIX,
     CompiledTraits,
     IncrementalScope,
     compile_audiences,
@@ -49,25 +49,11 @@ from segment_profiles_pipeline.traits.config import (
     TRAITS_TABLE,
     TraitsProject,
 )
-from segment_profiles_pipeline.warehouse.base import WarehouseSession, ident, literal
+from segment_profiles_pipeline.warehouse.base import WarehouseSession
 
-STATE_TABLE = f"{STATE_SCHEMA}.trait_watermarks"
-MAP_STATE = f"{STATE_SCHEMA}.trait_profile_map"
-"""The identifier map (``profile_keys.MAP_COLUMNS``) the stored traits were computed with: the
-next run compares the graph with it to find the events a merge or a new identifier moved."""
+STATE_TABLE = trait_state.WATERMARKS
 NEXT_AUDIENCES = f"{AUDIENCES_TABLE}__next"
-STATE_DDL = f"""CREATE TABLE IF NOT EXISTS {STATE_TABLE} (
-    event_table VARCHAR NOT NULL,
-    watermark_column VARCHAR NOT NULL,
-    high_water VARCHAR,
-    rows_seen BIGINT NOT NULL,
-    definition_fingerprint VARCHAR NOT NULL,
-    computed_at TIMESTAMP NOT NULL
-)"""
-VALUE_COLUMNS = ["profile_key", "_value", "_n"]
-
-Scratch = Callable[[str, str], str]
-"""Creates a working table of the run from a SELECT and returns its name (see ``scratch_tables``)."""
+NO_PROFILES = "SELECT CAST(NULL AS VARCHAR) AS profile_key WHERE FALSE"
 
 
 @dataclass(frozen=True)
@@ -164,13 +150,9 @@ def compute_traits(
     compiled = compile_in(session, traits)
     fingerprint = compiled.fingerprint()
     require_graph(session, traits, EXTERNAL_ID_TABLE, "computed_traits")
-    for statement in (
-        f"CREATE SCHEMA IF NOT EXISTS {STATE_SCHEMA}",
-        STATE_DDL,
-        f"CREATE SCHEMA IF NOT EXISTS {TRAITS_SCHEMA}",
-    ):
-        session.execute(statement)
-    previous = {r["event_table"]: r for r in session.query(f"SELECT * FROM {STATE_TABLE}").dicts()}
+    trait_state.ensure(session)
+    session.execute(f"CREATE SCHEMA IF NOT EXISTS {TRAITS_SCHEMA}")
+    previous = trait_state.read_watermarks(session)
     reason = _full_rebuild_reason(session, compiled, previous, fingerprint, now, full_refresh)
 
     snapshots: dict[str, dict] = {}
@@ -194,7 +176,7 @@ def compute_traits(
             high_water[table.name] = mark
 
     state = [
-        (
+        WatermarkRow(
             name,
             compiled.watermark_column,
             snap["high_water"].isoformat() if snap["high_water"] is not None else None,
@@ -205,13 +187,11 @@ def compute_traits(
         for name, snap in snapshots.items()
     ]
     with scratch_tables(session) as scratch:
-        # This run's view of the graph, staged once: every statement keys events through it.
-        compiled = dataclasses.replace(
-            compiled,
-            id_map=scratch(ID_MAP, identifier_map_sql(compiled.identifier_types)),
-            targets=scratch(TARGETS, targets_sql()),
-        )
+        # This run's view of the graph, staged once: every statement keys events through it, and
+        # the stored map is updated from it, so the two never disagree.
+        compiled = dataclasses.replace(compiled, id_map=scratch(ID_MAP, compiled.graph_map_sql()))
         if reason is not None:
+            compiled = dataclasses.replace(compiled, targets=scratch(TARGETS, compiled.targets_for(None)))
             unresolved = sum(
                 _count(session, f"({compiled.unresolved_sql(t, t.name)})") for t in compiled.tables
             )
@@ -230,44 +210,73 @@ def _incremental(
     previous: dict[str, dict],
     snapshots: dict[str, dict],
     high_water: dict[str, dt.datetime],
-    state: list[tuple],
+    state: list[WatermarkRow],
     now: dt.datetime,
     scratch: Scratch,
     started: float,
 ) -> TraitsRunStats:
     """Merge the new events, and recompute the profiles the graph changed since the last run:
     those that gained or lost events (merges, newly resolved identifiers) from their history, and
-    those whose send target changed (a user_id added) from their state."""
-    changed = scratch("_traits_changed", _changed_identifiers_sql(compiled.id_map))
+    those whose send target changed (a user_id added) from their state.
+
+    Everything per profile or per identifier is limited to what changed: the map diff is one join,
+    old events are read only for identifiers a counted event may hold (``trait_state.stage_moving``),
+    targets are recomputed only for profiles whose user_id / anonymous_id rows changed or whose
+    row is rewritten, and the new events are keyed through the part of the map they hold."""
+    changed = trait_state.stage_changed(scratch, compiled.id_map)
+    graph_changed = bool(_count(session, changed))
+    moving = trait_state.stage_moving(scratch, changed) if graph_changed else None
     moved = scratch(
         "_traits_moved",
         "\nUNION\n".join(
-            f"SELECT profile_key FROM (\n{compiled.moved_sql(t, changed, MAP_STATE, high_water[t.name])}\n) AS m{t.index}"
+            f"SELECT profile_key FROM (\n{compiled.moved_sql(t, moving, trait_state.PROFILE_MAP, high_water[t.name])}\n) AS m{t.index}"
             for t in compiled.tables
         )
-        if _count(session, changed)
-        else "SELECT CAST(NULL AS VARCHAR) AS profile_key WHERE FALSE",
+        if moving and _count(session, moving)
+        else NO_PROFILES,
     )
-    retargeted = scratch(
-        "_traits_retargeted",
-        f"SELECT t.profile_key FROM {TRAITS_TABLE} AS t LEFT JOIN {compiled.targets} AS g "
-        "ON g.profile_key = t.profile_key "
-        "WHERE t.user_id IS DISTINCT FROM g.user_id OR t.anonymous_id IS DISTINCT FROM g.anonymous_id",
+    retargeted = scratch("_traits_retargeted", NO_PROFILES)
+    if graph_changed:
+        candidates = trait_state.stage_retarget_candidates(scratch, changed)
+        targets = scratch("_traits_candidate_targets", compiled.targets_for(candidates))
+        retargeted = scratch(
+            "_traits_retargeted",
+            f"SELECT t.profile_key FROM {TRAITS_TABLE} AS t JOIN {candidates} AS k ON k.profile_key = t.profile_key "
+            f"LEFT JOIN {targets} AS g ON g.profile_key = t.profile_key "
+            "WHERE t.user_id IS DISTINCT FROM g.user_id OR t.anonymous_id IS DISTINCT FROM g.anonymous_id",
+        )
+    # The new rows of every table, and the part of the map their identifiers hold: keying them
+    # joins a map of about their size instead of every identifier of the graph.
+    new_rows = {
+        t.name: scratch(f"_traits_new_{t.index}", compiled.new_rows_sql(t, high_water[t.name]))
+        for t in compiled.tables
+    }
+    held = "\nUNION\n".join(f"({compiled.identifiers_sql(t, new_rows[t.name])})" for t in compiled.tables)
+    on = " AND ".join(f"m.{c} = h.{c}" for c in trait_state.IDENTIFIER_COLUMNS)
+    new_map = scratch(
+        "_traits_new_map",
+        f"SELECT m.* FROM {compiled.id_map} AS m JOIN (\n{held}\n) AS h ON {on}",
+    )
+    keyed_new = dataclasses.replace(compiled, id_map=new_map)
+    still_pending = Relation(
+        "("
+        + "\nUNION\n".join(
+            f"({keyed_new.unmapped_identifiers_sql(t, new_rows[t.name])})" for t in compiled.tables
+        )
+        + ")"
     )
     profiles_moved = _count(session, moved)
     new_events = sum(int(s["newer_rows"]) for s in snapshots.values())
     unresolved = sum(
-        _count(
-            session, f"({compiled.unresolved_sql(t, f'({compiled.new_rows_sql(t, high_water[t.name])})')})"
-        )
+        _count(session, f"({keyed_new.unresolved_sql(t, new_rows[t.name])})")
         for t in compiled.tables
         if int(snapshots[t.name]["newer_rows"])
     )
     graph_moves = profiles_moved + _count(session, retargeted)
     if new_events == 0 and graph_moves == 0 and all(t.stateful for t in compiled.tables):
         with transaction(session):
-            _write_state(session, state)
-            _update_map(session, compiled, changed)
+            trait_state.write_watermarks(session, state)
+            trait_state.update_map(session, changed, still_pending)
         rows = _count(session, TRAITS_TABLE)
         return TraitsRunStats(
             "incremental",
@@ -284,17 +293,20 @@ def _incremental(
     scope = IncrementalScope(
         high_water=high_water, previous_now=min(r["computed_at"] for r in previous.values())
     )
-    writes, touched, redone = _merge_new_events(compiled, scope, now, scratch, session, moved, retargeted)
+    writes, touched, redone = _merge_new_events(
+        compiled, keyed_new, new_rows, scope, now, scratch, session, moved, retargeted
+    )
+    compiled = dataclasses.replace(compiled, targets=scratch(TARGETS, compiled.targets_for(touched)))
     with transaction(session):
-        for statement in writes:
-            session.execute(statement)
+        for write in writes:
+            write()
         session.execute(
             f"DELETE FROM {TRAITS_TABLE} WHERE profile_key IN (SELECT profile_key FROM {touched})"
         )
         columns = ", ".join(compiled.columns)
         session.execute(f"INSERT INTO {TRAITS_TABLE} ({columns}) {compiled.select(now, touched)}")
-        _write_state(session, state)
-        _update_map(session, compiled, changed)
+        trait_state.write_watermarks(session, state)
+        trait_state.update_map(session, changed, still_pending)
     recomputed = _count(session, touched)
     from_history = redone if all(t.stateful for t in compiled.tables) else recomputed
     return TraitsRunStats(
@@ -310,55 +322,40 @@ def _incremental(
     )
 
 
-def _changed_identifiers_sql(id_map: str) -> str:
-    """Identifiers (type, value) whose profile differs between this run's map and the stored one:
-    new to the graph, moved by a merge, or gone (a graph rebuilt under other rules)."""
-    columns = ", ".join(MAP_COLUMNS)
-    return (
-        f"SELECT external_id_type, external_id_value FROM (SELECT {columns} FROM {id_map} "
-        f"EXCEPT SELECT {columns} FROM {MAP_STATE}) AS n\nUNION\n"
-        f"SELECT external_id_type, external_id_value FROM (SELECT {columns} FROM {MAP_STATE} "
-        f"EXCEPT SELECT {columns} FROM {id_map}) AS o"
-    )
-
-
-def _update_map(session: WarehouseSession, compiled: CompiledTraits, changed: str) -> None:
-    """Store this run's map for the changed identifiers only (the rest is equal already)."""
-    columns = ", ".join(MAP_COLUMNS)
-    match = "t.external_id_type = c.external_id_type AND t.external_id_value = c.external_id_value"
-    session.execute(f"DELETE FROM {MAP_STATE} AS t USING {changed} AS c WHERE {match}")
-    session.execute(
-        f"INSERT INTO {MAP_STATE} ({columns}) SELECT {', '.join(f't.{c}' for c in MAP_COLUMNS)} "
-        f"FROM {compiled.id_map} AS t JOIN {changed} AS c ON {match}"
-    )
-
-
 def _merge_new_events(
     compiled: CompiledTraits,
+    keyed_new: CompiledTraits,
+    new_rows: dict[str, str],
     scope: IncrementalScope,
     now: dt.datetime,
     scratch: Scratch,
     session: WarehouseSession,
     moved: str,
     retargeted: str,
-) -> tuple[list[str], str, int]:
+) -> tuple[list[Callable[[], None]], str, int]:
     """Stage the next state rows of the profiles the new events touch (in scratch tables, so the
-    transaction only moves rows). Returns the statements that write them, the scratch table of
-    every profile whose traits row must be rewritten, and how many profiles were recomputed from
-    their events because a new message also had an older copy or the graph moved their events."""
-    writes: list[str] = []
+    transaction only moves rows). Returns the writes that store them, the scratch table of every
+    profile whose traits row must be rewritten, and how many profiles were recomputed from their
+    events because a new message also had an older copy or the graph moved their events.
+
+    ``keyed_new`` keys the new rows (through the part of the map they hold); ``compiled`` keys
+    everything else (older copies, profiles' histories) through the whole map."""
+    writes: list[Callable[[], None]] = []
     touched: list[str] = [f"SELECT profile_key FROM {t}" for t in (moved, retargeted)]
     redone = 0
     for table in compiled.tables:
         if not table.stateful:
             continue
         mark = scope.high_water[table.name]
-        new_rows = scratch(f"_traits_new_{table.index}", compiled.new_rows_sql(table, mark))
+        new = new_rows[table.name]
+        old_copies = scratch(f"_traits_old_copies_{table.index}", compiled.old_copies_sql(table, new, mark))
         redo = scratch(
             f"_traits_redo_{table.index}",
-            f"{compiled.redo_sql(table, new_rows, mark)}\nUNION\nSELECT profile_key FROM {moved}",
+            f"{compiled.redo_sql(table, old_copies)}\nUNION\nSELECT profile_key FROM {moved}"
+            if _count(session, old_copies)
+            else f"SELECT profile_key FROM {moved}",
         )
-        fresh = compiled.fresh_sql(table, new_rows, redo)
+        fresh = keyed_new.fresh_sql(table, new, redo)
         # Value traits read the new events too: deduplicate them once.
         fresh = (
             scratch(f"_traits_fresh_{table.index}", fresh) if table.value_traits else f"(\n{fresh}\n) AS f"
@@ -370,16 +367,32 @@ def _merge_new_events(
             history = scratch(f"_traits_history_{table.index}", compiled.history_sql(table, redo))
             state_select += f"\nUNION ALL\n{compiled.state_sql(table, history)}"
         next_state = scratch(f"_traits_next_{table.index}", state_select)
-        writes += _replace(
-            table.state_table, ["profile_key"], table.state_columns, next_state, redo if history else None
+        writes.append(
+            functools.partial(
+                trait_state.replace_rows,
+                session,
+                table.state_table,
+                ["profile_key"],
+                table.state_columns,
+                next_state,
+                redo if history else None,
+            )
         )
         for trait in table.value_traits:
             values_select = compiled.values_merge_sql(table, trait, fresh)
             if history:
                 values_select += f"\nUNION ALL\n{compiled.values_sql(table, trait, history)}"
             next_values = scratch(f"_traits_next_{trait.key}", values_select)
-            writes += _replace(
-                values_table(trait), VALUE_COLUMNS[:2], VALUE_COLUMNS, next_values, redo if history else None
+            writes.append(
+                functools.partial(
+                    trait_state.replace_rows,
+                    session,
+                    values_table(trait),
+                    VALUE_COLUMNS[:2],
+                    VALUE_COLUMNS,
+                    next_values,
+                    redo if history else None,
+                )
             )
         touched += [f"SELECT profile_key FROM {t}" for t in (next_state, redo)]
     windowed = compiled.touched_by_windows(now, scope)
@@ -388,31 +401,18 @@ def _merge_new_events(
     return writes, scratch("_traits_touched", "\nUNION\n".join(touched)), redone
 
 
-def _replace(table: str, keys: list[str], columns: list[str], rows: str, redo: str | None) -> list[str]:
-    """Statements replacing the rows of ``table`` that ``rows`` has (matched on ``keys``) with
-    ``rows``, after removing every row of the profiles in ``redo``: recomputed from their events,
-    they may have lost values, or all their events to another copy."""
-    match = " AND ".join(f"t.{key} = r.{key}" for key in keys)
-    names = ", ".join(columns)
-    return [
-        *([f"DELETE FROM {table} WHERE profile_key IN (SELECT profile_key FROM {redo})"] if redo else []),
-        f"DELETE FROM {table} AS t USING {rows} AS r WHERE {match}",
-        f"INSERT INTO {table} ({names}) SELECT {names} FROM {rows}",
-    ]
-
-
 def _rebuild(
     session: WarehouseSession,
     compiled: CompiledTraits,
     now: dt.datetime,
-    state: list[tuple],
+    state: list[WatermarkRow],
     scratch: Scratch,
 ) -> None:
     """Full rebuild: the state tables from every event, then the traits table from them, and the
-    identifier map they were keyed with."""
+    identifier map they were keyed with (with the identifiers their events hold that it lacks)."""
     # Forget the watermarks first: on warehouses where DDL commits (Snowflake), a crash halfway would
     # otherwise leave new state tables under old watermarks, and the next run would merge events twice.
-    session.execute(f"DELETE FROM {STATE_TABLE}")
+    trait_state.forget_watermarks(session)
     sources: dict[int, str] = {}
     for table in compiled.tables:
         if table.stateful:
@@ -423,37 +423,27 @@ def _rebuild(
                 if table.value_traits
                 else f"(\n{events}\n) AS e"
             )
+    pending = Relation(
+        "("
+        + "\nUNION\n".join(f"({compiled.unmapped_identifiers_sql(t, t.name)})" for t in compiled.tables)
+        + ")"
+    )
     with transaction(session):
         for table in compiled.tables:
             if not table.stateful:
                 continue
             source = sources[table.index]
-            session.execute(
-                f"CREATE OR REPLACE TABLE {table.state_table} AS {compiled.state_sql(table, source)}"
+            trait_state.rebuild(
+                session, table.state_table, Relation(f"({compiled.state_sql(table, source)})")
             )
             for trait in table.value_traits:
-                session.execute(
-                    f"CREATE OR REPLACE TABLE {values_table(trait)} AS {compiled.values_sql(table, trait, source)}"
+                trait_state.rebuild(
+                    session, values_table(trait), Relation(f"({compiled.values_sql(table, trait, source)})")
                 )
         session.execute(f"CREATE OR REPLACE TABLE {TRAITS_TABLE} AS {compiled.select(now)}")
-        session.execute(
-            f"CREATE OR REPLACE TABLE {MAP_STATE} AS SELECT {', '.join(MAP_COLUMNS)} FROM {compiled.id_map}"
-        )
-        _drop_stale_state(session, compiled)
-        _write_state(session, state)
-
-
-def _drop_stale_state(session: WarehouseSession, compiled: CompiledTraits) -> None:
-    """Drop the state tables of traits (or windowless tables) the definitions no longer have."""
-    current = {_split(t)[1] for t in compiled.state_tables}
-    stored = session.query(
-        "SELECT lower(table_name) FROM information_schema.tables "
-        f"WHERE lower(table_schema) = {literal(STATE_SCHEMA)} AND (starts_with(lower(table_name), "
-        f"{literal(STATE_PREFIX)}) OR starts_with(lower(table_name), {literal(VALUES_PREFIX)}))"
-    )
-    for (name,) in stored.rows:
-        if name not in current:
-            session.execute(f"DROP TABLE IF EXISTS {STATE_SCHEMA}.{ident(name)}")
+        trait_state.store_map(session, compiled.id_map, pending)
+        trait_state.drop_stale(session, compiled.state_tables)
+        trait_state.write_watermarks(session, state)
 
 
 def _full_rebuild_reason(
@@ -478,18 +468,12 @@ def _full_rebuild_reason(
         t.name for t in compiled.tables
     }:
         return "trait definitions (or event column types) changed since the last run"
-    missing = [t for t in (*compiled.state_tables, MAP_STATE) if not session.table_exists(*_split(t))]
+    missing = trait_state.missing_tables(session, compiled.state_tables)
     if missing:
         return f"state table(s) {', '.join(missing)} missing"
     if any(r["computed_at"] > now for r in previous.values()):
         return "this run's time is earlier than the last run's, so windows cannot move forward"
     return None
-
-
-def _write_state(session: WarehouseSession, rows: list[tuple]) -> None:
-    session.execute(f"DELETE FROM {STATE_TABLE}")
-    values = ", ".join("(" + ", ".join(literal(v) for v in row) + ")" for row in rows)
-    session.execute(f"INSERT INTO {STATE_TABLE} VALUES {values}")
 
 
 def _count(session: WarehouseSession, table: str) -> int:
