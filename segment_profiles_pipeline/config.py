@@ -12,13 +12,11 @@ import zoneinfo
 from typing import Annotated, Any, Literal
 
 from croniter import croniter
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from segment_profiles_pipeline.errors import ConfigError
+from segment_profiles_pipeline.yaml_config import ASSET_KEY_PART, IDENTIFIER, SNAKE, TABLE
 
-IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
 Identifier = Annotated[str, Field(pattern=IDENTIFIER)]
-SNAKE = r"^[a-z][a-z0-9_]*$"
 
 INTERVALS: dict[str, str] = {
     "15m": "*/15 * * * *",
@@ -370,10 +368,6 @@ class ModelConfig(Strict):
     mappings: list[MappingConfig] = Field(default_factory=list)
 
 
-ASSET_KEY_PART = r"^[A-Za-z0-9_]+$"
-TABLE = r"^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$"
-
-
 class UpstreamTableConfig(Strict):
     """A warehouse table another asset produces (a dbt model, another pipeline), synced like a model.
 
@@ -435,24 +429,3 @@ class UpstreamConfig(Strict):
                 )
             seen.add(table)
         return tables
-
-
-def validate_yaml(cls: type[Strict], data: Any, file: str) -> Any:
-    """Validate ``data`` against ``cls``; any problem becomes one ConfigError naming file and fields."""
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError("expected a mapping of keys to values at the top level.", file=file)
-    try:
-        return cls.model_validate(data)
-    except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("function-", "literal[")))
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                msg = "unknown key (check the spelling; see README for the allowed keys)"
-            elif err["type"] == "missing":
-                msg = "required key is missing"
-            problems.append(f"field '{loc or '<top>'}': {msg}")
-        raise ConfigError("invalid configuration: " + "; ".join(problems), file=file) from None

@@ -16,19 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import sqlglot
-import yaml
 from sqlglot.errors import ParseError
 
-from segment_profiles_pipeline.config import (
-    IDENTIFIER,
-    SNAKE,
-    MappingConfig,
-    ModelConfig,
-    UpstreamConfig,
-    validate_yaml,
-)
+from segment_profiles_pipeline.config import IDENTIFIER, SNAKE, MappingConfig, ModelConfig, UpstreamConfig
 from segment_profiles_pipeline.errors import ConfigError, PipelineError
 from segment_profiles_pipeline.settings import PROJECT_ROOT
+from segment_profiles_pipeline.yaml_config import load_yaml, read_yaml
 
 MODELS_SCHEMA = "models"
 TRAITS_FILE = "computed_traits.yml"
@@ -132,14 +125,14 @@ def upstream_mappings(path: Path) -> list[MappingSpec]:
 
     A table in the ``models`` schema is refused: that schema is this project's, and its model's
     own YAML is where a mapping of it belongs (its asset would otherwise be claimed twice)."""
-    config = validate_yaml(UpstreamConfig, _read_yaml(path), str(path))
+    config = load_yaml(path, UpstreamConfig)
     specs = []
     for i, entry in enumerate(config.tables):
         if entry.table.lower().startswith(f"{MODELS_SCHEMA}."):
             raise ConfigError(
                 f"'{entry.table}' is a table of this project's models.",
                 file=str(path),
-                field=f"tables.{i}.table",
+                field=f"tables[{i}].table",
                 fix=f"put the mapping in models/{entry.table.split('.', 1)[1]}.yml instead.",
             )
         key = entry.key
@@ -203,13 +196,6 @@ def _check_columns(sql_path: Path, yml_path: Path, config: ModelConfig, columns:
             raise ConfigError(f"{exc} ({sql_path.name} selects them explicitly)") from None
 
 
-def _read_yaml(path: Path) -> object:
-    try:
-        return yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"the YAML does not parse: {exc}", file=str(path)) from None
-
-
 def load_project(models_dir: Path, *, strict: bool = True) -> Project:
     """Read every model under ``models_dir`` (recursively).
 
@@ -239,14 +225,14 @@ def load_project(models_dir: Path, *, strict: bool = True) -> Project:
         mappings += specs
     for yml_path in sorted(models_dir.rglob("*.yml")):
         if yml_path.name not in DOMAIN_FILES and not yml_path.with_suffix(".sql").exists():
-            exc = ConfigError(
+            orphan = ConfigError(
                 "this YAML file has no SQL model next to it.",
                 file=str(yml_path),
                 fix=f"add {yml_path.with_suffix('.sql').name}, or rename it if it belongs to another model.",
             )
             if strict:
-                raise exc
-            problems.append(_problem(yml_path, exc))
+                raise orphan
+            problems.append(_problem(yml_path, orphan))
     upstream = models_dir / UPSTREAM_FILE
     if upstream.exists():
         try:
@@ -284,7 +270,7 @@ def _load_model(sql_path: Path, models: dict[str, ModelSpec]) -> ModelSpec:
             fix=f"create {yml_path.name} with at least `primary_key: <column>`.",
         )
     sql, upstream, columns = _read_sql(sql_path)
-    config = validate_yaml(ModelConfig, _read_yaml(yml_path), str(yml_path))
+    config = load_yaml(yml_path, ModelConfig)
     if columns is not None:
         _check_columns(sql_path, yml_path, config, columns)
     return ModelSpec(name, sql, sql_path, yml_path, config, upstream)
@@ -300,9 +286,9 @@ def _problem(path: Path, error: ConfigError) -> ModelProblem:
 def _mapping_names(yml_path: Path) -> tuple[str, ...]:
     """Mapping names a broken model's YAML still declares (best effort: any error means none)."""
     try:
-        data = yaml.safe_load(yml_path.read_text())
+        data = read_yaml(yml_path)
         entries = (data.get("tables") or []) if yml_path.name == UPSTREAM_FILE else [data]
         found = [m.get("name") for entry in entries for m in entry.get("mappings") or []]
-    except (OSError, yaml.YAMLError, AttributeError, TypeError):
+    except (ConfigError, AttributeError, TypeError):
         return ()
     return tuple(n for n in found if isinstance(n, str) and re.fullmatch(SNAKE, n))

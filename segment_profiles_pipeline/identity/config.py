@@ -1,7 +1,7 @@
 """The language of ``models/identity.yml``: identifier types, their priority and limit, blocked values.
 
 It mirrors Segment's Identity Resolution settings (Unify > Identity Resolution), validated once at
-load time with pydantic through ``config.validate_yaml``, so every error names the file and field.
+load time with pydantic through ``yaml_config.load_yaml``, so every error names the file and field.
 Segment's defaults apply when the file is missing or leaves a part out: ``user_id`` priority 1
 limit 1, ``email`` priority 2 limit 5, every other type after them (alphabetically) with limit 5,
 and the suggested blocked values ``^[0-]*$``, ``-1``, ``null``, ``anonymous`` (plus empty strings).
@@ -12,13 +12,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import yaml
 from pydantic import Field, field_validator, model_validator
 
-from segment_profiles_pipeline.config import IDENTIFIER, Identifier, Strict, validate_yaml
-from segment_profiles_pipeline.errors import ConfigError
+from segment_profiles_pipeline.config import IDENTIFIER, Identifier, Strict
+from segment_profiles_pipeline.yaml_config import load_yaml
 
 IDENTITY_FILE = "identity.yml"
 IDENTITY_SCHEMA = "identity"
@@ -245,11 +244,5 @@ class IdentityProject:
 def load_identity(models_dir: Path) -> IdentityProject:
     """Read and validate ``<models_dir>/identity.yml``; Segment's defaults when it is missing."""
     path = models_dir / IDENTITY_FILE
-    data: Any = {}
-    if path.exists():
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"the YAML does not parse: {exc}", file=str(path)) from None
-    config = validate_yaml(IdentityFile, data, str(path))
+    config = load_yaml(path, IdentityFile) if path.exists() else IdentityFile()
     return IdentityProject(path, config, rules_from(config))

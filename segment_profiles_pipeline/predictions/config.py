@@ -1,6 +1,6 @@
 """The language of ``models/predictions.yml``: Segment-style Predictions and their delivery.
 
-Validated once at load time with pydantic through ``config.validate_yaml``, like the traits
+Validated once at load time with pydantic through ``yaml_config.load_yaml``, like the traits
 file, so every error names the file and the field. Names follow Segment: a prediction reads a
 track event (``Order Completed``) stored in its own table (``shop.order_completed``), with
 snake_case property columns (``revenue``, ``currency``).
@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import Field, field_validator, model_validator
 
 from segment_profiles_pipeline.config import (
@@ -36,7 +35,6 @@ from segment_profiles_pipeline.config import (
     MappingConfig,
     ScheduleConfig,
     Strict,
-    validate_yaml,
 )
 from segment_profiles_pipeline.errors import ConfigError
 from segment_profiles_pipeline.project import PREDICTIONS_FILE, MappingSpec, SyncSource
@@ -48,6 +46,7 @@ from segment_profiles_pipeline.traits.config import (
     leaves,
     snake_case,
 )
+from segment_profiles_pipeline.yaml_config import load_yaml
 
 PREDICTIONS_SCHEMA = "predictions"
 TRAITS_ASSET = "prediction_traits"
@@ -332,11 +331,7 @@ def load_predictions(models_dir: Path) -> PredictionsProject | None:
     path = models_dir / PREDICTIONS_FILE
     if not path.exists():
         return None
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"the YAML does not parse: {exc}", file=str(path)) from None
-    return PredictionsProject(path, validate_yaml(PredictionsFile, data, str(path)))
+    return PredictionsProject(path, load_yaml(path, PredictionsFile))
 
 
 def check_key_clashes(predictions: PredictionsProject, others: list[MappingSpec]) -> None:

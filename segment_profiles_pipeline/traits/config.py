@@ -1,7 +1,7 @@
 """The language of ``models/computed_traits.yml``: computed traits, audiences and their delivery.
 
 Everything a user can write is declared here and validated once, at load time, with pydantic
-(through ``config.validate_yaml``, so every error names the file and field). Problems that need
+(through ``yaml_config.load_yaml``, so every error names the file and field). Problems that need
 the warehouse (does the column exist, is it numeric) are checked by the compiler at run time.
 
 Names follow Segment: a trait is defined over a track event (``Flex - Engagement Initiated``)
@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import sqlglot
-import yaml
 from pydantic import (
     Discriminator,
     Field,
@@ -37,10 +36,10 @@ from segment_profiles_pipeline.config import (
     Identifier,
     MappingConfig,
     Strict,
-    validate_yaml,
 )
 from segment_profiles_pipeline.errors import ConfigError
 from segment_profiles_pipeline.project import TRAITS_FILE, MappingSpec, Project, SyncSource
+from segment_profiles_pipeline.yaml_config import describe_errors, load_yaml
 
 TRAITS_SCHEMA = "traits"
 TRAITS_TABLE = f"{TRAITS_SCHEMA}.computed_traits"
@@ -229,20 +228,6 @@ RESERVED_WORDS = frozenset(
 )
 
 
-def _describe(errors: list[Any]) -> str:
-    """pydantic errors of one trait or audience as one readable sentence (paths relative to it)."""
-    out = []
-    for err in errors:
-        loc = ".".join(str(p) for p in err["loc"] if str(p) not in {"leaf", "and_group", "or_group"})
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key (check the spelling; see docs/computed-traits.md for the allowed keys)"
-        elif err["type"] == "missing":
-            msg = "required key is missing"
-        out.append(f"{loc}: {msg}" if loc else msg)
-    return "; ".join(out)
-
-
 class Condition(Strict):
     """One comparison. Traits compare an event ``property``; audiences a ``trait`` or a model ``column``."""
 
@@ -311,7 +296,8 @@ def _node_kind(value: Any) -> str:
         if "or" in value:
             return "or_group"
         return "leaf"
-    return {AndGroup: "and_group", OrGroup: "or_group"}.get(type(value), "leaf")
+    kinds: dict[type, str] = {AndGroup: "and_group", OrGroup: "or_group"}
+    return kinds.get(type(value), "leaf")
 
 
 ConditionNode = Annotated[
@@ -357,15 +343,17 @@ class WindowConfig(Strict):
         return dt.timedelta(days=self.days or 0, hours=self.hours or 0)
 
 
-def _validate_named(label: str, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
-    """Default the key to the snake_cased name, and put the trait's name in front of every error."""
+def _validate_named(model: type[_Named], label: str, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    """Default the key to the snake_cased name, and put the trait's name in front of every error
+    (a trait is found by its name, not its position in the list)."""
     if isinstance(data, dict) and "key" not in data and isinstance(data.get("name"), str):
         data = {**data, "key": snake_case(data["name"])}
     try:
         return handler(data)
     except ValidationError as exc:
         name = data.get("name") if isinstance(data, dict) else None
-        raise ValueError(f"{label} '{name}': {_describe(exc.errors())}") from None
+        problems = [f"{path}: {msg}" if path else msg for path, msg in describe_errors(exc.errors(), model)]
+        raise ValueError(f"{label} '{name}': {'; '.join(problems)}") from None
 
 
 class _Named(Strict):
@@ -453,7 +441,7 @@ class TraitConfig(_Named):
     @model_validator(mode="wrap")
     @classmethod
     def _name_errors(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
-        return _validate_named("trait", data, handler)
+        return _validate_named(cls, "trait", data, handler)
 
     def column(self) -> str | None:
         """The warehouse column of ``property``."""
@@ -493,7 +481,7 @@ class AudienceConfig(_Named):
     @model_validator(mode="wrap")
     @classmethod
     def _name_errors(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
-        return _validate_named("audience", data, handler)
+        return _validate_named(cls, "audience", data, handler)
 
 
 class JoinConfig(Strict):
@@ -623,13 +611,6 @@ class TraitsFile(Strict):
         return (schema or self.sources.schema_).lower(), name.lower()
 
 
-def _read_yaml(path: Path) -> Any:
-    try:
-        return yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"the YAML does not parse: {exc}", file=str(path)) from None
-
-
 @dataclass(frozen=True)
 class TraitsProject:
     """A validated ``computed_traits.yml`` and what the rest of the project needs from it."""
@@ -687,8 +668,7 @@ def load_traits(models_dir: Path) -> TraitsProject | None:
     path = models_dir / TRAITS_FILE
     if not path.exists():
         return None
-    config = validate_yaml(TraitsFile, _read_yaml(path), str(path))
-    return TraitsProject(path, config)
+    return TraitsProject(path, load_yaml(path, TraitsFile))
 
 
 def _model_columns(sql: str) -> list[str]:

@@ -86,7 +86,7 @@ def test_schedule_errors_name_the_file_and_field(models_dir, schedule, message) 
     with pytest.raises(ConfigError) as info:
         load_project(models_dir)
     assert "people.yml" in str(info.value)
-    assert "field 'mappings.0.schedule':" in str(info.value)
+    assert "field 'mappings[0].schedule':" in str(info.value)
     assert message in str(info.value)
 
 

@@ -152,14 +152,14 @@ def test_sharded_mapping_runs_one_request_per_shard(sample_models, settings_for,
 @pytest.mark.parametrize(
     ("schedule", "field", "message"),
     [
-        ("cron: '61 * * * *'", "mappings.0.schedule.cron", "'61 * * * *' is not a valid cron expression"),
+        ("cron: '61 * * * *'", "mappings[0].schedule.cron", "'61 * * * *' is not a valid cron expression"),
         (
             "cron: '0 6 * * *'\n      timezone: Mars/Olympus",
-            "mappings.0.schedule.timezone",
+            "mappings[0].schedule.timezone",
             "unknown time zone 'Mars/Olympus' (use an IANA name such as 'Europe/Berlin')",
         ),
-        ("interval: 5m", "mappings.0.schedule.interval", "Input should be '15m'"),
-        ("days: [mon]", "mappings.0.schedule", "`days` needs `hours`"),
+        ("interval: 5m", "mappings[0].schedule.interval", "Input should be '15m'"),
+        ("days: [mon]", "mappings[0].schedule", "`days` needs `hours`"),
     ],
 )
 def test_bad_schedules_are_load_errors_naming_file_and_field(sample_models, schedule, field, message) -> None:

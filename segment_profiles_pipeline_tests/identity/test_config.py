@@ -22,10 +22,14 @@ def test_no_file_means_segments_defaults(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "field", "message"),
     [
-        ("identifiers: [{type: Email}]", "identifiers.0.type", "must be lower-case"),
-        ("identifiers: [{type: phone, limit: 0}]", "identifiers.0.limit", "greater than or equal to 1"),
+        ("identifiers: [{type: Email}]", "identifiers[0].type", "must be lower-case"),
+        ("identifiers: [{type: phone, limit: 0}]", "identifiers[0].limit", "greater than or equal to 1"),
         ("blocked_values: ['(']", "blocked_values", "not a regular expression"),
-        ("identifiers: [{type: a, priority: 4}, {type: b, priority: 4}]", "<top>", "share a priority"),
+        (
+            "identifiers: [{type: a, priority: 4}, {type: b, priority: 4}]",
+            "",
+            "two identifier types share a priority",
+        ),
         ("sources: {event: [flex.x]}", "sources.event", "unknown key"),
     ],
 )
@@ -34,7 +38,9 @@ def test_errors_name_file_and_field(tmp_path: Path, text: str, field: str, messa
     with pytest.raises(ConfigError) as exc:
         load_identity(tmp_path)
     assert str(tmp_path / "identity.yml") in str(exc.value)
-    assert f"field '{field}'" in str(exc.value) and message in str(exc.value)
+    # a problem of the whole file names no field
+    assert (f"field '{field}': " if field else "invalid configuration: ") in str(exc.value)
+    assert message in str(exc.value)
 
 
 def test_the_model_loader_leaves_identity_yml_to_the_identity_domain(tmp_path) -> None:

@@ -46,7 +46,7 @@ def test_mapping_field_errors_name_the_path(models_dir: Path) -> None:
             """,
         },
     )
-    with pytest.raises(ConfigError, match=r"field 'mappings\.0': a `group` mapping needs `group_id`"):
+    with pytest.raises(ConfigError, match=r"field 'mappings\[0\]': a `group` mapping needs `group_id`"):
         load_project(models_dir)
 
 

@@ -132,32 +132,32 @@ def entry(**fields: str) -> str:
     [
         (
             entry(table="crm.contacts"),
-            "field 'tables.0': set exactly one of `dbt_model` (the dbt model's name) or `asset_key`",
+            "field 'tables[0]': set exactly one of `dbt_model` (the dbt model's name) or `asset_key`",
         ),
         (
             entry(table="crm.contacts", dbt_model="contacts", asset_key="crm/contacts"),
-            "field 'tables.0': set exactly one of `dbt_model`",
+            "field 'tables[0]': set exactly one of `dbt_model`",
         ),
         (
             entry(table="contacts", dbt_model="contacts"),
-            "field 'tables.0.table': String should match pattern",
+            "field 'tables[0].table': 'contacts' is not a table name `schema.table`",
         ),
         (
             entry(table="crm.contacts", asset_key="crm/con tacts"),
-            "field 'tables.0.asset_key.1': String should",
+            "field 'tables[0].asset_key[1]': 'con tacts' is not an asset key part",
         ),
         (
             entry(table="crm.contacts", dbt_model="contacts", schema="crm"),
-            "field 'tables.0.schema': unknown key",
+            "field 'tables[0].schema': unknown key",
         ),
         (
             entry(table="models.users", dbt_model="users"),
-            "upstream.yml (field 'tables.0.table'): 'models.users' is a table of this project's models. "
+            "upstream.yml (field 'tables[0].table'): 'models.users' is a table of this project's models. "
             "Fix: put the mapping in models/users.yml instead.",
         ),
         (
             "tables:\n  - {table: crm.contacts, dbt_model: contacts, primary_key: contact_id, mappings: []}\n",
-            "field 'tables.0.mappings': List should have at least 1 item",
+            "field 'tables[0].mappings': needs at least 1 item(s), got 0",
         ),
         (
             entry(table="crm.contacts", dbt_model="contacts")

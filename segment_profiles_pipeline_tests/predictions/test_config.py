@@ -55,11 +55,11 @@ def test_shipped_file_and_segment_defaults(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("predictions:\n  - {type: likelihood_to_churn, window_days: 45}\n", "predictions.0.window_days"),
+        ("predictions:\n  - {type: likelihood_to_churn, window_days: 45}\n", "predictions[0].window_days"),
         ("predictions:\n  - {type: predicted_ltv, window_days: 30}\n", "always predicts the next 120 days"),
         (
             "predictions:\n  - {type: likelihood_to_churn, windows: 30}\n",
-            "predictions.0.windows': unknown key",
+            "predictions[0].windows': unknown key; did you mean 'window_days'?",
         ),
         ("predictions:\n  - {type: likelihood_to_churn}\n  - {type: likelihood_to_churn}\n", "used twice"),
         (
@@ -79,7 +79,11 @@ def test_shipped_file_and_segment_defaults(tmp_path: Path) -> None:
             "predictions:\n  - {type: likelihood_to_purchase, conditions: [{property: 1st, operator: exists}]}\n",
             "condition property '1st' does not map to a warehouse column name",
         ),
-        ("predictions:\n  - {type: likelihood_to_buy}\n", "predictions.0.type"),
+        (
+            "predictions:\n  - {type: likelihood_to_buy}\n",
+            "'predictions[0].type': Input should be 'likelihood_to_churn', 'likelihood_to_purchase', "
+            "'custom_goal' or 'predicted_ltv'; got 'likelihood_to_buy'",
+        ),
     ],
 )
 def test_errors_name_file_and_field(tmp_path: Path, text: str, expected: str) -> None:

@@ -7,9 +7,10 @@ import datetime as dt
 import pytest
 
 from segment_profiles_pipeline import __version__
-from segment_profiles_pipeline.config import MappingConfig, ModelConfig, validate_yaml
+from segment_profiles_pipeline.config import MappingConfig, ModelConfig
 from segment_profiles_pipeline.errors import ConfigError
 from segment_profiles_pipeline.sync.payloads import InvalidRecord, PayloadBuilder
+from segment_profiles_pipeline.yaml_config import validate
 
 NOW = dt.datetime(2026, 12, 1, 9, 0)
 LIBRARY = {"name": "segment-profiles-pipeline", "version": __version__}
@@ -94,9 +95,9 @@ def test_missing_ids_and_missing_event_name_are_the_destinations_errors() -> Non
 def test_track_config_errors_name_the_file_and_field(fields, message) -> None:
     mapping = {"name": "t", "action": "track", "user_id": "uid", "event_name": {"column": "event"}, **fields}
     with pytest.raises(ConfigError) as err:
-        validate_yaml(ModelConfig, {"primary_key": "id", "mappings": [mapping]}, "models/events.yml")
+        validate(ModelConfig, {"primary_key": "id", "mappings": [mapping]}, "models/events.yml")
     assert str(err.value).startswith(
-        "models/events.yml: invalid configuration: field 'mappings.0"
+        "models/events.yml: invalid configuration: field 'mappings[0]"
     ) and message in str(err.value)
 
 
