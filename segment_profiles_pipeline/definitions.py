@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from dagster import (
-    AssetKey,
     AssetsDefinition,
     Definitions,
     definitions,
@@ -27,26 +25,13 @@ from dagster import (
     multiprocess_executor,
 )
 
-from segment_profiles_pipeline.automation.alert_sensor import build_alert_sensor
-from segment_profiles_pipeline.automation.automation_sensor import build_automation_sensors
-from segment_profiles_pipeline.automation.schedules import build_schedules
-from segment_profiles_pipeline.automation.source_sensor import build_source_sensor
-from segment_profiles_pipeline.errors import ConfigError
-from segment_profiles_pipeline.identity.assets import identity_assets
-from segment_profiles_pipeline.identity.explorer import build_explorer_job
-from segment_profiles_pipeline.models.assets import build_model_asset, build_sources
-from segment_profiles_pipeline.predictions import build_defs as build_prediction_defs
-from segment_profiles_pipeline.profiles_sync import build_defs as build_profiles_sync_defs
-from segment_profiles_pipeline.project import TRAITS_FILE, ModelProblem, collect_mappings, load_project
+from segment_profiles_pipeline import automation, identity, models, predictions, profiles_sync, sync, traits
+from segment_profiles_pipeline.project import collect_mappings, load_project
 from segment_profiles_pipeline.settings import Settings
-from segment_profiles_pipeline.sync.assets import build_sync_asset
-from segment_profiles_pipeline.sync.readback import build_readback_check, profile_api_from_env
+from segment_profiles_pipeline.sync.readback import profile_api_from_env
 from segment_profiles_pipeline.sync.resources import SegmentDestination, segment_from_env
-from segment_profiles_pipeline.sync.test_mapping import build_test_mapping_job
-from segment_profiles_pipeline.traits import build_traits_assets, check_trait_key_clashes, load_traits
-from segment_profiles_pipeline.traits.assets import GROUP as TRAITS_GROUP
 from segment_profiles_pipeline.translator import SegmentProfilesTranslator
-from segment_profiles_pipeline.vocabulary import AssetKeys, build_broken_asset, sync_asset_key
+from segment_profiles_pipeline.vocabulary import build_stubs
 from segment_profiles_pipeline.warehouse.duckdb import DuckDBWarehouse
 from segment_profiles_pipeline.warehouse.resources import warehouse_from_settings
 
@@ -87,82 +72,56 @@ def build_definitions(
             warehouse_from_settings(settings), segment_from_env(production=settings.production)
         )
     project = load_project(settings.models_dir, strict=strict)
-    kind = settings.warehouse
-    tables = [t for m in project.models.values() for t in m.upstream if t[0] != "models"]
-    traits_assets: list[AssetsDefinition] = []
-    problems = list(project.problems)
-    try:
-        traits = load_traits(settings.models_dir)
-        if traits is not None:
-            check_trait_key_clashes(traits, project)
-            project = dataclasses.replace(project, mappings=collect_mappings(project, traits.sync_mappings()))
-            tables += traits.event_tables()
-            traits_assets = build_traits_assets(traits, kind, keys)
-    except ConfigError as exc:
-        if strict:
-            raise
-        problems.append(ModelProblem("computed_traits", settings.models_dir / TRAITS_FILE, exc))
-    predictions = build_prediction_defs(settings.models_dir, kind, project.mappings, strict=strict, keys=keys)
-    graph_inputs = project.mappings  # before the predictions' mapping: the graph must not read its own output
-    project = dataclasses.replace(project, mappings=[*project.mappings, *predictions.mappings])
-    tables += predictions.tables
-    tables = list(dict.fromkeys(tables))
-    assets = [
-        *build_sources(tables, kind, settings.sample_users if settings.sample_data else None, keys),
-        *(build_model_asset(m, kind, keys) for m in project.models.values()),
-        *traits_assets,
-        *identity_assets(settings.models_dir, graph_inputs, kind, predictions.tables, keys),
-        *predictions.assets,
-        *(build_sync_asset(spec, kind, keys) for spec in project.mappings),
-        *build_profiles_sync_defs(settings.models_dir, project.mappings, kind, keys),
+    kind, models_dir = settings.warehouse, settings.models_dir
+    # What feeds other domains flows explicitly: the traits' and predictions' sync mappings (built
+    # by the sync and automation domains) and the event tables they read (sources of the models
+    # domain, watched by the source sensor).
+    trait_defs = traits.build_defs(models_dir, project, kind, strict=strict, keys=keys)
+    mappings = collect_mappings(project, trait_defs.mappings)
+    prediction_defs = predictions.build_defs(models_dir, kind, mappings, strict=strict, keys=keys)
+    graph_inputs = mappings  # before the predictions' mapping: the graph must not read its own output
+    mappings = [*mappings, *prediction_defs.mappings]
+    tables = list(
+        dict.fromkeys(
+            [
+                *(t for m in project.models.values() for t in m.upstream if t[0] != "models"),
+                *trait_defs.tables,
+                *prediction_defs.tables,
+            ]
+        )
+    )
+    domains = [
+        models.build_defs(
+            project, tables, kind, settings.sample_users if settings.sample_data else None, keys
+        ),
+        trait_defs.defs,
+        identity.build_defs(models_dir, graph_inputs, kind, prediction_defs.tables, keys),
+        prediction_defs.defs,
+        sync.build_defs(mappings, kind, keys),
+        profiles_sync.build_defs(models_dir, mappings, kind, keys),
+        automation.build_defs(tables, mappings, keys),
     ]
-    assets += _stubs(
-        problems, {k for a in assets for k in (a.keys if isinstance(a, AssetsDefinition) else [a.key])}, keys
+    taken = {
+        k
+        for domain in domains
+        for a in domain.assets or []
+        for k in (a.keys if isinstance(a, AssetsDefinition) else [a.key])
+    }
+    defs = Definitions.merge(
+        *domains,
+        Definitions(
+            assets=build_stubs(project.problems, taken, keys),
+            resources={
+                "warehouse": resources.warehouse,
+                "segment": resources.segment,
+                "profile_api": profile_api_from_env(),
+            },
+            # DuckDB has one writer per file: steps of a run execute one after another in one process
+            # (no step start-up cost, no lock contention). Snowflake runs steps in parallel processes.
+            executor=in_process_executor if kind == "duckdb" else multiprocess_executor,
+        ),
     )
-    defs = Definitions(
-        assets=assets,
-        asset_checks=[
-            build_readback_check(s, keys) for s in project.mappings if s.mapping.action == "identify"
-        ],
-        jobs=[
-            *(build_test_mapping_job(spec, keys) for spec in project.mappings),
-            build_explorer_job(settings.models_dir),
-        ],
-        schedules=[*build_schedules(project.mappings, keys), *predictions.schedules],
-        sensors=[
-            build_source_sensor(tables, project.mappings, keys),
-            build_alert_sensor(project.mappings),
-            *build_automation_sensors(project.mappings, keys),
-        ],
-        resources={
-            "warehouse": resources.warehouse,
-            "segment": resources.segment,
-            "profile_api": profile_api_from_env(),
-        },
-        # DuckDB has one writer per file: steps of a run execute one after another in one process
-        # (no step start-up cost, no lock contention). Snowflake runs steps in parallel processes.
-        executor=in_process_executor if kind == "duckdb" else multiprocess_executor,
-    )
-    return translator.apply(defs, {keys.sync(spec): spec for spec in project.mappings})
-
-
-def _stubs(problems: Sequence[ModelProblem], taken: set[AssetKey], keys: AssetKeys) -> list[AssetsDefinition]:
-    """One stub per broken model (and per mapping its YAML still names) where no good asset is,
-    under the keys the translator gives them (a broken mapping has no spec: ``mapping`` is None)."""
-    stubs = []
-    for problem in problems:
-        group = TRAITS_GROUP if problem.name == "computed_traits" else "models"
-        key = keys(AssetKey(problem.name))
-        if key in taken:  # e.g. a second file for a model name that loaded elsewhere
-            key = keys(AssetKey(f"{problem.name}__does_not_load"))
-        wanted = [(key, group)] + [
-            (keys(sync_asset_key(name)), "profile_sync") for name in problem.mapping_names
-        ]
-        for stub_key, stub_group in wanted:
-            if stub_key not in taken:
-                taken.add(stub_key)
-                stubs.append(build_broken_asset(stub_key, problem, stub_group))
-    return stubs
+    return translator.apply(defs, {keys.sync(spec): spec for spec in mappings})
 
 
 @definitions

@@ -8,12 +8,14 @@ side: each builds its own definitions, and none imports another's asset factorie
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 from dagster import (
     AssetKey,
     AssetsDefinition,
     Backoff,
+    Definitions,
     Failure,
     Jitter,
     MetadataValue,
@@ -131,6 +133,38 @@ def shard_partitions(shards: int) -> StaticPartitionsDefinition | None:
 def mapping_test_job_name(mapping_name: str) -> str:
     """The Test Mapping job of a mapping (``sync/test_mapping.py``)."""
     return f"{mapping_name}_test_mapping"
+
+
+@dataclass(frozen=True)
+class DomainDefs:
+    """What a domain that feeds others adds (traits, predictions): its own ``Definitions``, plus
+    the sync mappings it declares (the sync and automation domains build them) and the event
+    tables it reads (the models domain declares them as sources, the source sensor watches
+    them). A broken file in a lenient load: a stub asset in ``defs``, nothing else."""
+
+    defs: Definitions = field(default_factory=Definitions)
+    mappings: list[MappingSpec] = field(default_factory=list)
+    tables: list[tuple[str, str]] = field(default_factory=list)
+
+
+def build_stubs(
+    problems: Sequence[ModelProblem], taken: set[AssetKey], keys: AssetKeys
+) -> list[AssetsDefinition]:
+    """One stub per broken model file (and per mapping its YAML still names) where no good asset
+    is, under the keys the translator gives them (a broken mapping has no spec: ``mapping`` is None)."""
+    stubs = []
+    for problem in problems:
+        key = keys(AssetKey(problem.name))
+        if key in taken:  # e.g. a second file for a model name that loaded elsewhere
+            key = keys(AssetKey(f"{problem.name}__does_not_load"))
+        wanted = [(key, "models")] + [
+            (keys(sync_asset_key(name)), "profile_sync") for name in problem.mapping_names
+        ]
+        for stub_key, stub_group in wanted:
+            if stub_key not in taken:
+                taken.add(stub_key)
+                stubs.append(build_broken_asset(stub_key, problem, stub_group))
+    return stubs
 
 
 def build_broken_asset(key: AssetKey, problem: ModelProblem, group: str) -> AssetsDefinition:

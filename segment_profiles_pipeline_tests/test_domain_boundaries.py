@@ -1,12 +1,19 @@
 """Domains stand side by side: none imports another domain's ``assets`` module.
 
 Shared names (asset keys, the pool, the retry policy, the lenient-load stub) come from
-``vocabulary.py``; only ``definitions.py`` (which assembles everything) and a package's own
-``__init__`` may import an ``assets`` module.
+``vocabulary.py``; each domain package exposes ``build_defs``, and ``definitions.py`` only
+merges what those return, importing no ``assets`` module itself.
 """
 
 import ast
+import importlib
+import inspect
 from pathlib import Path
+
+import pytest
+from dagster import Definitions
+
+from segment_profiles_pipeline.vocabulary import DomainDefs
 
 PACKAGE = Path(__file__).resolve().parents[1] / "segment_profiles_pipeline"
 
@@ -24,11 +31,33 @@ def test_no_domain_imports_another_domains_assets_module() -> None:
     crossings = []
     for path in PACKAGE.rglob("*.py"):
         relative = path.relative_to(PACKAGE)
-        if relative.name == "definitions.py" and len(relative.parts) == 1:
-            continue
         domain = relative.parts[0] if len(relative.parts) > 1 else None
         for module in _assets_imports(path):
             target = module.split(".")[1]
             if target != domain:
                 crossings.append(f"{relative} imports {module}")
     assert crossings == []
+
+
+DOMAINS = ["models", "traits", "identity", "predictions", "sync", "profiles_sync", "automation"]
+
+
+@pytest.mark.parametrize("domain", DOMAINS)
+def test_every_domain_package_exposes_build_defs(domain: str) -> None:
+    build_defs = importlib.import_module(f"segment_profiles_pipeline.{domain}").build_defs
+    assert build_defs.__module__.startswith(f"segment_profiles_pipeline.{domain}.")
+    returns = inspect.signature(build_defs, eval_str=True).return_annotation
+    assert returns in (Definitions, DomainDefs), (domain, returns)
+
+
+def test_definitions_merges_the_domains_build_defs() -> None:
+    tree = ast.parse((PACKAGE / "definitions.py").read_text())
+    called = {
+        node.func.value.id
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "build_defs"
+        and isinstance(node.func.value, ast.Name)
+    }
+    assert called == set(DOMAINS)

@@ -18,6 +18,7 @@ from dagster import (
     AssetExecutionContext,
     AssetSpec,
     Config,
+    Definitions,
     MaterializeResult,
     MetadataValue,
     ResourceParam,
@@ -34,6 +35,7 @@ from segment_profiles_pipeline.identity.config import (
     IdentityProject,
     load_identity,
 )
+from segment_profiles_pipeline.identity.explorer import build_explorer_job
 from segment_profiles_pipeline.metadata import table_metadata
 from segment_profiles_pipeline.project import MappingSpec
 from segment_profiles_pipeline.traits.config import load_traits
@@ -218,6 +220,21 @@ def identity_assets(
         traits = None
     events = list(dict.fromkeys([*(traits.event_tables() if traits else []), *more_events]))
     return build_identity_defs(identity, events, mappings, kind, keys)
+
+
+def build_defs(
+    models_dir: Path,
+    mappings: list[MappingSpec],
+    kind: str,
+    more_events: Sequence[tuple[str, str]] = (),
+    keys: AssetKeys = DEFAULT_KEYS,
+) -> Definitions:
+    """What the identity layer adds: the graph's assets and checks (``identity_assets``) and the
+    ``profile_explorer`` job."""
+    return Definitions(
+        assets=identity_assets(models_dir, mappings, kind, more_events, keys),
+        jobs=[build_explorer_job(models_dir)],
+    )
 
 
 def check_mappings_against(identity: IdentityProject, mappings: list[MappingSpec]) -> None:

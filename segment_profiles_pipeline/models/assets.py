@@ -13,6 +13,7 @@ from dagster import (
     AssetKey,
     AssetsDefinition,
     AssetSpec,
+    Definitions,
     Failure,
     MaterializeResult,
     MetadataValue,
@@ -28,7 +29,7 @@ from segment_profiles_pipeline.metadata import table_metadata
 from segment_profiles_pipeline.models.checks import check_specs, primary_key_checks
 from segment_profiles_pipeline.models.lineage import DEFAULT_SCHEMA, LineageError, column_origins
 from segment_profiles_pipeline.models.sample_data import SOURCE_TABLES, seed_missing
-from segment_profiles_pipeline.project import MODELS_SCHEMA, ModelSpec, display_path
+from segment_profiles_pipeline.project import MODELS_SCHEMA, ModelSpec, Project, display_path
 from segment_profiles_pipeline.vocabulary import DEFAULT_KEYS, POOL, WAREHOUSE_RETRY, AssetKeys
 from segment_profiles_pipeline.warehouse.base import Warehouse, WarehouseBusy, WarehouseSession, ident
 
@@ -187,3 +188,20 @@ def build_model_asset(spec: ModelSpec, kind: str, keys: AssetKeys = DEFAULT_KEYS
         return MaterializeResult(metadata=metadata, check_results=checks)
 
     return model
+
+
+def build_defs(
+    project: Project,
+    tables: Iterable[tuple[str | None, str]],
+    kind: str,
+    sample_users: int | None,
+    keys: AssetKeys = DEFAULT_KEYS,
+) -> Definitions:
+    """The source tables every domain reads (``tables``: external assets, or the ``sample_data``
+    multi-asset with ``sample_users``) and one asset per model of ``project``."""
+    return Definitions(
+        assets=[
+            *build_sources(tables, kind, sample_users, keys),
+            *(build_model_asset(m, kind, keys) for m in project.models.values()),
+        ]
+    )

@@ -5,13 +5,12 @@ Public entry points: ``load_predictions`` (parse + validate ``models/predictions
 itself, for benchmarks). See docs/predictions.md.
 """
 
-from segment_profiles_pipeline.predictions.assets import PredictionsDefs, build_defs
+from segment_profiles_pipeline.predictions.assets import build_defs
 from segment_profiles_pipeline.predictions.config import PredictionsProject, load_predictions
 from segment_profiles_pipeline.predictions.run import PredictionRun, run_prediction
 
 __all__ = [
     "PredictionRun",
-    "PredictionsDefs",
     "PredictionsProject",
     "build_defs",
     "load_predictions",

@@ -19,7 +19,6 @@ upstream mappings only), so the edge makes no cycle; it does read the prediction
 
 import datetime as dt
 import hashlib
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from dagster import (
@@ -32,6 +31,7 @@ from dagster import (
     AssetSelection,
     Config,
     DefaultScheduleStatus,
+    Definitions,
     Failure,
     MaterializeResult,
     MetadataValue,
@@ -64,6 +64,7 @@ from segment_profiles_pipeline.vocabulary import (
     POOL,
     WAREHOUSE_RETRY,
     AssetKeys,
+    DomainDefs,
     build_broken_asset,
 )
 from segment_profiles_pipeline.warehouse.base import Warehouse
@@ -230,25 +231,16 @@ def build_prediction_schedules(project: PredictionsProject, keys: AssetKeys) -> 
     return schedules
 
 
-@dataclass(frozen=True)
-class PredictionsDefs:
-    """What the predictions add to the project's Definitions."""
-
-    assets: list[AssetsDefinition] = field(default_factory=list)
-    mappings: list[MappingSpec] = field(default_factory=list)
-    tables: list[tuple[str, str]] = field(default_factory=list)  # event tables read (source assets)
-    schedules: list[ScheduleDefinition] = field(default_factory=list)
-
-
 def build_defs(
     models_dir: Path, kind: str, others: list[MappingSpec], *, strict: bool, keys: AssetKeys = DEFAULT_KEYS
-) -> PredictionsDefs:
-    """Load ``predictions.yml`` (none: nothing to add). A broken file raises when ``strict``,
-    else becomes one stub asset showing the error, like a broken model."""
+) -> DomainDefs:
+    """Load ``predictions.yml`` (none: nothing to add): its assets and schedules, its sync mapping
+    and the event tables it reads. A broken file raises when ``strict``, else becomes one stub
+    asset showing the error, like a broken model."""
     try:
         project = load_predictions(models_dir)
         if project is None:
-            return PredictionsDefs()
+            return DomainDefs()
         check_key_clashes(project, others)
         mappings = project.sync_mappings()
         check_unique_names(mappings, {spec.mapping.name: spec.source.file for spec in others})
@@ -256,14 +248,16 @@ def build_defs(
         if strict:
             raise
         problem = ModelProblem(TRAITS_ASSET, models_dir / PREDICTIONS_FILE, exc)
-        return PredictionsDefs(assets=[build_broken_asset(keys(TRAITS_KEY), problem, GROUP)])
+        return DomainDefs(defs=Definitions(assets=[build_broken_asset(keys(TRAITS_KEY), problem, GROUP)]))
     version = hashlib.sha256(project.path.read_bytes()).hexdigest()[:16]
-    return PredictionsDefs(
-        assets=[
-            *(build_prediction_asset(project, p, kind, version, keys) for p in project.predictions),
-            build_traits_asset(project, kind, version, keys),
-        ],
+    return DomainDefs(
+        defs=Definitions(
+            assets=[
+                *(build_prediction_asset(project, p, kind, version, keys) for p in project.predictions),
+                build_traits_asset(project, kind, version, keys),
+            ],
+            schedules=build_prediction_schedules(project, keys),
+        ),
         mappings=mappings,
         tables=project.event_tables(),
-        schedules=build_prediction_schedules(project, keys),
     )

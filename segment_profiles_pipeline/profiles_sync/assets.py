@@ -15,6 +15,7 @@ from dagster import (
     AssetExecutionContext,
     AssetKey,
     AssetSpec,
+    Definitions,
     MaterializeResult,
     MetadataValue,
     ResourceParam,
@@ -143,9 +144,10 @@ def build_profiles_sync_asset(
 
 def build_defs(
     models_dir: Path, mappings: list[MappingSpec], kind: str, keys: AssetKeys = DEFAULT_KEYS
-) -> list:
-    """What ``definitions.py`` adds: the ``profiles_sync`` asset, unless ``identity.yml`` turns it off."""
+) -> Definitions:
+    """What the layer adds: the ``profiles_sync`` asset and its checks, unless ``identity.yml``
+    turns it off."""
     identity = load_identity(models_dir)
     if not identity.config.profiles_sync.enabled:
-        return []
-    return [build_profiles_sync_asset(identity, mappings, kind, keys)]
+        return Definitions()
+    return Definitions(assets=[build_profiles_sync_asset(identity, mappings, kind, keys)])

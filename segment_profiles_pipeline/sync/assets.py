@@ -15,7 +15,7 @@ What a sync shows in the UI, and why each piece is there:
 """
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from dagster import (
@@ -25,6 +25,7 @@ from dagster import (
     AssetExecutionContext,
     AssetsDefinition,
     Config,
+    Definitions,
     Failure,
     MaterializeResult,
     MetadataValue,
@@ -44,7 +45,9 @@ from segment_profiles_pipeline.metadata import namespaced
 from segment_profiles_pipeline.project import MappingSpec, display_path
 from segment_profiles_pipeline.state import failed_records, outbox
 from segment_profiles_pipeline.sync.engine import SyncReport, run_sync
+from segment_profiles_pipeline.sync.readback import build_readback_check
 from segment_profiles_pipeline.sync.resources import SegmentDestination
+from segment_profiles_pipeline.sync.test_mapping import build_test_mapping_job
 from segment_profiles_pipeline.vocabulary import (
     DEFAULT_KEYS,
     POOL,
@@ -278,3 +281,13 @@ def build_sync_asset(spec: MappingSpec, kind: str, keys: AssetKeys = DEFAULT_KEY
         yield MaterializeResult(metadata=metadata, check_results=[delivery, health])
 
     return sync
+
+
+def build_defs(mappings: Sequence[MappingSpec], kind: str, keys: AssetKeys = DEFAULT_KEYS) -> Definitions:
+    """One sync asset per mapping (with its delivery-rate and health checks), the Profile API
+    readback check of every identify mapping, and every mapping's Test Mapping job."""
+    return Definitions(
+        assets=[build_sync_asset(spec, kind, keys) for spec in mappings],
+        asset_checks=[build_readback_check(s, keys) for s in mappings if s.mapping.action == "identify"],
+        jobs=[build_test_mapping_job(spec, keys) for spec in mappings],
+    )

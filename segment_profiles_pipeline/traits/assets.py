@@ -12,12 +12,14 @@ definition), and report Segment-style preview metadata.
 
 import datetime as dt
 import hashlib
+from pathlib import Path
 
 from dagster import (
     AssetExecutionContext,
     AssetKey,
     AssetsDefinition,
     Config,
+    Definitions,
     Failure,
     MaterializeResult,
     MetadataValue,
@@ -28,10 +30,24 @@ from pydantic import Field
 
 from segment_profiles_pipeline.errors import ConfigError
 from segment_profiles_pipeline.metadata import table_metadata
+from segment_profiles_pipeline.project import TRAITS_FILE, ModelProblem, Project
 from segment_profiles_pipeline.traits.compute import compute_audiences, compute_traits
-from segment_profiles_pipeline.traits.config import AUDIENCES_TABLE, TRAITS_TABLE, TraitsProject
+from segment_profiles_pipeline.traits.config import (
+    AUDIENCES_TABLE,
+    TRAITS_TABLE,
+    TraitsProject,
+    check_trait_key_clashes,
+    load_traits,
+)
 from segment_profiles_pipeline.traits.preview import audiences_preview, traits_preview
-from segment_profiles_pipeline.vocabulary import DEFAULT_KEYS, POOL, WAREHOUSE_RETRY, AssetKeys
+from segment_profiles_pipeline.vocabulary import (
+    DEFAULT_KEYS,
+    POOL,
+    WAREHOUSE_RETRY,
+    AssetKeys,
+    DomainDefs,
+    build_broken_asset,
+)
 from segment_profiles_pipeline.warehouse.base import Warehouse
 
 GROUP = "computed_traits"
@@ -122,3 +138,26 @@ def build_traits_assets(
         return MaterializeResult(metadata={**metadata, **audiences_preview(stats)})
 
     return [computed_traits, audiences]
+
+
+def build_defs(
+    models_dir: Path, project: Project, kind: str, *, strict: bool, keys: AssetKeys = DEFAULT_KEYS
+) -> DomainDefs:
+    """``computed_traits.yml`` (none: nothing to add): its assets, its sync mappings and the event
+    tables it reads. A broken file raises when ``strict``, else becomes one stub asset showing the
+    error, like a broken model (the identity graph then goes without the traits' events)."""
+    try:
+        traits = load_traits(models_dir)
+        if traits is None:
+            return DomainDefs()
+        check_trait_key_clashes(traits, project)
+        return DomainDefs(
+            defs=Definitions(assets=build_traits_assets(traits, kind, keys)),
+            mappings=traits.sync_mappings(),
+            tables=traits.event_tables(),
+        )
+    except ConfigError as exc:
+        if strict:
+            raise
+        problem = ModelProblem("computed_traits", models_dir / TRAITS_FILE, exc)
+        return DomainDefs(defs=Definitions(assets=[build_broken_asset(keys(TRAITS_KEY), problem, GROUP)]))
