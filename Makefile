@@ -8,7 +8,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
 PY313 ?= python3.13
 
-.PHONY: install home run dev check test test-py313 lint bench clean
+.PHONY: install home run dev check typecheck test test-py313 lint bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ dev: install home
 
 check: install
 	$(BIN)/dg check defs
+
+# mypy with [tool.mypy] in pyproject.toml: the whole package, strict on the sync engine and state.
+typecheck: install
+	$(BIN)/mypy
 
 test: install
 	$(BIN)/ruff check .

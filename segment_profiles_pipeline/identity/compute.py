@@ -25,6 +25,7 @@ import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
 
@@ -355,14 +356,14 @@ def compute_identity(
         reason = "an identity table is missing"
     mark = state["high_water"] if state and reason is None else None
     snapshot = session.query(sources.snapshot_sql(mark)).dicts()[0]
-    if reason is None and int(snapshot["below"] or 0) != int(state["rows_seen"]):
+    if reason is None and state is not None and int(snapshot["below"] or 0) != int(state["rows_seen"]):
         reason = (
             f"messages changed at or below the arrival mark {mark} (late or deleted messages): "
             f"{int(snapshot['below'] or 0)} rows, {state['rows_seen']} at the last run"
         )
     graph = Graph(identity.rules)
     full = reason is not None
-    first_seq = 0 if full else int(state["last_seq"])
+    first_seq = 0 if full or state is None else int(state["last_seq"])
     with scratch_tables(session) as scratch:
         messages = sources.messages_sql(None if full else mark)
         # An ordinary table, not a scratch TEMP one: DuckDB streams through a cursor of its own,
@@ -427,7 +428,7 @@ def compute_identity(
 def _write(session: WarehouseSession, graph: Graph, sets: list[tuple], full: bool, scratch: Scratch) -> None:
     """Write the graph's changes: new rows, and every stored canonical id a merge moved."""
     canonical = graph.canonical
-    rows = {
+    rows: dict[str, list[tuple[Any, ...]]] = {
         ID_GRAPH_TABLE: [
             (p, canonical(p), m.received_at, m.message_id, m.seq) for p, m in graph.new_profiles
         ],

@@ -8,6 +8,7 @@ expanded them; a load-time guess could not. Pure: SQL and schemas in, lineage ou
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import cast
 
 import sqlglot
 from sqlglot import exp
@@ -43,8 +44,15 @@ def column_origins(sql: str, schemas: Mapping[Table, Sequence[str]]) -> dict[str
             name.lower(): "unknown" for name in names
         }
     try:
-        tree = qualify(
-            sqlglot.parse_one(sql, read="duckdb"), dialect="duckdb", db=DEFAULT_SCHEMA, schema=mapping
+        # qualify returns the tree it is given, and a model is one query (project._read_sql checks)
+        tree = cast(
+            exp.Query,
+            qualify(
+                sqlglot.parse_one(sql, read="duckdb"),
+                dialect="duckdb",
+                db=DEFAULT_SCHEMA,
+                schema=cast("dict[str, object]", mapping),
+            ),
         )
         scope = build_scope(tree)
         origins: dict[str, list[Origin]] = {}

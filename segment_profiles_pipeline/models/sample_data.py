@@ -125,7 +125,8 @@ def generate(users: int = 5000, seed: int = 7) -> dict[str, pa.Table]:
     n_int = users * 10
     who = rng.integers(0, users, n_int)
     anonymous_only = rng.random(n_int) < 0.05
-    uid = np.where(anonymous_only, None, _ids("u_", nums[who], 7).astype(object))
+    uid = _ids("u_", nums[who], 7).astype(object)
+    uid[anonymous_only] = None
     anon = np.char.add("anon-", np.char.zfill((who * 7919 % 10_000_000).astype(str), 7)).astype(object)
     if users >= 100:  # identity cases (docs/identity.md); user rows only, so no trait changes
         anon[(who == 1) & ~anonymous_only] = "anon-0000000"  # u_0000002 signs in on u_0000001's device
@@ -221,7 +222,8 @@ def orders(users: int, seed: int = 7) -> pa.Table:
     ts = (start[who] + rng.random(len(who)) * (stop[who] - start[who])).astype("int64")
     total = len(who)
     guest = rng.random(total) < 0.02  # guest checkouts: no user_id, not scored
-    uid = np.where(guest, None, _ids("u_", who + 1, 7).astype(object))
+    uid = _ids("u_", who + 1, 7).astype(object)
+    uid[guest] = None
     table = pa.table(
         {
             "id": _ids("oc-", np.arange(total), 9),

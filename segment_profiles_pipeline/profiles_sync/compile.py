@@ -21,8 +21,10 @@ from segment_profiles_pipeline.sync.plan import PlanSpec, canonical_text, checks
 from segment_profiles_pipeline.warehouse.base import ident, literal
 
 JSON_TYPES = ("JSON", "VARIANT", "OBJECT", "ARRAY")
-NUMBER_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "INT", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT")
-NUMBER_TYPES += ("UINTEGER", "UBIGINT", "DOUBLE", "FLOAT", "REAL", "DECIMAL", "NUMERIC", "NUMBER")
+NUMBER_TYPES = (
+    *("TINYINT", "SMALLINT", "INTEGER", "INT", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT"),
+    *("UINTEGER", "UBIGINT", "DOUBLE", "FLOAT", "REAL", "DECIMAL", "NUMERIC", "NUMBER"),
+)
 _INSTANT = ("TIMESTAMP WITH TIME ZONE", "TIMESTAMPTZ", "TIMESTAMP_TZ", "TIMESTAMP_LTZ")
 
 

@@ -35,7 +35,7 @@ from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
 from segment_profiles_pipeline.errors import WarehouseError
-from segment_profiles_pipeline.warehouse.base import QueryResult, WarehouseBusy, ident, literal
+from segment_profiles_pipeline.warehouse.base import Dialect, QueryResult, WarehouseBusy, ident, literal
 
 _held = threading.local()
 
@@ -43,7 +43,7 @@ _held = threading.local()
 class DuckDBSession:
     """A session over one DuckDB connection."""
 
-    dialect = "duckdb"
+    dialect: Dialect = "duckdb"
     exclusive = True  # read-write sessions hold the file lock: no other writer exists meanwhile
 
     def __init__(self, con: duckdb.DuckDBPyConnection):

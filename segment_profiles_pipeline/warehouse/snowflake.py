@@ -17,14 +17,14 @@ from dagster_snowflake import SnowflakeResource
 
 from segment_profiles_pipeline.errors import ConfigError, WarehouseError
 from segment_profiles_pipeline.settings import is_set
-from segment_profiles_pipeline.warehouse.base import QueryResult, ident, literal
+from segment_profiles_pipeline.warehouse.base import Dialect, QueryResult, ident, literal
 from segment_profiles_pipeline.warehouse.dialect import to_dialect
 
 Connect = Callable[[], AbstractContextManager[Any]]
 
 
 class SnowflakeSession:
-    dialect = "snowflake"
+    dialect: Dialect = "snowflake"
     exclusive = False
 
     def __init__(self, con: Any, connect: Connect | None = None):
@@ -161,12 +161,13 @@ def snowflake_from_env(
             field="environment",
             fix="export them (see README, Configuration) or use the embedded DuckDB warehouse.",
         )
-    secret = (
+    # EnvVar values: the resource reads them at run time, so no secret is ever a string here
+    secret: dict[str, Any] = (
         {"password": EnvVar(names.password)}
         if is_set(names.password)
         else {"private_key": EnvVar(names.private_key)}
     )
-    optional = {"role": EnvVar(names.role)} if is_set(names.role) else {}
+    optional: dict[str, Any] = {"role": EnvVar(names.role)} if is_set(names.role) else {}
     return SnowflakeWarehouse(
         snowflake=SnowflakeResource(
             account=EnvVar(names.account),
