@@ -34,11 +34,11 @@ from dagster import scaffold_component as write_defs_yaml
 from dagster.components.scaffold.scaffold import ScaffoldRequest, scaffold_with
 from pydantic import Field
 
-from segment_profiles_pipeline.definitions import Resources, build_definitions, strict_from_env
+from segment_profiles_pipeline.definitions import Resources, build_definitions
 from segment_profiles_pipeline.errors import ConfigError
 from segment_profiles_pipeline.project import MappingSpec
 from segment_profiles_pipeline.segment.spec import resolve_endpoint
-from segment_profiles_pipeline.settings import Settings, is_set
+from segment_profiles_pipeline.settings import Settings, is_set, strict_from_env
 from segment_profiles_pipeline.sync.resources import SegmentDestination
 from segment_profiles_pipeline.translator import SegmentProfilesTranslator
 from segment_profiles_pipeline.vocabulary import AssetKeys

@@ -3,7 +3,8 @@
 Loading never opens the warehouse: it only reads and validates the project's files and
 environment, so a bad file fails ``dagster definitions validate`` with a clear message.
 
-Strict or lenient: ``dagster definitions validate`` sets ``DAGSTER_IS_DEFS_VALIDATION_CLI=1``,
+Strict or lenient: ``dagster definitions validate`` sets ``DAGSTER_IS_DEFS_VALIDATION_CLI=1``
+(``settings.strict_from_env``: the environment is read only in ``settings.py``),
 and under it (and in ``build_definitions`` by default, which the tests use) the first broken
 model or YAML file fails the load. Everywhere else (webserver, daemon, run workers) the load is
 lenient: a broken model becomes a stub asset showing its error and every other mapping keeps
@@ -14,7 +15,6 @@ they are not one file among many.
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import TYPE_CHECKING
 
 from dagster import (
@@ -27,7 +27,7 @@ from dagster import (
 
 from segment_profiles_pipeline import automation, identity, models, predictions, profiles_sync, sync, traits
 from segment_profiles_pipeline.project import collect_mappings, load_project
-from segment_profiles_pipeline.settings import Settings
+from segment_profiles_pipeline.settings import Settings, strict_from_env
 from segment_profiles_pipeline.sync.readback import profile_api_from_env
 from segment_profiles_pipeline.sync.resources import SegmentDestination, segment_from_env
 from segment_profiles_pipeline.translator import SegmentProfilesTranslator
@@ -38,9 +38,6 @@ from segment_profiles_pipeline.warehouse.resources import warehouse_from_setting
 if TYPE_CHECKING:  # imported only for a Snowflake deployment (see warehouse/resources.py)
     from segment_profiles_pipeline.warehouse.snowflake import SnowflakeWarehouse
 
-VALIDATION_CLI = "DAGSTER_IS_DEFS_VALIDATION_CLI"
-"""Set to ``1`` by ``dagster definitions validate`` itself (Dagster ≥ 1.10)."""
-
 
 @dataclasses.dataclass(frozen=True)
 class Resources:
@@ -48,11 +45,6 @@ class Resources:
 
     warehouse: DuckDBWarehouse | SnowflakeWarehouse
     segment: SegmentDestination
-
-
-def strict_from_env() -> bool:
-    """Whether this load should fail on the first broken file (only under the validate command)."""
-    return os.environ.get(VALIDATION_CLI) == "1"
 
 
 def build_definitions(

@@ -3,7 +3,7 @@
 Everything a user writes is read and checked here, once, when definitions load: a bad file
 fails the load with a message naming the file and field, instead of failing a run later.
 
-Two modes (see ``definitions.strict_from_env``): *strict* raises the first problem, which is what
+Two modes (see ``settings.strict_from_env``): *strict* raises the first problem, which is what
 ``dagster definitions validate`` and the tests want; *lenient* (a running webserver, daemon or
 run worker) keeps every good model and reports each broken model file as a ``ModelProblem``, so
 one bad file cannot take every other mapping's assets, schedules and sensors down with it.

@@ -73,6 +73,16 @@ def is_set(name: str) -> bool:
     return bool(os.environ.get(name, "").strip())
 
 
+VALIDATION_CLI = "DAGSTER_IS_DEFS_VALIDATION_CLI"
+"""Set to ``1`` by ``dagster definitions validate`` / ``dg check defs`` themselves (Dagster ≥ 1.10):
+Dagster's variable, not a setting a user documents, so it is not in ``ENVIRONMENT``."""
+
+
+def strict_from_env() -> bool:
+    """Whether this load should fail on the first broken file (only under the validate command)."""
+    return os.environ.get(VALIDATION_CLI) == "1"
+
+
 def env_flag(name: str, default: bool) -> bool:
     value = env(name)
     if value is None:

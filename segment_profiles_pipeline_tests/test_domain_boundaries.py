@@ -61,3 +61,21 @@ def test_definitions_merges_the_domains_build_defs() -> None:
         and isinstance(node.func.value, ast.Name)
     }
     assert called == set(DOMAINS)
+
+
+def test_the_environment_is_read_only_in_settings() -> None:
+    """One module decides the environment (``settings.py``); the test server is not the project."""
+    readers = []
+    for path in PACKAGE.rglob("*.py"):
+        relative = path.relative_to(PACKAGE)
+        if relative.parts[0] in ("settings.py", "testing"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.Attribute)
+                and node.attr in ("environ", "getenv", "environb")
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "os"
+            ):
+                readers.append(f"{relative}:{node.lineno}")
+    assert readers == []

@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 from dagster import AssetKey, DagsterInstance, materialize
 
-from segment_profiles_pipeline.definitions import VALIDATION_CLI, strict_from_env
 from segment_profiles_pipeline.errors import ConfigError
-from segment_profiles_pipeline.settings import PROJECT_ROOT
+from segment_profiles_pipeline.settings import PROJECT_ROOT, VALIDATION_CLI, strict_from_env
 from segment_profiles_pipeline_tests.conftest import write
 
 BROKEN = {

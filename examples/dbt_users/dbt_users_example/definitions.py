@@ -23,9 +23,9 @@ from typing import Any
 from dagster import AssetExecutionContext, AssetsDefinition, Definitions, ResourceParam
 from dagster_dbt import DbtCliResource, DbtProject, dbt_assets
 
-from segment_profiles_pipeline.definitions import build_definitions, strict_from_env
+from segment_profiles_pipeline.definitions import build_definitions
 from segment_profiles_pipeline.errors import ConfigError
-from segment_profiles_pipeline.settings import Settings
+from segment_profiles_pipeline.settings import Settings, strict_from_env
 from segment_profiles_pipeline.vocabulary import POOL
 from segment_profiles_pipeline.warehouse.duckdb import DuckDBWarehouse, _file_lock
 
