@@ -1,5 +1,7 @@
 """``schedule: {on_upstream_change: true}``: declarative automation instead of a schedule, and it runs."""
 
+import datetime as dt
+
 import pytest
 from dagster import (
     AssetKey,
@@ -160,3 +162,53 @@ def test_a_sharded_sync_gets_every_shard_requested(models_dir, settings_for, bui
     assert job.execute_in_process(instance=instance, asset_selection=[users, PEOPLE]).success
     after_model = evaluate_automation_conditions(defs, instance, cursor=initial.cursor)
     assert after_model.get_requested_partitions(FOLLOWS) == {"shard_0", "shard_1"}
+
+
+def test_with_a_cadence_the_sync_is_requested_once_after_the_tick_when_its_model_updated_since(
+    models_dir, settings_for, build
+) -> None:
+    """``{on_upstream_change: true, interval: 1h}`` evaluated tick by tick (``on_cron``): an update
+    before the hour's tick requests nothing; after the tick, the first evaluation that sees the
+    model updated since the tick requests the sync, once for that tick.
+
+    Time is frozen (Dagster's own test helper) so materializations carry the times the evaluations
+    reason about: wall-clock runs could not land on either side of a cron tick without waiting."""
+    from dagster._core.test_utils import freeze_time  # Dagster's tests' clock; no public equivalent
+
+    write(models_dir, people("{on_upstream_change: true, interval: 1h}"))
+    defs = build(settings_for(models_dir))
+    assert defs.resolve_asset_graph().get(FOLLOWS).automation_condition == AutomationCondition.on_cron(
+        "0 * * * *", "UTC"
+    )
+    instance = DagsterInstance.ephemeral()
+    job = defs.resolve_implicit_global_asset_job_def()
+    at = lambda hhmm: dt.datetime.fromisoformat(f"2026-12-01T{hhmm}:00+00:00")  # noqa: E731
+
+    def evaluate(hhmm: str, cursor):
+        with freeze_time(at(hhmm)):
+            return evaluate_automation_conditions(defs, instance, evaluation_time=at(hhmm), cursor=cursor)
+
+    def materialize(hhmm: str, *keys: AssetKey) -> None:
+        with freeze_time(at(hhmm)):
+            result = job.execute_in_process(instance=instance, asset_selection=list(keys) or None)
+        assert result.success
+
+    materialize("10:30")  # everything, the sync too
+    tick = evaluate("10:31", None)
+    assert tick.total_requested == 0
+    materialize("10:40", PEOPLE)  # the model updates before the 11:00 tick
+    tick = evaluate("10:50", tick.cursor)
+    assert tick.total_requested == 0  # no tick yet
+    tick = evaluate("11:01", tick.cursor)
+    assert tick.total_requested == 0  # the tick passed, but the model has not updated since it
+    materialize("11:10", PEOPLE)
+    tick = evaluate("11:12", tick.cursor)
+    assert tick.get_requested_partitions(FOLLOWS) == {None}
+    assert tick.get_requested_partitions(HOURLY) == set()  # a scheduled mapping has no condition
+    materialize("11:13", FOLLOWS)  # the requested run
+    materialize("11:30", PEOPLE)  # another update within the same hour
+    tick = evaluate("11:40", tick.cursor)
+    assert tick.total_requested == 0  # once per tick
+    materialize("12:05", PEOPLE)
+    tick = evaluate("12:06", tick.cursor)
+    assert tick.get_requested_partitions(FOLLOWS) == {None}  # the next tick, the next update
