@@ -1,4 +1,4 @@
-"""Render identify and group messages in the warehouse, as JSON text, on DuckDB and Snowflake.
+"""Render identify, group and track messages in the warehouse, as JSON text, on DuckDB and Snowflake.
 
 Why: building every message as Python dicts was most of a first sync's CPU (about 20 µs of
 ~30 µs per record at 200k; README, Performance). Here one SQL over the plan table writes each
@@ -9,17 +9,19 @@ The Python builder (``payloads.PayloadBuilder``) stays the reference, and this r
 takes what it can write **byte for byte** the same way (the equivalence test in
 ``test_render_sql.py`` runs both on the same rows, on both warehouses, and compares bytes):
 
-- per mapping: ``identify`` or ``group``, no ``consent`` / ``message_id`` column, fewer traits
-  than Unify's limit, ids and the timestamp column of supported types, every trait column of a
-  supported type (text, boolean, integer, fixed-point decimal, date, timestamp with or without
-  time zone). Anything else (floats, whose shortest text no warehouse writes like orjson; JSON /
-  VARIANT columns, whose key order and number text Snowflake does not promise; track and
-  subscription) renders in Python, as before;
+- per mapping: ``identify``, ``group`` or ``track`` (a fixed event name or a text column), no
+  ``consent`` / ``message_id`` column, fewer traits than Unify's limit, ids and the timestamp
+  column of supported types, every trait or property column of a supported type (text,
+  boolean, integer, fixed-point decimal, date, timestamp with or without time zone). Anything
+  else (floats, whose shortest text no warehouse writes like orjson; JSON / VARIANT columns,
+  whose key order and number text Snowflake does not promise; subscriptions, whose context is
+  built from many validated fields) renders in Python, as before;
 - per row: a row whose text holds a control character the SQL does not escape like orjson, a
   timestamp outside years 1-9999, a decimal orjson would write as more than its own digits
   (over 15 significant digits, or under 1e-5: see ``_number``), a non-integral id, a missing
-  id, a groupId Unify would drop, or a message that may be over 32 KB gets ``__head = NULL``
-  and is built (and if need be rejected with its reason) by the Python builder, alone.
+  id, a groupId Unify would drop, an event name without an ASCII letter or digit, or a message
+  that may be over 32 KB gets ``__head = NULL`` and is built (and if need be rejected with its
+  reason) by the Python builder, alone.
 
 The SQL is written once in DuckDB's dialect and translated to Snowflake by sqlglot, like every
 query here. Where the two warehouses' functions differ in what they write, ``_Dialect`` picks,
@@ -36,7 +38,9 @@ from dataclasses import dataclass
 
 import orjson
 
+from segment_profiles_pipeline.config import EventName
 from segment_profiles_pipeline.segment.spec import MAX_GROUP_ID_CHARS, MAX_MESSAGE_BYTES, MAX_TRAITS
+from segment_profiles_pipeline.sync.actions import WIRE_TYPE
 from segment_profiles_pipeline.sync.payloads import LIBRARY, MAX_SAFE_INTEGER, PayloadBuilder, _iso
 from segment_profiles_pipeline.sync.plan import PlanSpec
 from segment_profiles_pipeline.warehouse.base import ident, literal
@@ -84,6 +88,8 @@ _SHORT_ESCAPES = {8: "\\b", 9: "\\t", 10: "\\n", 12: "\\f", 13: "\\r"}
 ``\\u00xx``, which the Snowflake SQL leaves to the builder."""
 _MIN_PLAIN_FRACTION = "0.00001"
 """orjson writes a float under 1e-5 in exponent form (``1.5e-6``), at or above it in plain digits."""
+_ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+"""A name holding one of these is never empty once stripped, whatever Python counts as space."""
 _FLOAT_DIGITS = 15
 """A decimal of at most 15 significant digits is the shortest text of its nearest float (DBL_DIG),
 which is what orjson writes for ``float(Decimal)``; more digits may come back different."""
@@ -157,6 +163,18 @@ class _Dialect:
         finite = f"isfinite({expr}) AND " if self.name == "duckdb" else ""
         return f"({expr} IS NULL OR ({finite}year({expr}) BETWEEN 1 AND 9999))"
 
+    def joined(self, fragments: list[str]) -> str:
+        """``key:value`` fragments (NULL when skipped) joined by commas. DuckDB's ``concat_ws``
+        skips NULLs; Snowflake's returns NULL, so there each fragment carries its own comma and
+        the first is dropped; on DuckDB that form made the render query slower (0.63-0.69 s vs
+        0.46-0.48 s per 100k identifies, side by side on the shared 2-core machine), hence two."""
+        if not fragments:
+            return "''"
+        if self.name == "duckdb":
+            return f"concat_ws(',', {', '.join(fragments)})"
+        parts = " || ".join(f"coalesce(',' || {f}, '')" for f in fragments)
+        return f"substr({parts}, 2)"
+
     def fits(self, text: str, budget: int) -> str:
         """True only when ``text`` is at most ``budget`` bytes of UTF-8.
 
@@ -229,13 +247,6 @@ def _json(value: object) -> str:
     return orjson.dumps(value).decode()
 
 
-def _joined(fragments: list[str]) -> str:
-    """Fragments that each start with a comma (or are NULL, when skipped), joined, first comma
-    dropped. DuckDB's ``concat_ws`` skips NULLs but Snowflake's returns NULL, so no ``concat_ws``."""
-    parts = [f"coalesce({f}, '')" for f in fragments]
-    return f"substr({' || '.join(parts)}, 2)" if parts else "''"
-
-
 @dataclass(frozen=True)
 class SqlRenderer:
     """The render query for one mapping and the constant tail every message ends with."""
@@ -245,6 +256,24 @@ class SqlRenderer:
 
     def message(self, head: str, message_id: str) -> bytes:
         return (head + message_id + self.tail).encode()
+
+
+def _event(dialect: _Dialect, name: EventName, types: dict[str, str]) -> _Value | None:
+    """A track's ``event`` as ``track.event`` makes it: the fixed name, or a text column's value.
+
+    The builder rejects a null name or one that ``str.strip()`` leaves empty; Python strips
+    Unicode spaces that SQL's ``trim`` keeps, so only a name holding an ASCII letter or digit
+    (found with ``TRANSLATE``) is rendered here, every other one goes to the builder."""
+    if name.value is not None:
+        return _Value(literal(_json(name.value)))
+    column = (name.column or "").lower()
+    if _family(types.get(column, "")) != "text":
+        return None
+    c = ident(column)
+    text = dialect.text(c)
+    return _Value(
+        text.text, f"({text.ok} AND {c} IS NOT NULL AND translate({c}, {literal(_ALNUM)}, '') <> {c})"
+    )
 
 
 def sql_renderer(
@@ -257,26 +286,27 @@ def sql_renderer(
     columns = [c for _, c in id_columns] + [column for column, _ in builder.traits.values()]
     if m.timestamp:
         columns.append(m.timestamp.lower())
+    sql_dialect = _Dialect(dialect)
+    event = _event(sql_dialect, m.event_name, types) if m.event_name is not None else None
     if (
         dialect not in ("duckdb", "snowflake")
-        or m.action not in ("identify", "group")
+        or m.action not in ("identify", "group", "track")
         or m.consent
         or m.message_id
-        or m.event_name is not None
-        or len(builder.traits) >= MAX_TRAITS
+        or (m.action == "track" and event is None)
+        or (len(builder.traits) >= MAX_TRAITS and m.action != "track")
         or any(_family(types.get(c, "")) is None for c in columns)
         or (m.timestamp and _family(types[m.timestamp.lower()]) not in ("timestamp", "timestamptz"))
         or any(_family(types[c]) not in ("text", "integer", "number") for _, c in id_columns)
     ):
         return None
-    sql_dialect = _Dialect(dialect)
     ids = {field: _id_value(sql_dialect, column, types[column]) for field, column in id_columns}
     traits = []
-    oks = [v.ok for v in ids.values()]
+    oks = [v.ok for v in ids.values()] + ([event.ok] if event else [])
     for key, (column, skip_nulls) in builder.traits.items():
         value = _value(sql_dialect, column, types[column])
         oks.append(value.ok)
-        prefix = literal("," + _json(key) + ":")
+        prefix = literal(_json(key) + ":")
         traits.append(
             f"{prefix} || {value.text}" if skip_nulls else f"{prefix} || coalesce({value.text}, 'null')"
         )
@@ -292,10 +322,11 @@ def sql_renderer(
         stamp = f"coalesce({value.text}, {stamp})"
     head = " || ".join(
         [
-            literal('{"type":' + _json(m.action)),
+            literal('{"type":' + _json(WIRE_TYPE[m.action])),
             *(f"coalesce({literal(',' + _json(f) + ':')} || {v.text}, '')" for f, v in ids.items()),
-            literal(',"traits":{'),
-            _joined(traits),
+            *([literal(',"event":'), event.text] if event else []),
+            literal("," + _json(builder.values_key) + ":{"),
+            sql_dialect.joined(traits),
             literal('},"timestamp":'),
             stamp,
             literal(',"messageId":"'),
@@ -304,9 +335,9 @@ def sql_renderer(
     identity = " || ".join(
         [
             "'{'",
-            _joined(
+            sql_dialect.joined(
                 [
-                    f"{literal(',' + _json(f) + ':')} || {ids[f].text}"
+                    f"{literal(_json(f) + ':')} || {ids[f].text}"
                     for f in ("userId", "anonymousId", "groupId")
                     if f in ids
                 ]

@@ -5,8 +5,8 @@ table holding every supported type, with edge values, is rendered both ways and 
 for byte, on DuckDB and on the Snowflake path (fakesnow); rows the renderer must not take
 (control characters not escaped like orjson, years Python cannot hold, decimals whose float text
 is not their own digits, non-integral ids, missing ids, over-long group ids, messages over
-32 KB) are asserted to be left to the builder, and mappings it cannot render (floats, JSON,
-track) get none.
+32 KB, track events without a name) are asserted to be left to the builder, and mappings it
+cannot render (floats, JSON, a track named by a non-text column) get none.
 
 fakesnow runs the Snowflake SQL on DuckDB after translating it, so on that path this proves the
 SQL's logic and sqlglot's translation, not Snowflake's own formatting (docs/decisions.md,
@@ -81,6 +81,8 @@ ROWS = {
     "r12": "'u12', NULL, 'g12', 'x', TRUE, 1, 1, 1, 0.000001, NULL, NULL, NULL, NULL",
     # a backspace: orjson writes \b; the Snowflake SQL too, DuckDB's to_json is not trusted with it
     "r13": "'u13', NULL, 'g13', 'back' || chr(8) || 'space', TRUE, 1, 1, 1, 1, NULL, NULL, NULL, NULL",
+    # a track's event name (gid) that str.strip() empties: the builder rejects it
+    "r15": "'u15', NULL, ' ' || chr(9), 'x', TRUE, 1, 1, 1, 1, NULL, NULL, NULL, NULL",
 }
 DUCKDB_ONLY_ROWS = {
     "r6": "'u6', NULL, 'g6', 'x', TRUE, 1, 1, 1, 1, DATE '10000-01-01', TIMESTAMP 'infinity', NULL, NULL",
@@ -95,9 +97,13 @@ def _keys(session: WarehouseSession) -> set[str]:
     return set(ROWS) | (set(DUCKDB_ONLY_ROWS) if session.dialect == "duckdb" else set())
 
 
-def _left_to_builder(session: WarehouseSession, action: str) -> set[str]:
+def _left_to_builder(session: WarehouseSession, spec: MappingSpec) -> set[str]:
     left = LEFT_TO_BUILDER | (LEFT_TO_BUILDER_ON_DUCKDB if session.dialect == "duckdb" else set())
-    return (left | ({"r7"} if action == "group" else set())) & _keys(session)
+    if spec.mapping.action == "group":
+        left |= {"r7"}  # groupId over 500 characters
+    if spec.mapping.event_name is not None and spec.mapping.event_name.column:
+        left |= {"r15"}
+    return left & _keys(session)
 
 
 def _table(session: WarehouseSession) -> None:
@@ -127,6 +133,9 @@ def _spec(action: str, **overrides: Any) -> MappingSpec:
     }
     if action == "group":
         fields["group_id"] = "gid"
+    if action == "track":
+        fields["properties"] = fields.pop("traits")
+        fields["event_name"] = {"column": "gid"}
     mapping = MappingConfig(**{**fields, **overrides})
     return MappingSpec(SyncSource("every_type", ("every_type",), "models.every_type", "id", "x.yml"), mapping)
 
@@ -162,12 +171,22 @@ def _both(
     return builder, renderer, full, rendered
 
 
-@pytest.mark.parametrize("action", ["identify", "group"])
-def test_sql_rendered_messages_are_byte_identical_to_the_python_builder(session, action) -> None:
-    builder, renderer, full, rendered = _both(session, _spec(action))
+@pytest.mark.parametrize(
+    ("action", "overrides"),
+    [
+        ("identify", {}),
+        ("group", {}),
+        ("track", {}),
+        ("track", {"event_name": {"value": 'Plan "changed" \\ é'}}),
+    ],
+    ids=["identify", "group", "track", "track with a fixed name"],
+)
+def test_sql_rendered_messages_are_byte_identical_to_the_python_builder(session, action, overrides) -> None:
+    spec = _spec(action, **overrides)
+    builder, renderer, full, rendered = _both(session, spec)
     assert renderer is not None and set(rendered) == set(full) == _keys(session)
     fast = {key for key, row in rendered.items() if row["__head"] is not None}
-    assert fast == _keys(session) - _left_to_builder(session, action)
+    assert fast == _keys(session) - _left_to_builder(session, spec)
     for key in fast:
         expected = builder.build(full[key], ID, NOW)
         assert renderer.message(rendered[key]["__head"], ID) == encode(expected), key
@@ -195,7 +214,7 @@ def test_a_builder_row_gets_the_same_bytes_as_its_full_row(session) -> None:
     _, _, full, rendered = _both(session, _spec("identify"))
     mapped = [c for c in TYPES if c in rendered["r4"]]
     assert {"uid", "aid", "txt", "price", "tstz", "seen"} <= set(mapped)
-    for key in _left_to_builder(session, "identify"):
+    for key in _left_to_builder(session, _spec("identify")):
         assert {c: rendered[key][c] for c in mapped} == {c: full[key][c] for c in mapped}
     assert all(rendered["r1"][c] is None for c in mapped)
 
@@ -237,9 +256,9 @@ def test_number_ids_are_sent_as_their_digits(session, id_column, builder_keys) -
         {"traits": {"score": "small"}, "message_id": "txt"},
         {"traits": {"score": "ratio"}},
         {"traits": {"score": "doc"}},
-        {"action": "track", "event_name": {"value": "Seen"}, "traits": {}, "properties": {"score": "small"}},
+        {"action": "track", "event_name": {"column": "small"}, "traits": {}, "properties": {"s": "txt"}},
     ],
-    ids=["consent", "message_id", "double", "json", "track"],
+    ids=["consent", "message_id", "double", "json", "track named by a number column"],
 )
 def test_mappings_the_renderer_cannot_match_byte_for_byte_stay_in_python(session, overrides) -> None:
     session.execute("ALTER TABLE models.every_type ADD COLUMN ratio DOUBLE")
@@ -269,8 +288,12 @@ def test_snowflake_sql_uses_no_session_dependent_formatting(warehouse) -> None:
     assert "DATEDIFF(MILLISECOND, DATE_TRUNC('SECOND', TS), TS)" in sql
 
 
-def test_a_sync_sends_the_same_messages_with_and_without_the_renderer(session, monkeypatch) -> None:
-    spec = _spec("identify")
+@pytest.mark.parametrize(("action", "rejected"), [("identify", 3), ("track", 4)])
+def test_a_sync_sends_the_same_messages_with_and_without_the_renderer(
+    session, monkeypatch, action, rejected
+) -> None:
+    """r4: no id; r8 and r14: over 32 KB; track's r15: an empty event name."""
+    spec = _spec(action)
     fast = ScriptedSender()
     report = run_sync(session, spec, fast, now=NOW)
     session.execute("DROP SCHEMA _segment_profiles CASCADE")
@@ -281,6 +304,5 @@ def test_a_sync_sends_the_same_messages_with_and_without_the_renderer(session, m
     def by_id(sent: list[dict]) -> list[dict]:
         return sorted(sent, key=lambda m: m["messageId"])
 
-    assert by_id(fast.sent) == by_id(slow.sent) and len(fast.sent) == len(_keys(session)) - 3
-    # r4: no id; r8 and r14: over 32 KB
-    assert report.counts == reference.counts and report.counts["rejected"] == 3
+    assert by_id(fast.sent) == by_id(slow.sent) and len(fast.sent) == len(_keys(session)) - rejected
+    assert report.counts == reference.counts and report.counts["rejected"] == rejected
