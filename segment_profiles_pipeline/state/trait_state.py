@@ -33,8 +33,9 @@ PROFILE_MAP = f"{STATE_SCHEMA}.trait_profile_map"
 PENDING = f"{STATE_SCHEMA}.trait_pending_identifiers"
 STATE_PREFIX = "trait_state__"
 VALUES_PREFIX = "trait_values__"
-MAP_COLUMNS = ("external_id_type", "external_id_value", "profile_key", "seq")
-"""Columns of the stored identifier map, and of the run's staged map it is compared with."""
+MAP_COLUMNS = ("external_id_type", "external_id_value", "profile_key", "seq", "_hash")
+"""Columns of the stored identifier map, and of the run's staged map it is compared with
+(``_hash``: the warehouse's 64-bit hash of the other four)."""
 IDENTIFIER_COLUMNS = MAP_COLUMNS[:2]
 VALUE_COLUMNS = ("profile_key", "_value", "_n")
 TARGET_TYPES = ("user_id", "anonymous_id")
@@ -158,18 +159,25 @@ def store_map(session: WarehouseSession, id_map: str, pending: Relation) -> None
 
 def stage_changed(scratch: Scratch, id_map: str) -> str:
     """Identifiers whose row differs between this run's map and the stored one: new to the graph,
-    moved by a merge, gone, or with another ``seq``. One hash join, one row per identifier, with
-    ``profile_key`` (now; null when gone), ``stored_profile_key`` (before; null when new),
-    ``in_graph`` and ``stored``."""
-    on = " AND ".join(f"s.{c} = c.{c}" for c in IDENTIFIER_COLUMNS)
+    moved by a merge, gone, or with another ``seq``; one row per identifier, with ``profile_key``
+    and ``seq`` (now; null when gone), ``stored_profile_key`` (before; null when new), ``in_graph``
+    and ``stored``.
+
+    The rows are compared by ``_hash``: two anti-joins on one integer instead of joining every
+    identifier's strings (a third of the time at a million identifiers); only the differing rows
+    are then matched by identifier. A change hidden by a 64-bit hash collision with another row
+    (about 1 in 10^9 per run at a million identifiers) would go unseen until a full refresh."""
+    on = " AND ".join(f"o.{c} = n.{c}" for c in IDENTIFIER_COLUMNS)
     return scratch(
         "_traits_changed",
-        f"SELECT {', '.join(f'coalesce(c.{c}, s.{c}) AS {c}' for c in IDENTIFIER_COLUMNS)}, "
-        "c.profile_key, c.seq, s.profile_key AS stored_profile_key, "
-        "c.external_id_type IS NOT NULL AS in_graph, s.external_id_type IS NOT NULL AS stored\n"
-        f"FROM {id_map} AS c FULL JOIN {PROFILE_MAP} AS s ON {on}\n"
-        "WHERE c.external_id_type IS NULL OR s.external_id_type IS NULL "
-        "OR c.profile_key IS DISTINCT FROM s.profile_key OR c.seq IS DISTINCT FROM s.seq",
+        f"WITH n AS (SELECT * FROM {id_map} AS c WHERE NOT EXISTS "
+        f"(SELECT 1 FROM {PROFILE_MAP} AS s WHERE s._hash = c._hash)),\n"
+        f"o AS (SELECT * FROM {PROFILE_MAP} AS s WHERE NOT EXISTS "
+        f"(SELECT 1 FROM {id_map} AS c WHERE c._hash = s._hash))\n"
+        f"SELECT {', '.join(f'coalesce(n.{c}, o.{c}) AS {c}' for c in IDENTIFIER_COLUMNS)}, "
+        "n.profile_key, n.seq, n._hash, o.profile_key AS stored_profile_key, "
+        "n.external_id_type IS NOT NULL AS in_graph, o.external_id_type IS NOT NULL AS stored\n"
+        f"FROM n FULL JOIN o ON {on}",
     )
 
 

@@ -416,10 +416,12 @@ class CompiledTraits:
 
     def graph_map_sql(self) -> str:
         """This run's identifier map (``trait_state.MAP_COLUMNS``) from the identity graph: the types
-        the event tables hold (keys) and those of send targets, with each identifier's ``seq``."""
+        the event tables hold (keys) and those of send targets, with each identifier's ``seq`` and
+        a hash of the row, which the next run's diff compares (``trait_state.stage_changed``)."""
         types = ", ".join(literal(t) for t in sorted({*self.identifier_types, *trait_state.TARGET_TYPES}))
         return (
-            "SELECT external_id_type, external_id_value, canonical_segment_id AS profile_key, seq "
+            "SELECT external_id_type, external_id_value, canonical_segment_id AS profile_key, seq, "
+            "hash(external_id_type, external_id_value, canonical_segment_id, seq) AS _hash "
             f"FROM {EXTERNAL_ID_TABLE} WHERE external_id_type IN ({types})"
         )
 

@@ -236,6 +236,7 @@ def _incremental(
         else NO_PROFILES,
     )
     retargeted = scratch("_traits_retargeted", NO_PROFILES)
+    targets = None
     if graph_changed:
         candidates = trait_state.stage_retarget_candidates(scratch, changed)
         targets = scratch("_traits_candidate_targets", compiled.targets_for(candidates))
@@ -296,7 +297,9 @@ def _incremental(
     writes, touched, redone = _merge_new_events(
         compiled, keyed_new, new_rows, scope, now, scratch, session, moved, retargeted
     )
-    compiled = dataclasses.replace(compiled, targets=scratch(TARGETS, compiled.targets_for(touched)))
+    compiled = dataclasses.replace(
+        compiled, targets=_stage_targets(compiled, scratch, touched, retargeted, targets)
+    )
     with transaction(session):
         for write in writes:
             write()
@@ -319,6 +322,33 @@ def _incremental(
         unresolved,
         profiles_moved,
         time.perf_counter() - started,
+    )
+
+
+def _stage_targets(
+    compiled: CompiledTraits, scratch: Scratch, touched: str, retargeted: str, retargets: str | None
+) -> str:
+    """The send targets of the ``touched`` profiles. A target only changes with the profile's
+    user_id / anonymous_id rows, so a profile with a traits row keeps the target its row holds,
+    unless it was ``retargeted`` (then ``retargets`` has the new one; None when the graph did not
+    change); only profiles without a row yet are looked up in the map."""
+    new_profiles = scratch(
+        "_traits_unaddressed",
+        f"SELECT profile_key FROM {touched} AS k WHERE NOT EXISTS "
+        f"(SELECT 1 FROM {TRAITS_TABLE} AS t WHERE t.profile_key = k.profile_key)",
+    )
+    return scratch(
+        TARGETS,
+        f"SELECT t.profile_key, t.user_id, t.anonymous_id FROM {TRAITS_TABLE} AS t "
+        f"WHERE t.profile_key IN (SELECT profile_key FROM {touched}) "
+        f"AND t.profile_key NOT IN (SELECT profile_key FROM {retargeted})\n"
+        + (
+            f"UNION ALL SELECT profile_key, user_id, anonymous_id FROM {retargets} "
+            f"WHERE profile_key IN (SELECT profile_key FROM {retargeted})\n"
+            if retargets
+            else ""
+        )
+        + f"UNION ALL SELECT * FROM (\n{compiled.targets_for(new_profiles)}\n) AS n",
     )
 
 
