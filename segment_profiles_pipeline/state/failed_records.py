@@ -219,10 +219,10 @@ def count_of_sync(session: WarehouseSession, mapping: str, sync_id: str) -> int:
 
 
 def of_sync(session: WarehouseSession, mapping: str, sync_id: str, limit: int) -> list[tuple[Any, ...]]:
-    """(record_key, kind, reason, attempts, status) of the first ``limit`` records the sync
-    ``sync_id`` failed or rejected, by kind and key."""
+    """(record_key, kind, reason_code, reason, attempts, status) of the first ``limit`` records
+    the sync ``sync_id`` failed or rejected, by kind and key."""
     return session.query(
-        f"SELECT record_key, kind, reason, attempts, status {_of_sync(mapping, sync_id)} "
+        f"SELECT record_key, kind, reason_code, reason, attempts, status {_of_sync(mapping, sync_id)} "
         f"ORDER BY kind, record_key LIMIT {int(limit)}"
     ).rows
 

@@ -1,7 +1,7 @@
 """``_segment_profiles.outbox``: the payloads a dry run would have sent (the latest dry run per mapping).
 
-Rejected records are kept too, as ``operation = 'rejected'`` with ``{"reason": ...}`` as the
-message, so a dry run shows what a real sync would refuse without touching the retry state.
+Rejected records are kept too, as ``operation = 'rejected'`` with ``{"reason": ..., "reason_code":
+...}`` as the message, so a dry run shows what a real sync would refuse without touching the retry state.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import NamedTuple
 import orjson
 import pyarrow as pa
 
+from segment_profiles_pipeline.state.failed_records import ReasonCode
 from segment_profiles_pipeline.state.schema import STATE_SCHEMA, SyncScope
 from segment_profiles_pipeline.warehouse.base import WarehouseSession, literal
 
@@ -41,9 +42,11 @@ def ensure(session: WarehouseSession) -> None:
     session.execute(DDL)
 
 
-def rejected_row(key: str | None, reason: str) -> OutboxRow:
+def rejected_row(key: str | None, reason_code: ReasonCode, reason: str) -> OutboxRow:
     """The outbox row of a record a dry run rejected (a null key is stored as the empty string)."""
-    return OutboxRow(key or "", REJECTED, orjson.dumps({"reason": reason}).decode())
+    return OutboxRow(
+        key or "", REJECTED, orjson.dumps({"reason": reason, "reason_code": reason_code}).decode()
+    )
 
 
 def write(scope: SyncScope, rows: Sequence[OutboxRow]) -> None:
@@ -71,12 +74,14 @@ def clear(scope: SyncScope) -> None:
 
 def rejected_of_sync(
     session: WarehouseSession, mapping: str, sync_id: str, limit: int
-) -> list[tuple[str, str]]:
-    """(record_key, reason) of the first ``limit`` records the dry run ``sync_id`` rejected, by key."""
+) -> list[tuple[str, str | None, str]]:
+    """(record_key, reason_code, reason) of the first ``limit`` records the dry run ``sync_id``
+    rejected, by key (``reason_code`` is None in rows written before outbox rows had one)."""
     rows = session.query(
         f"SELECT record_key, message {_rejected(mapping, sync_id)} ORDER BY record_key LIMIT {int(limit)}"
     ).rows
-    return [(str(key), str(orjson.loads(message).get("reason", ""))) for key, message in rows]
+    messages = [(str(key), orjson.loads(message)) for key, message in rows]
+    return [(key, m.get("reason_code"), str(m.get("reason", ""))) for key, m in messages]
 
 
 def rejected_count(session: WarehouseSession, mapping: str, sync_id: str) -> int:

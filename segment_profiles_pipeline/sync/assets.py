@@ -67,6 +67,7 @@ _FAILED_SCHEMA = TableSchema(
     columns=[
         TableColumn("record_key", "string"),
         TableColumn("kind", "string"),
+        TableColumn("reason_code", "string"),
         TableColumn("reason", "string"),
         TableColumn("attempts", "int"),
         TableColumn("status", "string"),
@@ -119,8 +120,8 @@ def failed_records_metadata(session: WarehouseSession, report: SyncReport) -> di
     m, sync = report.mapping, report.sync_id
     if report.dry_run:
         rows = [
-            (key, "invalid", reason, 0, "rejected (dry run)")
-            for key, reason in outbox.rejected_of_sync(session, m, sync, FAILED_TABLE_ROWS)
+            (key, "invalid", code, reason, 0, "rejected (dry run)")
+            for key, code, reason in outbox.rejected_of_sync(session, m, sync, FAILED_TABLE_ROWS)
         ]
         total = outbox.rejected_count(session, m, sync)
     else:
@@ -131,12 +132,13 @@ def failed_records_metadata(session: WarehouseSession, report: SyncReport) -> di
             {
                 "record_key": key if key is not None else "(null key)",
                 "kind": kind,
+                "reason_code": code or "",
                 "reason": reason if len(reason) <= _REASON_CHARS else reason[: _REASON_CHARS - 1] + "…",
                 "attempts": int(attempts),
                 "status": status,
             }
         )
-        for key, kind, reason, attempts, status in rows
+        for key, kind, code, reason, attempts, status in rows
     ]
     return {
         "failed_records": MetadataValue.table(records, schema=_FAILED_SCHEMA),

@@ -126,7 +126,7 @@ class Outbox:
             OutboxRow(p.key, p.op, data.decode())
             for p, data in zip(chunk.planned, chunk.messages, strict=True)
         ]
-        rows += [rejected_row(f.key, f.reason) for f in chunk.rejected]
+        rows += [rejected_row(f.key, f.reason_code, f.reason) for f in chunk.rejected]
         stage.writer.outbox(rows)
         return ChunkResult(sent=0, delivered=len(chunk.messages), failed=0, first_error=_rejection(chunk))
 

@@ -46,8 +46,17 @@ def test_failed_records_table_summary_line_and_health(warehouse) -> None:
     assert meta["segment_profiles/failed_records_total"].value == len(BAD) + 1  # + the null key
     assert len(table.records) == FAILED_TABLE_ROWS
     first = table.records[0].data
-    assert [c.name for c in table.schema.columns] == ["record_key", "kind", "reason", "attempts", "status"]
-    assert first["kind"] == "delivery" and first["record_key"] == "u000"
+    assert [c.name for c in table.schema.columns] == [
+        "record_key",
+        "kind",
+        "reason_code",
+        "reason",
+        "attempts",
+        "status",
+    ]
+    assert (
+        first["kind"] == "delivery" and first["record_key"] == "u000" and first["reason_code"] == "rejected"
+    )
     assert "bad trait" in first["reason"] and first["attempts"] >= 1
     health = _checks(partial)["sync_health"]
     assert not health.passed and health.severity == AssetCheckSeverity.WARN
@@ -84,7 +93,12 @@ def test_a_dry_run_lists_its_rejected_rows_from_the_outbox(warehouse) -> None:
     )
     meta = result.asset_materializations_for_node(NODE)[0].metadata
     [row] = [r.data for r in meta["segment_profiles/failed_records"].value.records]
-    assert (row["record_key"], row["kind"], row["status"]) == ("u2", "invalid", "rejected (dry run)")
+    assert (row["record_key"], row["kind"], row["reason_code"], row["status"]) == (
+        "u2",
+        "invalid",
+        "invalid",
+        "rejected (dry run)",
+    )
     assert "32 KB" in row["reason"]
     assert meta["segment_profiles/failed_records_total"].value == 1
 

@@ -2,6 +2,7 @@
 
 import datetime as dt
 
+import orjson
 import pytest
 
 from segment_profiles_pipeline.config import RetryConfig
@@ -52,8 +53,11 @@ def test_live_delivery_acknowledges_only_what_segment_accepted(session) -> None:
 def test_the_outbox_writes_payloads_and_rejections_and_no_retry_state(session) -> None:
     result = OUTBOX.record(_Stage(StateWriter(session, "people", 0, "s1", NOW)), _chunk())
     assert (result.sent, result.delivered, result.failed) == (0, 2, 0)
-    rows = session.query("SELECT record_key, operation FROM _segment_profiles.outbox ORDER BY 1").rows
-    assert [tuple(r) for r in rows] == [("u1", "add"), ("u2", "add"), ("u3", "rejected")]
+    rows = session.query(
+        "SELECT record_key, operation, message FROM _segment_profiles.outbox ORDER BY 1"
+    ).rows
+    assert [tuple(r[:2]) for r in rows] == [("u1", "add"), ("u2", "add"), ("u3", "rejected")]
+    assert orjson.loads(rows[2][2]) == {"reason": "too many traits", "reason_code": "invalid"}
     assert _keys(session, "ledger") == [] and _keys(session, "failed_records") == []
 
 
