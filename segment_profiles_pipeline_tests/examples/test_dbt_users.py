@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tomllib
 from collections.abc import Iterator
+from pathlib import Path
 from types import ModuleType
 
 import pytest
@@ -101,7 +102,7 @@ def test_dg_launch_from_the_example_folder_runs_dbt_and_the_sync(tmp_path, db_pa
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SEGMENT_", "DAGSTER_"))}
     env |= {"DAGSTER_HOME": str(tmp_path), "DUCKDB_DATABASE": str(db_path)}
     done = subprocess.run(
-        [str(PROJECT_ROOT / ".venv" / "bin" / "dg"), "launch", "--assets", "*"],
+        [str(Path(sys.executable).parent / "dg"), "launch", "--assets", "*"],
         cwd=EXAMPLE,
         env=env,
         capture_output=True,
