@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +71,72 @@ def sync_ours(database: str, url: str) -> dict[str, Any]:
         "retries": stats.retries,
         "bytes_sent": stats.bytes_sent,
     }
+
+
+class _Acknowledging:
+    """An in-process ``Sender`` that acknowledges every message at once: the sync's own memory,
+    with no HTTP client or server in the process."""
+
+    destination_salt = "bench-memory"
+
+    def __init__(self) -> None:
+        self.messages = 0
+
+    def deliver(self, messages: Any) -> list[None]:
+        self.messages += len(messages)
+        return [None] * len(messages)
+
+
+def sync_memory(database: str, memory_limit: str | None = None) -> dict[str, Any]:
+    """One first sync of ``users_identify`` to an acknowledging in-process sender, with the
+    process's peak RSS when the plan is built and at the end (``harness.peak_rss_mb``): what grows
+    with N shows up in one or the other (the plan table, or the chunk loop and ledger writes).
+    ``memory_limit``: DuckDB's setting for the session (None: DuckDB's default, 80% of RAM)."""
+    from bench.harness import peak_rss_mb
+    from segment_profiles_pipeline.project import load_project
+    from segment_profiles_pipeline.sync import plan
+    from segment_profiles_pipeline.sync.engine import run_sync
+    from segment_profiles_pipeline.warehouse.duckdb import DuckDBWarehouse
+
+    spec = next(m for m in load_project(MODELS_DIR).mappings if m.mapping.name == MAPPING)
+    build = plan.Plan.build
+    after_plan: list[float] = []
+
+    def measured_build(self: plan.Plan) -> plan.PlanCounts:
+        found = build(self)
+        after_plan.append(peak_rss_mb())
+        return found
+
+    plan.Plan.build = measured_build  # type: ignore[method-assign]  # this child process only
+    sender = _Acknowledging()
+    with DuckDBWarehouse(database=database).session() as session:
+        session.execute(QUIET)
+        if memory_limit:
+            session.execute(f"SET memory_limit = '{memory_limit}'")
+        started = time.perf_counter()
+        report = run_sync(session, spec, sender)
+        seconds = time.perf_counter() - started
+    return {
+        "seconds": seconds,
+        "status": report.status,
+        "delivered": sender.messages,
+        "peak_rss_after_plan_mb": after_plan[0],
+    }
+
+
+def memory_by_size(
+    workdir: Path, sizes: Sequence[int], memory_limit: str | None = None
+) -> list[dict[str, Any]]:
+    """Peak RSS of a first sync at each size (fresh model, fresh process each): flat in N or not."""
+    results = []
+    for records in sizes:
+        database = str(workdir / f"first_sync_memory_{records}.duckdb")
+        in_child(create_users, database=database, records=records)
+        result = in_child(sync_memory, database=database, memory_limit=memory_limit)
+        if result["delivered"] != records:
+            raise RuntimeError(f"the memory run delivered {result['delivered']} of {records} records")
+        results.append({"records": records, "memory_limit": memory_limit, **result})
+    return results
 
 
 def sync_baseline(database: str, url: str, max_queue_size: int | None = None) -> dict[str, Any]:

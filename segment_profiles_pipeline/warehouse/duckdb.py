@@ -180,12 +180,31 @@ class DuckDBWarehouse(DuckDBResource):
         """``connection_config`` as ``DuckDBResource`` passes it (its user agent unless overridden)."""
         return {"custom_user_agent": "dagster", **self.connection_config}
 
+    @property
+    def lock_path(self) -> Path:
+        """The file lock beside the database (``warehouse.duckdb.lock``)."""
+        path = Path(self.database)
+        return path.with_name(path.name + ".lock")
+
+    @contextmanager
+    def writer_lock(self) -> Iterator[None]:
+        """Hold the warehouse's writer lock, the one every session of the project holds, without
+        opening a connection.
+
+        For another tool writing the same DuckDB file from inside a Dagster step (``dbt build``
+        with dbt-duckdb, a loader): run it under this lock and it queues behind the syncs and
+        models (up to ``lock_timeout_s``, then ``WarehouseBusy``) instead of failing on DuckDB's
+        own single-writer lock, and sensors' read-only sessions skip while it writes. Re-entrant
+        in a thread: a session opened inside it shares the lock."""
+        with _file_lock(self.lock_path, self.lock_timeout_s):
+            yield
+
     @contextmanager
     def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A read-write connection, opened once the file lock is ours (``DuckDBResource``'s API)."""
         path = Path(self.database)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with _file_lock(path.with_name(path.name + ".lock"), self.lock_timeout_s):
+        with self.writer_lock():
             held: dict[str, duckdb.DuckDBPyConnection] = getattr(_held, "cons", {})
             _held.cons = held
             key = str(path.resolve())
@@ -213,7 +232,7 @@ class DuckDBWarehouse(DuckDBResource):
         path = Path(self.database)
         if not path.exists():
             raise WarehouseBusy(f"DuckDB file {path} does not exist yet; materialize the sources first.")
-        with _shared_lock(path.with_name(path.name + ".lock")), self._open_read_only(path) as session:
+        with _shared_lock(self.lock_path), self._open_read_only(path) as session:
             yield session
 
     @contextmanager

@@ -89,6 +89,42 @@ def test_get_connection_of_a_users_asset_queues_on_the_file_lock(tmp_path: Path)
         assert session.query("SELECT answer FROM my_table").scalar() == 42
 
 
+def test_writer_lock_makes_another_tool_queue_with_the_syncs(tmp_path: Path) -> None:
+    """What the dbt example does around ``dbt build``: while another tool writes the file under
+    ``writer_lock()``, a sync's session waits (here: times out) and a sensor's read-only session
+    skips; a session inside the lock shares it; after it, both open."""
+    db = str(tmp_path / "w.duckdb")
+    with DuckDBWarehouse(database=db).session() as session:
+        session.execute("CREATE TABLE t AS SELECT 1 AS x")
+    holding, release = threading.Event(), threading.Event()
+    tool = DuckDBWarehouse(database=db)
+
+    def another_tool() -> None:
+        with tool.writer_lock():
+            with tool.session() as session:  # re-entrant: the tool's own step may open a session
+                session.execute("INSERT INTO t VALUES (2)")
+            holding.set()
+            release.wait()
+
+    thread = threading.Thread(target=another_tool)
+    thread.start()
+    try:
+        assert holding.wait(10)
+        assert tool.lock_path == tmp_path / "w.duckdb.lock"
+        with (
+            pytest.raises(WarehouseBusy, match="held the DuckDB file lock"),
+            DuckDBWarehouse(database=db, lock_timeout_s=0.3).session(),
+        ):
+            pass
+        with pytest.raises(WarehouseBusy, match="a run is writing the DuckDB file"), tool.read_only_session():
+            pass
+    finally:
+        release.set()
+        thread.join()
+    with tool.read_only_session() as session:
+        assert session.query("SELECT count(*) FROM t").scalar() == 2
+
+
 def test_the_shipped_resource_shows_its_database_and_connection_config_in_the_ui(
     tmp_path: Path, sample_models: Path
 ) -> None:

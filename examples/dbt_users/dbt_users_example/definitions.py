@@ -27,7 +27,7 @@ from segment_profiles_pipeline.definitions import build_definitions
 from segment_profiles_pipeline.errors import ConfigError
 from segment_profiles_pipeline.settings import Settings, strict_from_env
 from segment_profiles_pipeline.vocabulary import POOL
-from segment_profiles_pipeline.warehouse.duckdb import DuckDBWarehouse, _file_lock
+from segment_profiles_pipeline.warehouse.duckdb import DuckDBWarehouse
 
 EXAMPLE = Path(__file__).resolve().parent.parent
 SEGMENT_MODELS = EXAMPLE / "segment"
@@ -59,7 +59,7 @@ def build_dbt_assets() -> AssetsDefinition:
     ) -> Iterator[Any]:
         database = Path(warehouse.database).resolve()
         os.environ[DUCKDB_ENV] = str(database)  # the dbt subprocess inherits it
-        with _file_lock(database.with_name(database.name + ".lock"), warehouse.lock_timeout_s):
+        with warehouse.writer_lock():  # queue behind the syncs: DuckDB has one writer per file
             yield from dbt.cli(["build"], context=context).stream()
 
     return dbt_users

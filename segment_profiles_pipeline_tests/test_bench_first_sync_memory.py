@@ -1,0 +1,14 @@
+"""The first-sync memory measurement runs end to end at a tiny size (so it cannot rot)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench.first_sync import memory_by_size
+
+
+def test_memory_by_size_syncs_every_record_and_reports_both_peaks(tmp_path: Path) -> None:
+    (result,) = memory_by_size(tmp_path, [2_000], memory_limit="256MB")
+    assert result["records"] == result["delivered"] == 2_000 and result["status"] == "success"
+    assert 0 < result["peak_rss_after_plan_mb"] <= result["peak_rss_mb"]
+    assert result["memory_limit"] == "256MB"
