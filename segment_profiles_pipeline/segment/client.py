@@ -242,12 +242,7 @@ class SegmentClient:
     def _run(self, coroutine: Awaitable[T]) -> T:
         """Run ``coroutine`` on the loop thread and wait; an interrupt of the caller cancels it."""
         assert self._loop is not None
-        future: Future[T] = asyncio.run_coroutine_threadsafe(coroutine, self._loop)  # type: ignore[arg-type]
-        try:
-            return future.result()
-        except BaseException:
-            future.cancel()
-            raise
+        return _wait(asyncio.run_coroutine_threadsafe(coroutine, self._loop))  # type: ignore[arg-type]
 
     # -- public API ------------------------------------------------------------------------------
 
@@ -269,12 +264,24 @@ class SegmentClient:
         ``MessageTooLargeError`` if a message is over 32 KB (the caller rejects those per record
         before delivering).
         """
+        return _wait(self.submit(messages))
+
+    def submit(self, messages: Sequence[bytes]) -> Future[list[Outcome]]:
+        """Start delivering ``messages`` and return at once; the future answers what ``deliver``
+        would. The sync renders its next chunk while this one is on the wire, so it is not idle
+        while the server (in production, the network round trip) works.
+
+        Deliveries submitted together share the ``max_in_flight`` connections, in submission
+        order. Cancelling the future abandons the delivery: nothing it sent is acknowledged.
+        """
         if self._loop is None:
             raise RuntimeError("SegmentClient is not open; use `with SegmentClient(...) as client:`")
         batch = messages if isinstance(messages, list) else list(messages)
         if not batch:
-            return []
-        return self._run(self._deliver(batch))
+            done: Future[list[Outcome]] = Future()
+            done.set_result([])
+            return done
+        return asyncio.run_coroutine_threadsafe(self._deliver(batch), self._loop)
 
     # -- async implementation --------------------------------------------------------------------
 
@@ -404,6 +411,15 @@ class SegmentClient:
         if wait is None:
             return None
         return min(max(wait, 0.0), self._max_retry_after_s)
+
+
+def _wait(future: Future[T]) -> T:
+    """The future's result; an interrupt of the waiting caller cancels the work on the loop."""
+    try:
+        return future.result()
+    except BaseException:
+        future.cancel()
+        raise
 
 
 def _secret_pattern(write_key: str) -> re.Pattern[str]:

@@ -9,9 +9,10 @@ a second destination) is one more class, not a dozen more ``if``s in the engine.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, TypeGuard, runtime_checkable
 
 from segment_profiles_pipeline.config import MappingConfig
 from segment_profiles_pipeline.segment.outcomes import Outcome
@@ -23,6 +24,9 @@ from segment_profiles_pipeline.state.outbox import OutboxRow, rejected_row
 from segment_profiles_pipeline.state.writer import StateWriter
 from segment_profiles_pipeline.sync.plan import Plan, PlanSpec
 from segment_profiles_pipeline.warehouse.base import WarehouseSession
+
+Results = Generator[tuple["Chunk", "ChunkResult"], None, None]
+"""What ``Delivery.record_all`` yields: each chunk with its result (closed by the engine when it stops)."""
 
 SETTLE_ROWS = 50_000
 """Plan rows read per batch when settling (keys and checksums only matter)."""
@@ -38,6 +42,20 @@ class Sender(Protocol):
         ...
 
     def deliver(self, messages: Sequence[bytes]) -> Sequence[Outcome]: ...
+
+
+class PipelinedSender(Sender, Protocol):
+    """A sender that can start a delivery and answer later (``SegmentClient``), so live delivery
+    renders the next chunk while this one is on the wire."""
+
+    def submit(self, messages: Sequence[bytes]) -> Future[list[Outcome]]: ...
+
+
+def pipelined(sender: Sender) -> TypeGuard[PipelinedSender]:
+    """True when the sender's class itself defines ``submit``. A wrapper that intercepts
+    ``deliver`` and forwards everything else (``__getattr__``) stays a plain sender, so its
+    ``deliver`` is never bypassed."""
+    return callable(getattr(type(sender), "submit", None))
 
 
 class PlannedMessage(NamedTuple):
@@ -83,7 +101,7 @@ class SyncStage:
 class Delivery(Protocol):
     """Where a sync's messages go. ``dry_run`` only labels reports; behaviour lives in the methods,
     called in this order: ``prepare`` (before the plan) → ``reject`` (the plan's invalid keys) →
-    ``record`` per chunk → ``settle``."""
+    ``record_all`` over the chunks → ``settle``."""
 
     @property
     def dry_run(self) -> bool: ...
@@ -95,7 +113,9 @@ class Delivery(Protocol):
 
     def reject(self, stage: SyncStage, failures: Sequence[Failure]) -> None: ...
 
-    def record(self, stage: SyncStage, chunk: Chunk) -> ChunkResult: ...
+    def record_all(self, stage: SyncStage, chunks: Iterable[Chunk]) -> Results:
+        """Each chunk with what became of it, in order; a chunk's result only once it is recorded."""
+        ...
 
     def settle(self, stage: SyncStage) -> None: ...
 
@@ -129,6 +149,10 @@ class Outbox:
         rows += [rejected_row(f.key, f.reason_code, f.reason) for f in chunk.rejected]
         stage.writer.outbox(rows)
         return ChunkResult(sent=0, delivered=len(chunk.messages), failed=0, first_error=_rejection(chunk))
+
+    def record_all(self, stage: SyncStage, chunks: Iterable[Chunk]) -> Results:
+        for chunk in chunks:
+            yield chunk, self.record(stage, chunk)
 
     def settle(self, stage: SyncStage) -> None:
         """Nothing was acknowledged, so nothing moves: not the ledger, not a watermark."""
@@ -168,7 +192,60 @@ class Live:
         stage.writer.fail(failures, stage.mapping.retry)
 
     def record(self, stage: SyncStage, chunk: Chunk) -> ChunkResult:
-        undelivered = self._send(chunk, stage.writer)
+        """Send one chunk, wait for Segment's answers, write them."""
+        return self._finish(stage, chunk, self._submit(chunk))
+
+    def record_all(self, stage: SyncStage, chunks: Iterable[Chunk]) -> Results:
+        """Overlapped when the sender can answer later (``pipelined``): the caller renders chunk
+        N+1 (pulling ``chunks``) while chunk N is on the wire. Everything else keeps the order of
+        one chunk at a time: chunk N's answers are written, and the caller has checked its lock,
+        before chunk N+1 is sent; a chunk's records are written only from its own answers. If
+        rendering fails, the chunk in flight is still recorded before the error goes on."""
+        if not pipelined(self.sender):
+            for chunk in chunks:
+                yield chunk, self.record(stage, chunk)
+            return
+        source = iter(chunks)
+        sent: tuple[Chunk, Future[list[Outcome]] | None] | None = None
+        error: Exception | None = None
+        try:
+            while True:
+                rendered: Chunk | None = None
+                try:
+                    rendered = next(source, None)  # while `sent` is in flight
+                except Exception as exc:  # `sent` is recorded first: its answers are true
+                    error = exc
+                if sent is not None:
+                    done, sent = sent, None
+                    yield done[0], self._finish(stage, *done)  # the caller checks its lock here
+                if rendered is None:
+                    break
+                sent = (rendered, self._submit(rendered))
+        finally:
+            if sent is not None and sent[1] is not None:
+                sent[1].cancel()  # interrupted while rendering: nothing of this delivery is recorded
+        if error is not None:
+            raise error
+
+    def _submit(self, chunk: Chunk) -> Future[list[Outcome]] | None:
+        """Start sending a chunk (None: nothing to send); a plain ``Sender`` delivers it at once."""
+        if not chunk.messages:
+            return None
+        if pipelined(self.sender):
+            return self.sender.submit(chunk.messages)
+        future: Future[list[Outcome]] = Future()
+        future.set_result(list(self.sender.deliver(chunk.messages)))
+        return future
+
+    def _finish(self, stage: SyncStage, chunk: Chunk, future: Future[list[Outcome]] | None) -> ChunkResult:
+        """Wait for a chunk's answers; write what Segment accepted and what failed."""
+        try:
+            outcomes = future.result() if future is not None else []
+        except BaseException:
+            if future is not None:
+                future.cancel()  # an interrupt while waiting abandons the delivery
+            raise
+        undelivered = self._write(chunk, outcomes, stage.writer)
         stage.writer.fail(chunk.rejected + undelivered, stage.mapping.retry)
         first = _rejection(chunk) or next((f"record '{f.key}': {f.reason}" for f in undelivered), None)
         return ChunkResult(
@@ -178,11 +255,10 @@ class Live:
             first_error=first,
         )
 
-    def _send(self, chunk: Chunk, writer: StateWriter) -> list[Failure]:
-        """Send a chunk; write what Segment accepted, return what it did not."""
+    def _write(self, chunk: Chunk, outcomes: Sequence[Outcome], writer: StateWriter) -> list[Failure]:
+        """Write what Segment accepted of a sent chunk, return what it did not."""
         if not chunk.messages:
             return []
-        outcomes = self.sender.deliver(chunk.messages)
         if all(outcome is None for outcome in outcomes):  # the common case: everything acknowledged
             writer.acknowledge(
                 [Ack(p.key, p.checksum, p.identity) for p in chunk.planned if p.op != "delete"]

@@ -17,6 +17,7 @@ import datetime as dt
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -181,10 +182,10 @@ def _run(
     report.counts = _plan(stage, spec)
     mode.reject(stage, _rejected_keys(stage))
     builder, renderer, batches = _rendering(stage, now)
-    with fewer_collections():  # per-record objects would otherwise keep the collector busy
-        for rows in batches:
-            chunk = _render(rows, builder, mode.destination_salt, now, report, renderer)
-            _record(report, chunk, mode.record(stage, chunk))
+    chunks = (_render(rows, builder, mode.destination_salt, now, report, renderer) for rows in batches)
+    with fewer_collections(), closing(mode.record_all(stage, chunks)) as results:
+        for chunk, result in results:  # the delivery pulls (renders) the next chunk when it is ready
+            _record(report, chunk, result)
             ensure_held(stage.session, stage.mapping.name, stage.plan.shard, report.sync_id)
     mode.settle(stage)
     _conclude(report, mode.dry_run)

@@ -241,3 +241,25 @@ def test_nothing_to_deliver_sends_nothing(server, sleep):
     with client_for(server, sleep) as client:
         assert client.deliver([]) == []
     assert server.requests == 0
+
+
+def test_submit_answers_later_and_two_deliveries_share_the_connections(server, sleep):
+    # Two 2,500-message deliveries submitted back to back; the server holds requests until two are
+    # in flight at once, which only happens if the second delivery starts before the first ends.
+    server.hold_until_in_flight(2, timeout_s=10)
+    with client_for(server, sleep, max_in_flight=2) as client:
+        first = client.submit([identify(i) for i in range(2_500)])
+        second = client.submit([identify(i) for i in range(2_500, 5_000)])
+        assert second.result(timeout=30) == [None] * 2_500
+        assert first.result(timeout=30) == [None] * 2_500
+    assert server.max_in_flight == 2
+    assert sorted(server.message_ids()) == sorted(ids(0, 5_000))
+
+
+def test_submit_of_nothing_is_answered_at_once_and_needs_an_open_client(server, sleep):
+    client = client_for(server, sleep)
+    with pytest.raises(RuntimeError, match="with SegmentClient"):
+        client.submit([identify(1)])
+    with client:
+        assert client.submit([]).result(timeout=0) == []
+    assert server.requests == 0
