@@ -55,18 +55,6 @@ class DuckDBConfig(Model):
     )
 
 
-class SnowflakeEnvNames(Model):
-    """Which environment variables hold the Snowflake connection (their values are never in YAML)."""
-
-    account: str = "SNOWFLAKE_ACCOUNT"
-    user: str = "SNOWFLAKE_USER"
-    database: str = "SNOWFLAKE_DATABASE"
-    warehouse: str = "SNOWFLAKE_WAREHOUSE"
-    password: str = "SNOWFLAKE_PASSWORD"
-    private_key: str = "SNOWFLAKE_PRIVATE_KEY"
-    role: str = "SNOWFLAKE_ROLE"
-
-
 class DestinationConfig(Model):
     region: Literal["north_america", "europe"] = Field(
         default="north_america",
@@ -153,7 +141,10 @@ class SegmentProfiles(Component, Model, Resolvable):
     )
     warehouse: Literal["duckdb", "snowflake"] = "duckdb"
     duckdb: DuckDBConfig = Field(default_factory=DuckDBConfig)
-    snowflake_env: SnowflakeEnvNames = Field(default_factory=SnowflakeEnvNames)
+    snowflake_env: SnowflakeEnv = Field(
+        default_factory=SnowflakeEnv,
+        description="Which environment variables hold the Snowflake connection (their values are never in YAML).",
+    )
     sample_data: bool | None = Field(
         default=None,
         description="Create missing sample source tables (default: on for duckdb, off for snowflake).",
@@ -214,7 +205,7 @@ class SegmentProfiles(Component, Model, Resolvable):
         """The warehouse and destination as this YAML configures them; secrets as ``EnvVar``."""
         if self.warehouse == "snowflake":
             warehouse: DuckDBWarehouse | SnowflakeWarehouse = snowflake_from_env(
-                SnowflakeEnv(**self.snowflake_env.model_dump()), where=f"{where} sets warehouse: snowflake"
+                self.snowflake_env, where=f"{where} sets warehouse: snowflake"
             )
         else:
             warehouse = DuckDBWarehouse(

@@ -218,6 +218,19 @@ def test_snowflake_names_the_missing_variables_and_the_yaml(sandbox, monkeypatch
     )
 
 
+def test_snowflake_env_is_the_warehouse_modules_model_and_refuses_a_misspelt_name() -> None:
+    """One definition of the seven variable names: the component's YAML schema is ``SnowflakeEnv``."""
+    from pydantic import ValidationError
+
+    from segment_profiles_pipeline.warehouse.snowflake import SnowflakeEnv
+
+    assert SegmentProfiles.model_fields["snowflake_env"].annotation is SnowflakeEnv
+    assert SegmentProfiles.model_validate({}).snowflake_env == SnowflakeEnv()
+    assert SnowflakeEnv().account == "SNOWFLAKE_ACCOUNT"
+    with pytest.raises(ValidationError, match=r"snowflake_env\.acount\n  Extra inputs are not permitted"):
+        SegmentProfiles.model_validate({"snowflake_env": {"acount": "ACME_SF_ACCOUNT"}})
+
+
 def test_a_translator_named_in_yaml_shapes_the_assets(sandbox) -> None:
     path = _component(
         sandbox,

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
-from dagster import ConfigurableResource, EnvVar
+from dagster import ConfigurableResource, EnvVar, Model
 from dagster_snowflake import SnowflakeResource
 
 from segment_profiles_pipeline.errors import ConfigError, WarehouseError
@@ -131,9 +130,12 @@ class SnowflakeWarehouse(ConfigurableResource):
             yield s
 
 
-@dataclass(frozen=True)
-class SnowflakeEnv:
-    """Names of the environment variables that hold the Snowflake connection (README, Configuration)."""
+class SnowflakeEnv(Model):
+    """Names of the environment variables that hold the Snowflake connection (README, Configuration).
+
+    One definition for both users: the standalone project takes the defaults, and the
+    ``SegmentProfiles`` component's ``snowflake_env:`` YAML is this model (``dagster.Model``:
+    pydantic, an unknown key is refused, which ``dg check yaml`` reports). Values are never here."""
 
     account: str = "SNOWFLAKE_ACCOUNT"
     user: str = "SNOWFLAKE_USER"
@@ -145,11 +147,12 @@ class SnowflakeEnv:
 
 
 def snowflake_from_env(
-    names: SnowflakeEnv = SnowflakeEnv(), where: str = "WAREHOUSE=snowflake"
+    names: SnowflakeEnv | None = None, where: str = "WAREHOUSE=snowflake"
 ) -> SnowflakeWarehouse:
     """Build the Snowflake resource, failing early with the names (never values) of missing variables.
 
     ``where`` says who asked for Snowflake (the environment, or a component's YAML file)."""
+    names = names or SnowflakeEnv()
     missing = [
         name for name in (names.account, names.user, names.database, names.warehouse) if not is_set(name)
     ]
