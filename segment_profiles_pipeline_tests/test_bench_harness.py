@@ -70,6 +70,7 @@ def test_first_sync_scenario(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert 0 < details["baseline"]["delivered"] <= 2_000
     assert details["lossless"]["delivered"] == 2_000  # its queue holds every message
     assert details["ceiling"]["delivered"] >= 2_000
+    assert details["ours"]["cpu_s"] > 0 and "µs of CPU per record" in result.rows[2].notes
     assert [row.metric for row in result.rows] == [
         "messages/s delivered, end to end",
         "messages/s delivered, end to end",
