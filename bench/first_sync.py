@@ -132,9 +132,10 @@ def memory_by_size(
     """Peak RSS of a first sync at each size (fresh model, fresh process each): flat in N or not."""
     results = []
     for records in sizes:
-        database = str(workdir / f"first_sync_memory_{records}.duckdb")
-        in_child(create_users, database=database, records=records)
-        result = in_child(sync_memory, database=database, memory_limit=memory_limit)
+        database = workdir / f"first_sync_memory_{records}.duckdb"
+        database.unlink(missing_ok=True)  # a first sync: no ledger left by an earlier run
+        in_child(create_users, database=str(database), records=records)
+        result = in_child(sync_memory, database=str(database), memory_limit=memory_limit)
         if result["delivered"] != records:
             raise RuntimeError(f"the memory run delivered {result['delivered']} of {records} records")
         results.append({"records": records, "memory_limit": memory_limit, **result})

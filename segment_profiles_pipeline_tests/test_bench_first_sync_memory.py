@@ -12,3 +12,6 @@ def test_memory_by_size_syncs_every_record_and_reports_both_peaks(tmp_path: Path
     assert result["records"] == result["delivered"] == 2_000 and result["status"] == "success"
     assert 0 < result["peak_rss_after_plan_mb"] <= result["peak_rss_mb"]
     assert result["memory_limit"] == "256MB"
+    # measured again in the same folder, it is again a first sync (not one with nothing to send)
+    (again,) = memory_by_size(tmp_path, [2_000])
+    assert again["delivered"] == 2_000
