@@ -336,9 +336,7 @@ def _render(
         key, checksum, op = row[KEY], row[CHECKSUM], row[OP]
         head = row["__head"] if renderer else None
         if head is not None and renderer is not None:
-            data = renderer.message(
-                head, message_id(salt, name, "upsert", key, checksum, row[GENERATION])
-            )
+            data = renderer.message(head, message_id(salt, name, "upsert", key, checksum, row[GENERATION]))
             if len(report.samples) < SAMPLE_PAYLOADS:
                 report.samples.append(orjson.loads(data))
             chunk.messages.append(data)
