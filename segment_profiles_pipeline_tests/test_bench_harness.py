@@ -10,6 +10,7 @@ the issue's target table finds each scenario's figure (a renamed metric would le
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 from pathlib import Path
@@ -125,12 +126,31 @@ def test_whole_process_scenario(
     (ours,) = sides["materialize"]
     assert ours["delivered"] == users and ours["server"]["rejected_requests"] == 0
     assert "profile_sync__users_identify" in ours["steps"]
+    assert 0 < ours["until_run_start_s"] < ours["seconds"] + 1  # log stamps are whole seconds
     (analytics,) = sides["analytics"]
     assert analytics["delivered"] == analytics["calls"] == users and analytics["dropped_by_queue"] == 0
     assert sides["drt"] == [] and "drt is not installed" in result.details["drt"]
     assert "drt skipped: drt is not installed" in table
     (line,) = _measured_lines(result).values()
     assert line.now == "0.65x" and f"{users:,} users" in line.measured and line.met is None
+
+
+def test_run_window_reads_the_runs_start_and_end_from_the_log() -> None:
+    log = "\n".join(
+        [
+            "warnings before the run",
+            "2026-12-02 04:00:05 +0000 - dagster - DEBUG - __ASSET_JOB - 5110e041 - 8756 - RUN_START - Started.",
+            '2026-12-02 04:00:09 +0000 - dagster - DEBUG - __ASSET_JOB - 5110e041 - 8756 - users - STEP_SUCCESS - Finished execution of step "users" in 554ms.',
+            "2026-12-02 04:00:20 +0000 - dagster - DEBUG - __ASSET_JOB - 5110e041 - 8756 - RUN_SUCCESS - Finished.",
+        ]
+    )
+    started_at = dt.datetime(2026, 12, 2, 4, 0, 0, tzinfo=dt.UTC).timestamp()
+    assert whole_process.run_window(log, started_at, 21.5) == {
+        "until_run_start_s": 5.0,
+        "after_run_success_s": 1.5,
+    }
+    assert whole_process.step_seconds(log) == {"users": 0.554}
+    assert whole_process.run_window("no run in this log", started_at, 21.5) == {}
 
 
 def test_drt_project_sends_the_analytics_scripts_messages(tmp_path: Path) -> None:
