@@ -270,7 +270,7 @@ def run(sizes: Sizes, workdir: Path) -> ScenarioResult:
     )
     versus_before = Row(
         title,
-        f"{metric}, vs the plan SQL of {BEFORE_REF}",
+        metric,
         "s",
         ours["seconds"],
         before["seconds"],
