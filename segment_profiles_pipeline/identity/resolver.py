@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -81,11 +80,21 @@ class Graph:
     rules: IdentityRules
     owner: dict[Identifier, str] = field(default_factory=dict)
     parent: dict[str, str] = field(default_factory=dict)
-    counts: dict[str, Counter[str]] = field(default_factory=dict)
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Canonical profile → identifiers it holds per type (plain dicts: built once per message, a
+    ``Counter`` cost more than the rest of ``resolve``)."""
     created_seq: dict[str, int] = field(default_factory=dict)
     new_profiles: list[tuple[str, Message]] = field(default_factory=list)
     new_mappings: list[tuple[Identifier, str, Message]] = field(default_factory=list)
     merges: list[tuple[str, str, Message]] = field(default_factory=list)
+    _rank: dict[str, int] = field(init=False, repr=False)
+    _limit: dict[str, int] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # Looked up several times per identifier of every message: a dict, not the rules' scan of
+        # their types (at 100k messages the scans were a third of the sequential step).
+        self._rank = {t.type: i for i, t in enumerate(self.rules.types)}
+        self._limit = {t.type: t.limit for t in self.rules.types}
 
     def preload(
         self,
@@ -96,7 +105,7 @@ class Graph:
         """Start from stored state: identifiers → canonical profile, its counts and creation seq."""
         self.owner.update(owners)
         for profile, by_type in counts.items():
-            self.counts[profile] = Counter(by_type)
+            self.counts[profile] = dict(by_type)
         self.created_seq.update(created)
 
     def canonical(self, profile: str) -> str:
@@ -108,7 +117,7 @@ class Graph:
         return root
 
     def _order(self, identifier: Identifier) -> tuple[int, str]:
-        return (self.rules.rank(identifier[0]), identifier[1])
+        return (self._rank[identifier[0]], identifier[1])
 
     def resolve(self, message: Message) -> Resolution | None:
         """Apply the rules to one message (None when it has no identifier)."""
@@ -120,27 +129,29 @@ class Graph:
                 key=self.created_seq.__getitem__,
             )
             fresh = [i for i in ids if i not in self.owner]
-            total: Counter[str] = Counter(t for t, _ in fresh)
+            total: dict[str, int] = {}  # the survivor's counts if this message is accepted
+            for kind, _ in fresh:
+                total[kind] = total.get(kind, 0) + 1
             for profile in profiles:
-                total.update(self.counts[profile])
-            if any(n > self.rules.limit(kind) for kind, n in total.items()):
+                for kind, n in self.counts[profile].items():
+                    total[kind] = total.get(kind, 0) + n
+            if any(n > self._limit[kind] for kind, n in total.items()):
                 demoted.append(ids.pop())  # the lowest-priority identifier of the message
                 continue
             created = not profiles
             if created:
                 survivor = profile_id(message.message_id, message.set_key)
-                self.counts[survivor] = Counter()
                 self.created_seq[survivor] = message.seq
                 self.new_profiles.append((survivor, message))
             else:
                 survivor = profiles[0]  # the oldest profile survives
             for other in profiles[1:]:
                 self.parent[other] = survivor
-                self.counts[survivor].update(self.counts.pop(other))
+                del self.counts[other]
                 self.merges.append((other, survivor, message))
+            self.counts[survivor] = total
             for identifier in fresh:
                 self.owner[identifier] = survivor
-                self.counts[survivor][identifier[0]] += 1
                 self.new_mappings.append((identifier, survivor, message))
             return Resolution(survivor, created, tuple(fresh), tuple(profiles[1:]), tuple(demoted))
         return None
