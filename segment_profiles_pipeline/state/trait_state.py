@@ -164,7 +164,7 @@ def stage_changed(scratch: Scratch, id_map: str) -> str:
     and ``stored``.
 
     The rows are compared by ``_hash``: two anti-joins on one integer instead of joining every
-    identifier's strings (a third of the time at a million identifiers); only the differing rows
+    identifier's strings (less than half the time at a million identifiers); only the differing rows
     are then matched by identifier. A change hidden by a 64-bit hash collision with another row
     (about 1 in 10^9 per run at a million identifiers) would go unseen until a full refresh."""
     on = " AND ".join(f"o.{c} = n.{c}" for c in IDENTIFIER_COLUMNS)
