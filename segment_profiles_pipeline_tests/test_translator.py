@@ -272,3 +272,20 @@ def test_the_automation_sensor_requests_the_translated_sync(models_dir: Path, se
     after_model = evaluate_automation_conditions(defs, instance, cursor=first.cursor)
     assert after_model.total_requested == 1
     assert after_model.get_requested_partitions(_prefixed(FOLLOWS)) == {None}
+
+
+class RawSources(SegmentProfilesTranslator):
+    def get_asset_spec(self, default: AssetSpec, mapping: MappingSpec | None) -> AssetSpec:
+        spec = super().get_asset_spec(default, mapping)
+        return spec.replace_attributes(group_name="raw") if spec.group_name == "sources" else spec
+
+
+def test_a_renamed_sources_group_leaves_the_schedules_selection_alone(
+    sample_models: Path, settings_for
+) -> None:
+    from segment_profiles_pipeline.definitions import build_definitions
+
+    defs = build_definitions(settings_for(sample_models), translator=RawSources())
+    assert defs.resolve_asset_graph().get(AssetKey(["app", "users"])).group_name == "raw"
+    job = defs.resolve_job_def(defs.resolve_schedule_def("users_identify_schedule").job_name)
+    assert set(job.asset_layer.selected_asset_keys) == {AssetKey("users"), SYNC}  # no source table

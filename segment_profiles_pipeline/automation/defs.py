@@ -19,8 +19,9 @@ def build_defs(
 ) -> Definitions:
     """A schedule per scheduled mapping, the source-change sensor over ``source_tables``, the sync
     alert sensor, and the automation sensor of the mappings that follow their upstream."""
+    sources = [keys.source(schema, table) for schema, table in source_tables]
     return Definitions(
-        schedules=build_schedules(mappings, keys),
+        schedules=build_schedules(mappings, sources, keys),
         sensors=[
             build_source_sensor(source_tables, mappings, keys),
             build_alert_sensor(mappings),

@@ -16,6 +16,7 @@ refreshed by the source-change sensor (or a schedule of an unsharded mapping of 
 from collections.abc import Iterator, Sequence
 
 from dagster import (
+    AssetKey,
     AssetSelection,
     DefaultScheduleStatus,
     RunRequest,
@@ -26,17 +27,19 @@ from dagster import (
 from segment_profiles_pipeline.project import MappingSpec
 from segment_profiles_pipeline.vocabulary import DEFAULT_KEYS, AssetKeys, shard_partitions
 
-SOURCES_GROUP = "sources"
-"""Group of the source-table assets (``models.assets.source_specs``): where the upstream walk stops."""
-
 
 def schedule_name(mapping_name: str) -> str:
     return f"{mapping_name}_schedule"
 
 
-def sync_selection(spec: MappingSpec, keys: AssetKeys = DEFAULT_KEYS) -> AssetSelection:
-    """The sync asset plus everything upstream of it that this project computes."""
-    return AssetSelection.assets(keys.sync(spec)).upstream() - AssetSelection.groups(SOURCES_GROUP)
+def sync_selection(
+    spec: MappingSpec, sources: Sequence[AssetKey], keys: AssetKeys = DEFAULT_KEYS
+) -> AssetSelection:
+    """The sync asset plus everything upstream of it that can be materialized, except ``sources``
+    (the source tables' assets: the user's, or sample data created once). By key, not by group:
+    a translator may rename the ``sources`` group."""
+    upstream = AssetSelection.assets(keys.sync(spec)).upstream() - AssetSelection.assets(*sources)
+    return upstream.materializable()
 
 
 def _sharded_schedule(
@@ -66,7 +69,7 @@ def _sharded_schedule(
 
 
 def build_schedules(
-    mappings: Sequence[MappingSpec], keys: AssetKeys = DEFAULT_KEYS
+    mappings: Sequence[MappingSpec], sources: Sequence[AssetKey], keys: AssetKeys = DEFAULT_KEYS
 ) -> list[ScheduleDefinition]:
     """A schedule per mapping that is neither ``manual`` nor ``on_upstream_change`` (an automation
     condition runs those, see ``conditions.py``); running by default iff the mapping is enabled.
@@ -90,7 +93,7 @@ def build_schedules(
                 cron_schedule=cron,
                 execution_timezone=mapping.schedule.timezone,
                 default_status=status,
-                target=sync_selection(spec, keys),
+                target=sync_selection(spec, sources, keys),
                 description=f"Refreshes `{spec.source.table}` and what it reads, then syncs mapping "
                 f"`{mapping.name}` ({spec.source.file}).",
             )

@@ -108,7 +108,7 @@ def test_no_schedule_the_source_sensor_holds_it_back_and_a_running_sensor_target
 ) -> None:
     write(models_dir, people(follow))
     mappings = load_project(models_dir).mappings
-    assert [s.name for s in build_schedules(mappings)] == ["people_hourly_schedule"]
+    assert [s.name for s in build_schedules(mappings, [])] == ["people_hourly_schedule"]
     assert held_back_syncs(mappings) == [FOLLOWS]
     (sensor,) = build_automation_sensors(mappings)
     assert isinstance(sensor, AutomationConditionSensorDefinition)

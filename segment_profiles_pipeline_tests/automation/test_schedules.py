@@ -23,7 +23,9 @@ SYNC_USERS = AssetKey(["profile_sync", "users_identify"])
 
 def with_schedules(base: Definitions, models: Path) -> Definitions:
     """The project's assets and resources with only the schedules under test (whatever definitions.py wires)."""
-    schedules = build_schedules(load_project(models).mappings)
+    graph = base.resolve_asset_graph()
+    sources = [k for k in graph.get_all_asset_keys() if graph.get(k).group_name == "sources"]
+    schedules = build_schedules(load_project(models).mappings, sources)
     return Definitions(
         assets=base.assets, resources=base.resources, executor=base.executor, schedules=schedules
     )
