@@ -279,12 +279,11 @@ def log_identify_records(
 
 def _messages(rows: Iterator[list[dict]], rules: IdentityRules, first_seq: int) -> Iterator[Message]:
     seq = first_seq
+    columns = [(t.type, _column(t.type)) for t in rules.types]  # once, not per row
     for batch in rows:
         for row in batch:
             seq += 1
-            identifiers = tuple(
-                (t.type, row[_column(t.type)]) for t in rules.types if row[_column(t.type)] is not None
-            )
+            identifiers = tuple((kind, row[column]) for kind, column in columns if row[column] is not None)
             yield Message(row["message_id"], row["received_at"], identifiers, seq, row["set_key"])
 
 
