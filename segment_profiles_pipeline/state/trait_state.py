@@ -23,7 +23,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import astuple, dataclass
-from typing import NewType
+from typing import Any, NewType
 
 from segment_profiles_pipeline.state.schema import STATE_SCHEMA
 from segment_profiles_pipeline.warehouse.base import WarehouseSession, ident, literal
@@ -84,7 +84,7 @@ def ensure(session: WarehouseSession) -> None:
     session.execute(_WATERMARKS_DDL)
 
 
-def read_watermarks(session: WarehouseSession) -> dict[str, dict]:
+def read_watermarks(session: WarehouseSession) -> dict[str, dict[str, Any]]:
     """The last run's row per event table (empty: no state yet, or a rebuild was interrupted)."""
     return {r["event_table"]: r for r in session.query(f"SELECT * FROM {WATERMARKS}").dicts()}
 
