@@ -133,7 +133,8 @@ def memory_by_size(
     results = []
     for records in sizes:
         database = workdir / f"first_sync_memory_{records}.duckdb"
-        database.unlink(missing_ok=True)  # a first sync: no ledger left by an earlier run
+        for leftover in (database, database.with_name(database.name + ".wal")):
+            leftover.unlink(missing_ok=True)  # a first sync: no ledger left by an earlier run
         in_child(create_users, database=str(database), records=records)
         result = in_child(sync_memory, database=str(database), memory_limit=memory_limit)
         if result["delivered"] != records:
