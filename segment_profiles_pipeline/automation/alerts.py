@@ -132,7 +132,7 @@ def evaluate(
         now = worst(shards.values())
         if now is not before:
             kind: Literal["failed", "degraded", "recovered"] = (
-                "recovered" if now is Health.HEALTHY else now.value
+                "recovered" if now is Health.HEALTHY else ("failed" if now is Health.FAILED else "degraded")
             )
             alerts.append(Alert(row.mapping, kind, before, now, row, thresholds[row.mapping]))
     watermark = max([r.finished_at for r in rows] + [w for w in [previous.watermark] if w], default=None)

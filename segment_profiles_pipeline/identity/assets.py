@@ -10,6 +10,7 @@ import datetime as dt
 import hashlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from dagster import (
     AssetCheckResult,
@@ -87,7 +88,7 @@ def build_identity_defs(
     """The identity multi-asset (group ``identity``) and its checks."""
     inputs = identify_sources(identity, mappings)
     tables = (
-        [tuple(t.split(".")) for t in identity.config.sources.events]
+        [(schema, table) for schema, table in (t.split(".", 1) for t in identity.config.sources.events)]
         if identity.config.sources.events
         else event_tables
     )
@@ -150,7 +151,7 @@ def build_identity_defs(
             context.log.info(
                 f"identity graph: {stats.mode} run ({stats.reason}), {stats.profiles} profile(s)"
             )
-            run = {
+            run: dict[str, Any] = {
                 "mode": stats.mode,
                 "reason": stats.reason,
                 "new_identifier_sets": MetadataValue.int(stats.candidates),

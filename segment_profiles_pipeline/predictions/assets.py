@@ -20,6 +20,7 @@ upstream mappings only), so the edge makes no cycle; it does read the prediction
 import datetime as dt
 import hashlib
 from pathlib import Path
+from typing import Any
 
 from dagster import (
     AssetCheckResult,
@@ -95,7 +96,7 @@ def histogram_markdown(run: PredictionRun) -> str:
     return "```\n" + "\n".join(lines) + "\n```"
 
 
-def run_metadata(run: PredictionRun) -> dict[str, object]:
+def run_metadata(run: PredictionRun) -> dict[str, Any]:
     figures = {
         k: MetadataValue.float(round(float(v), 4))
         for k, v in run.metrics.items()

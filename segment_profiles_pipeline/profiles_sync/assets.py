@@ -7,6 +7,7 @@ asset (the acknowledged traits are the sync's output).
 
 import datetime as dt
 from pathlib import Path
+from typing import Any
 
 from dagster import (
     AssetCheckResult,
@@ -99,7 +100,7 @@ def build_profiles_sync_asset(
             context.log.info(
                 f"profiles_sync: appended {stats.appended}; {len(stats.trait_columns)} trait column(s)"
             )
-            run = {
+            run: dict[str, Any] = {
                 "trait_columns": MetadataValue.json(stats.trait_columns),
                 "values_logged": MetadataValue.int(stats.values_logged),
                 "dry_run_values": MetadataValue.int(stats.planned_values),

@@ -271,16 +271,16 @@ def build_sync_asset(spec: MappingSpec, kind: str, keys: AssetKeys = DEFAULT_KEY
             raise
         context.log.info(summary_line(report))
         metadata = namespaced({**report_metadata(report, segment.endpoint_url), **failures})
-        delivery = delivery_check(report, threshold)
+        delivery_result = delivery_check(report, threshold)
         if report.status == "failed":
-            yield delivery
+            yield delivery_result
             yield health
             raise Failure(
                 description=f"sync of mapping '{mapping.name}' delivered nothing: {report.first_error}. Failed records "
                 "are in _segment_profiles.failed_records and are retried on the next sync.",
                 metadata=metadata,
             )
-        yield MaterializeResult(metadata=metadata, check_results=[delivery, health])
+        yield MaterializeResult(metadata=metadata, check_results=[delivery_result, health])
 
     return sync
 
