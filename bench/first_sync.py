@@ -143,6 +143,33 @@ def memory_by_size(
     return results
 
 
+def run_memory(sizes: Sizes, workdir: Path) -> ScenarioResult:
+    """Scenario ``first_sync_memory``: peak RSS of a first sync at N and 10 N records (N: the sync
+    size; 1M and 10M with ``--large``), to an acknowledging in-process sender, DuckDB at its
+    default settings. Flat in N means the 10 N figure is close to the N one."""
+    small, large = sizes.sync_records, 10 * sizes.sync_records
+    low, high = memory_by_size(workdir, [small, large])
+    title = f"4. memory, first sync ({small:,} and {large:,} records)"
+    row = Row(
+        title,
+        f"peak RSS at {large:,} records, vs at {small:,}",
+        "MB",
+        high["peak_rss_mb"],
+        low["peak_rss_mb"],
+        f"the same sync at {small:,} records",
+        higher_is_better=False,
+        target=f"< {TARGET_RSS_MB / 1024:.0f} GB at {10 * TARGET_RSS_RECORDS:,} records (flat in N)",
+        met=high["peak_rss_mb"] < TARGET_RSS_MB if large >= 10 * TARGET_RSS_RECORDS else None,
+        compare="share",
+        notes=(
+            f"In-process acknowledging sender (no HTTP). Peak RSS once the plan is built: "
+            f"{low['peak_rss_after_plan_mb']:,.0f} MB at {small:,}, {high['peak_rss_after_plan_mb']:,.0f} MB at "
+            f"{large:,}; sync time {low['seconds']:.1f} s and {high['seconds']:.1f} s."
+        ),
+    )
+    return ScenarioResult("first_sync_memory", title, [row], {"runs": [low, high]})
+
+
 def sync_baseline(database: str, url: str, max_queue_size: int | None = None) -> dict[str, Any]:
     """The script a user would write with segment-analytics-python, default settings except
     ``max_queue_size`` when given.
