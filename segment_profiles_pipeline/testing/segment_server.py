@@ -544,9 +544,10 @@ class FakeSegmentServer:
 
     def _traits_answer(self, request: Request) -> Response:
         with self._lock:
-            fault = self._profile_faults.popleft() if self._profile_faults else False
-        if fault is not False:
-            headers = {"Retry-After": fault} if fault is not None else None
+            injected = bool(self._profile_faults)
+            retry_after = self._profile_faults.popleft() if injected else None
+        if injected:
+            headers = {"Retry-After": retry_after} if retry_after is not None else None
             return _profile_error(429, "rate_limit_error", "Too Many Requests (injected)", headers)
         space = request.path_params["space"]
         token = self._profile_spaces.get(space)
@@ -676,7 +677,7 @@ class FakeSegmentServer:
         if header_key is None:
             if body_key not in self._fingerprints:
                 return _Answer(_error(401, "missing or invalid write key"), body_bytes=body_bytes)
-            header_key, auth = body_key, "body"
+            header_key, auth = str(body_key), "body"
 
         if single_type:
             messages = [payload]
@@ -720,8 +721,8 @@ class FakeSegmentServer:
             if self.record == "all":
                 self._received.extend(received)
         if self._on_message is not None:
-            for message in received:
-                self._on_message(message)
+            for item in received:
+                self._on_message(item)
 
     def _drop_reason(self, message: dict[str, Any]) -> str | None:
         """Why Segment would answer 200 and not apply ``message``; marks its id as seen. Holds the lock."""
@@ -808,7 +809,7 @@ class FakeSegmentServer:
         """
         client = request.scope.get("client")
         for connection in list(self._server.server_state.connections):
-            if connection.client == client:
+            if getattr(connection, "client", None) == client:  # every uvicorn HTTP protocol has one
                 connection.transport.close()
         while (await request.receive())["type"] != "http.disconnect":
             pass
