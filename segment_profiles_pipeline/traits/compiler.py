@@ -446,12 +446,16 @@ class CompiledTraits:
         )
 
     def unmapped_identifiers_sql(self, table: EventTable, source: str) -> str:
-        """The identifiers of ``source``'s rows this run's map lacks (``identifiers_sql`` minus the map)."""
-        return (
-            f"SELECT external_id_type, external_id_value FROM (\n{self.identifiers_sql(table, source)}\n) AS i "
-            f"WHERE NOT EXISTS (SELECT 1 FROM {self.id_map} AS m WHERE m.external_id_type = i.external_id_type "
-            "AND m.external_id_value = i.external_id_value)"
-        )
+        """The identifiers of ``source``'s rows this run's map lacks: per identifier column, the
+        rows the map does not match (an anti-join probing the map), then deduplicated; so a full
+        run deduplicates the few unmapped values, not every identifier of every event."""
+        parts = [
+            f"SELECT {literal(i.type)} AS external_id_type, CAST({ident(i.column)} AS VARCHAR) AS external_id_value "
+            f"FROM {source} AS r WHERE {ident(i.column)} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM {self.id_map} AS m "
+            f"WHERE m.external_id_type = {literal(i.type)} AND m.external_id_value = CAST(r.{ident(i.column)} AS VARCHAR))"
+            for i in table.identifiers
+        ]
+        return "\nUNION\n".join(parts) or self.identifiers_sql(table, source)
 
     def fresh_sql(self, table: EventTable, new_rows: str, redo: str) -> str:
         """The new messages, deduplicated (all their copies are new), of profiles not in ``redo``."""
