@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator, Iterable, Sequence
 from concurrent.futures import Future
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple, Protocol, TypeGuard, runtime_checkable
 
@@ -23,7 +24,7 @@ from segment_profiles_pipeline.state.ledger import Ack
 from segment_profiles_pipeline.state.outbox import OutboxRow, rejected_row
 from segment_profiles_pipeline.state.writer import StateWriter
 from segment_profiles_pipeline.sync.plan import Plan, PlanSpec
-from segment_profiles_pipeline.warehouse.base import WarehouseSession
+from segment_profiles_pipeline.warehouse.base import WarehouseSession, transaction
 
 Results = Generator[tuple["Chunk", "ChunkResult"], None, None]
 """What ``Delivery.record_all`` yields: each chunk with its result (closed by the engine when it stops)."""
@@ -245,8 +246,9 @@ class Live:
             if future is not None:
                 future.cancel()  # an interrupt while waiting abandons the delivery
             raise
-        undelivered = self._write(chunk, outcomes, stage.writer)
-        stage.writer.fail(chunk.rejected + undelivered, stage.mapping.retry)
+        with _one_commit(stage.writer.session):
+            undelivered = self._write(chunk, outcomes, stage.writer)
+            stage.writer.fail(chunk.rejected + undelivered, stage.mapping.retry)
         first = _rejection(chunk) or next((f"record '{f.key}': {f.reason}" for f in undelivered), None)
         return ChunkResult(
             sent=len(chunk.messages),
@@ -313,6 +315,14 @@ class Live:
                 plan.plan_table,
                 plan.watermark,
             )
+
+
+def _one_commit(session: WarehouseSession) -> AbstractContextManager[None]:
+    """One chunk's ledger and failure writes as one transaction on DuckDB: one unit, and one log
+    write and sync instead of one per statement (measured: the largest wait left in a first
+    sync). Snowflake commits any open transaction at the scratch tables' DDL, so there the
+    statements commit one by one, as before."""
+    return transaction(session) if session.dialect == "duckdb" else nullcontext()
 
 
 def delivery_for(target: Sender | Delivery) -> Delivery:

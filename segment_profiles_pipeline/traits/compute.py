@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from segment_profiles_pipeline.errors import ConfigError, WarehouseError
+from segment_profiles_pipeline.errors import ConfigError
 from segment_profiles_pipeline.identity.config import EXTERNAL_ID_TABLE, ID_GRAPH_TABLE, load_identity
 from segment_profiles_pipeline.state import trait_state
 from segment_profiles_pipeline.state.schema import STATE_SCHEMA
@@ -49,7 +49,7 @@ from segment_profiles_pipeline.traits.config import (
     TRAITS_TABLE,
     TraitsProject,
 )
-from segment_profiles_pipeline.warehouse.base import WarehouseSession
+from segment_profiles_pipeline.warehouse.base import WarehouseSession, transaction
 
 STATE_TABLE = trait_state.WATERMARKS
 NEXT_AUDIENCES = f"{AUDIENCES_TABLE}__next"
@@ -82,19 +82,6 @@ class AudiencesRunStats:
 def utc_naive(moment: dt.datetime) -> dt.datetime:
     """Run times are stored and compared as naive UTC."""
     return moment.astimezone(dt.UTC).replace(tzinfo=None) if moment.tzinfo else moment
-
-
-@contextlib.contextmanager
-def transaction(session: WarehouseSession) -> Iterator[None]:
-    """Make the table change and its state row one unit: a crash leaves neither."""
-    session.execute("BEGIN TRANSACTION")
-    try:
-        yield
-    except BaseException:
-        with contextlib.suppress(WarehouseError):
-            session.execute("ROLLBACK")
-        raise
-    session.execute("COMMIT")
 
 
 @contextlib.contextmanager
@@ -166,9 +153,7 @@ def compute_traits(
             continue
         if mark is None:
             reason = f"{table.name} was empty at the last run"
-        elif before is not None and int(snapshot["total_rows"]) - int(snapshot["newer_rows"]) != int(
-            before["rows_seen"]
-        ):
+        elif int(snapshot["total_rows"]) - int(snapshot["newer_rows"]) != int(before["rows_seen"]):
             reason = (
                 f"{table.name} changed below the high-water mark (late-loaded or deleted events): "
                 f"{int(snapshot['total_rows']) - int(snapshot['newer_rows'])} rows at or below it, "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import decimal
 from collections.abc import Iterator, Sequence
@@ -72,6 +73,20 @@ class Warehouse(Protocol):
 
     @property
     def kind(self) -> Dialect: ...
+
+
+@contextlib.contextmanager
+def transaction(session: WarehouseSession) -> Iterator[None]:
+    """Run the block's statements as one unit: a crash leaves none of them, and DuckDB writes
+    (and syncs) its log once for all of them instead of once per statement."""
+    session.execute("BEGIN TRANSACTION")
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(WarehouseError):
+            session.execute("ROLLBACK")
+        raise
+    session.execute("COMMIT")
 
 
 def ident(name: str) -> str:

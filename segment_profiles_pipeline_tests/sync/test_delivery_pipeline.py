@@ -178,3 +178,17 @@ def test_the_segment_client_is_pipelined_and_a_forwarding_wrapper_is_not() -> No
     client = SegmentClient("http://127.0.0.1:1", "wk")
     assert pipelined(client)
     assert not pipelined(_Forwarding(client)) and not pipelined(ScriptedSender())
+
+
+def test_a_chunks_acknowledgements_and_failures_are_written_as_one_unit(session, monkeypatch) -> None:
+    sender, in_flight = HeldSender(session), []
+    writer = StateWriter(session, "people", 0, "s1", NOW)
+
+    def failing(*_args, **_kwargs):
+        raise RuntimeError("disk full")  # after the chunk's acknowledgements were written
+
+    monkeypatch.setattr(writer, "fail", failing)
+    stage = _Stage(writer)
+    with pytest.raises(RuntimeError, match="disk full"):
+        list(Live(sender).record_all(stage, _rendering(sender, [("u1", "u2")], in_flight)))
+    assert _ledger(session) == []  # rolled back with the failure write: the next sync re-sends them
