@@ -153,7 +153,9 @@ def compute_traits(
             continue
         if mark is None:
             reason = f"{table.name} was empty at the last run"
-        elif int(snapshot["total_rows"]) - int(snapshot["newer_rows"]) != int(before["rows_seen"]):
+        elif before is not None and int(snapshot["total_rows"]) - int(snapshot["newer_rows"]) != int(
+            before["rows_seen"]
+        ):
             reason = (
                 f"{table.name} changed below the high-water mark (late-loaded or deleted events): "
                 f"{int(snapshot['total_rows']) - int(snapshot['newer_rows'])} rows at or below it, "
