@@ -36,6 +36,7 @@ sync of every enabled, scheduled mapping, derived from its schedule (``schedule_
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import warnings
 import zoneinfo
 from collections.abc import Mapping
@@ -57,9 +58,14 @@ REFERENCE = dt.datetime(2026, 1, 1)
 same on every load."""
 
 
+@functools.cache
 def longest_gap(cron: str, timezone: str) -> dt.timedelta:
     """The longest real time between two consecutive ticks of ``cron`` (``0 6 * * 1,5``: Mon→Fri,
-    4 days), in real time (UTC), not wall-clock time."""
+    4 days), in real time (UTC), not wall-clock time.
+
+    Cached per process: it depends only on its arguments (gaps are measured from ``REFERENCE``),
+    and one ``dagster asset materialize`` builds the definitions several times; an hourly
+    schedule's 2,000 ticks cost ~0.25 s per build."""
     start = REFERENCE.replace(tzinfo=zoneinfo.ZoneInfo(timezone))
     ticks = croniter(cron, start)
     previous = ticks.get_next(dt.datetime).astimezone(dt.UTC)
