@@ -41,6 +41,7 @@ typecheck: install
 
 test: install
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/pytest -n 2 --durations=10
 
 # The same suite on Python 3.13, in .venv-py313 built by uv from uv.lock (CI itself runs `make test`).
