@@ -31,6 +31,7 @@ SCENARIOS: dict[str, Callable[[Sizes, Path], ScenarioResult]] = {
     "whole_process": whole_process.run,
     "import_time": import_time.run,
     "first_sync": first_sync.run,
+    "first_sync_memory": first_sync.run_memory,
     "change_detection": change_detection.run,
     "computed_traits": computed_traits.run,
     "predictions": predictions.run,

@@ -57,7 +57,10 @@ def sync_ours(database: str, url: str) -> dict[str, Any]:
     from segment_profiles_pipeline.warehouse.duckdb import DuckDBWarehouse
 
     spec = next(m for m in load_project(MODELS_DIR).mappings if m.mapping.name == MAPPING)
-    with DuckDBWarehouse(database=database).session() as session, SegmentClient(url, WRITE_KEY) as client:
+    with (
+        DuckDBWarehouse(database=database).sync_session() as session,
+        SegmentClient(url, WRITE_KEY) as client,
+    ):
         session.execute(QUIET)
         started, cpu_started = time.perf_counter(), time.process_time()
         report = run_sync(session, spec, client)
@@ -93,7 +96,8 @@ def sync_memory(database: str, memory_limit: str | None = None) -> dict[str, Any
     """One first sync of ``users_identify`` to an acknowledging in-process sender, with the
     process's peak RSS when the plan is built and at the end (``harness.peak_rss_mb``): what grows
     with N shows up in one or the other (the plan table, or the chunk loop and ledger writes).
-    ``memory_limit``: DuckDB's setting for the session (None: DuckDB's default, 80% of RAM)."""
+    The session is the one a sync asset runs in (``DuckDBWarehouse.sync_session``); ``memory_limit``
+    replaces the resource's ``sync_memory_limit`` (``""``: DuckDB's default, 80% of RAM)."""
     from bench.harness import peak_rss_mb
     from segment_profiles_pipeline.project import load_project
     from segment_profiles_pipeline.sync import plan
@@ -111,10 +115,11 @@ def sync_memory(database: str, memory_limit: str | None = None) -> dict[str, Any
 
     plan.Plan.build = measured_build  # type: ignore[method-assign]  # this child process only
     sender = _Acknowledging()
-    with DuckDBWarehouse(database=database).session() as session:
+    warehouse = DuckDBWarehouse(database=database)
+    if memory_limit is not None:
+        warehouse = DuckDBWarehouse(database=database, sync_memory_limit=memory_limit)
+    with warehouse.sync_session() as session:
         session.execute(QUIET)
-        if memory_limit:
-            session.execute(f"SET memory_limit = '{memory_limit}'")
         started = time.perf_counter()
         report = run_sync(session, spec, sender)
         seconds = time.perf_counter() - started
@@ -145,8 +150,8 @@ def memory_by_size(
 
 def run_memory(sizes: Sizes, workdir: Path) -> ScenarioResult:
     """Scenario ``first_sync_memory``: peak RSS of a first sync at N and 10 N records (N: the sync
-    size; 1M and 10M with ``--large``), to an acknowledging in-process sender, DuckDB at its
-    default settings. Flat in N means the 10 N figure is close to the N one."""
+    size; 1M and 10M with ``--large``), to an acknowledging in-process sender, in the session a
+    sync asset gets (``sync_memory_limit`` at its default). Flat in N means the 10 N figure is close to the N one."""
     small, large = sizes.sync_records, 10 * sizes.sync_records
     low, high = memory_by_size(workdir, [small, large])
     title = f"4. memory, first sync ({small:,} and {large:,} records)"

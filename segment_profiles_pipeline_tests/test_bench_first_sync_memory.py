@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bench import summary
 from bench.first_sync import memory_by_size, run_memory
 from bench.harness import SIZES
 
@@ -25,3 +26,8 @@ def test_memory_scenario_compares_ten_times_the_records(tmp_path: Path) -> None:
     assert (small["records"], large["records"]) == (2_000, 20_000)
     assert (row.ours, row.baseline) == (large["peak_rss_mb"], small["peak_rss_mb"])
     assert row.met is None  # the target is set at 10M records
+    (line,) = [line for line in summary.summary([result], SIZES["tiny"]) if line.now == "822 MB at 1M"]
+    assert line.measured == (
+        f"{small['peak_rss_mb']:,.0f} MB at 2,000, {large['peak_rss_mb']:,.0f} MB at 20,000 records"
+    )
+    assert line.met is None

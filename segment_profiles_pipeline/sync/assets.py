@@ -253,7 +253,7 @@ def build_sync_asset(spec: MappingSpec, kind: str, keys: AssetKeys = DEFAULT_KEY
                 "_segment_profiles.outbox and the ledger is not advanced."
             )
         try:
-            with segment.delivery(force_dry_run=config.dry_run) as delivery, warehouse.session() as session:
+            with segment.delivery(force_dry_run=config.dry_run) as delivery, warehouse.sync_session() as session:
                 report = run_sync(
                     session,
                     spec,

@@ -67,6 +67,11 @@ class Warehouse(Protocol):
 
     def session(self) -> AbstractContextManager[WarehouseSession]: ...
 
+    def sync_session(self) -> AbstractContextManager[WarehouseSession]:
+        """The session one sync runs in: like ``session``, with the warehouse's memory cap for syncs
+        (DuckDB: ``sync_memory_limit``), so a sync's memory stays flat in the model's size."""
+        ...
+
     def read_only_session(self) -> AbstractContextManager[WarehouseSession]:
         """A session that never takes the write lock (sensors); raises ``WarehouseBusy`` when locked."""
         ...

@@ -39,6 +39,11 @@ from segment_profiles_pipeline.warehouse.base import Dialect, QueryResult, Wareh
 
 _held = threading.local()
 
+SYNC_MEMORY_LIMIT = "512MB"
+"""DuckDB's default buffer pool may grow to 80% of RAM, and a first sync's plan table and ledger
+inserts fill it: peak RSS grew with the model (2.7 GB at 10M records). Capped, DuckDB spills
+and the sync's RSS stays flat (measured in bench/first_sync.py ``first_sync_memory``)."""
+
 
 class DuckDBSession:
     """A session over one DuckDB connection."""
@@ -167,6 +172,11 @@ class DuckDBWarehouse(DuckDBResource):
     """Embedded DuckDB file warehouse (the default): ``DuckDBResource`` plus the project's file lock."""
 
     lock_timeout_s: float = Field(default=3600.0, description="How long a writer waits for the file.")
+    sync_memory_limit: str = Field(
+        default=SYNC_MEMORY_LIMIT,
+        description="DuckDB memory_limit of a sync's session (its plan and ledger writes spill to disk "
+        "beyond it); empty for DuckDB's default (80% of RAM). A memory_limit in connection_config wins.",
+    )
 
     @classmethod
     def _is_dagster_maintained(cls) -> bool:
@@ -226,6 +236,15 @@ class DuckDBWarehouse(DuckDBResource):
     def session(self) -> Iterator[DuckDBSession]:
         with self.get_connection() as con:
             yield DuckDBSession(con)
+
+    @contextmanager
+    def sync_session(self) -> Iterator[DuckDBSession]:
+        """A session whose connection is capped at ``sync_memory_limit``, unless the user's
+        ``connection_config`` sets ``memory_limit`` itself (then theirs stands)."""
+        with self.session() as session:
+            if self.sync_memory_limit and "memory_limit" not in self.connection_config:
+                session.execute(f"SET memory_limit = {literal(self.sync_memory_limit)}")
+            yield session
 
     @contextmanager
     def read_only_session(self) -> Iterator[DuckDBSession]:

@@ -124,6 +124,10 @@ class SnowflakeWarehouse(ConfigurableResource):
         with self.snowflake.get_connection() as con:
             yield SnowflakeSession(con, self.snowflake.get_connection)
 
+    def sync_session(self) -> AbstractContextManager[SnowflakeSession]:
+        """A plain session: the plan runs in the Snowflake warehouse, not in this process."""
+        return self.session()
+
     @contextmanager
     def read_only_session(self) -> Iterator[SnowflakeSession]:
         with self.session() as s:

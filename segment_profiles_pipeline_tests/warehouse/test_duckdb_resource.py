@@ -143,3 +143,18 @@ def test_the_shipped_resource_shows_its_database_and_connection_config_in_the_ui
     assert shown.configured_values["database"] == f'"{tmp_path / "shown.duckdb"}"'
     assert {"database", "connection_config", "lock_timeout_s"} <= {f.name for f in shown.config_field_snaps}
     assert not shown.dagster_maintained
+
+
+def test_the_sync_session_caps_duckdb_memory_unless_the_user_sets_it(tmp_path: Path) -> None:
+    database = str(tmp_path / "w.duckdb")
+
+    def limit(warehouse: DuckDBWarehouse) -> str:
+        with warehouse.sync_session() as session:
+            return str(session.query("SELECT current_setting('memory_limit') AS m").rows[0][0])
+
+    assert limit(DuckDBWarehouse(database=database)) == "488.2 MiB"  # 512 MB, as DuckDB prints it
+    assert (
+        limit(DuckDBWarehouse(database=database, connection_config={"memory_limit": "300MB"})) == "286.1 MiB"
+    )
+    with DuckDBWarehouse(database=database).session() as session:  # other sessions: DuckDB's default
+        assert str(session.query("SELECT current_setting('memory_limit') AS m").rows[0][0]) != "488.2 MiB"
