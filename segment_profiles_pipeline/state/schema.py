@@ -41,17 +41,24 @@ class SyncScope:
         return literal(self.mapping)
 
     @contextmanager
-    def scratch(self, purpose: str, data: pa.Table) -> Iterator[Scratch]:
-        """``data`` as a table for set-based statements, dropped afterwards (also on errors).
+    def scratch_table(self, purpose: str) -> Iterator[Scratch]:
+        """The name of a scratch table for set-based statements, not yet created (whoever fills it
+        creates it), dropped afterwards (also on errors).
 
         Named by mapping, shard and purpose, so concurrent syncs of other shards never collide."""
         table = Scratch(f"{STATE_SCHEMA}.scratch__{self.mapping}__{self.shard}__{purpose}")
         self.session.execute(f"DROP TABLE IF EXISTS {table}")
-        self.session.load(table, data, create=True)
         try:
             yield table
         finally:
             self.session.execute(f"DROP TABLE IF EXISTS {table}")
+
+    @contextmanager
+    def scratch(self, purpose: str, data: pa.Table) -> Iterator[Scratch]:
+        """``data`` as a scratch table (see ``scratch_table``)."""
+        with self.scratch_table(purpose) as table:
+            self.session.load(table, data, create=True)
+            yield table
 
 
 def ensure_state(session: WarehouseSession) -> None:

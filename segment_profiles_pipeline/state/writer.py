@@ -9,7 +9,7 @@ per chunk, never one per record.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import pyarrow as pa
 
@@ -18,9 +18,12 @@ from segment_profiles_pipeline.state import failed_records, ledger, outbox, sync
 from segment_profiles_pipeline.state.failed_records import Failure
 from segment_profiles_pipeline.state.ledger import Ack
 from segment_profiles_pipeline.state.outbox import OutboxRow
-from segment_profiles_pipeline.state.schema import SyncScope
+from segment_profiles_pipeline.state.schema import Scratch, SyncScope
 from segment_profiles_pipeline.state.sync_history import SyncStatus
 from segment_profiles_pipeline.warehouse.base import WarehouseSession
+
+Fill = Callable[[Scratch], object]
+"""Creates the named scratch table from data already in the warehouse (the plan's rows)."""
 
 
 class StateWriter:
@@ -42,24 +45,34 @@ class StateWriter:
             ledger.record(self.scope, scratch)
             failed_records.clear(self.scope, scratch)
 
-    def track_unsent(self, keys: Sequence[tuple[str, str]]) -> None:
+    def track_unsent(self, fill: Fill) -> None:
         """Ledger rows (``delivered = false``) for records an ``update``-only mapping saw but did
-        not send, as (key, checksum); a tombstone of the same key is replaced."""
-        if not keys:
-            return
-        unsent = ledger.acks_table([Ack(key, checksum, None, False) for key, checksum in keys])
-        with self.scope.scratch("unsent", unsent) as scratch:
+        not send; a tombstone of the same key is replaced. ``fill`` creates the scratch table in
+        ``ledger.acks_table``'s columns (the plan does, from its own rows: ``Plan.copy_records``),
+        so settling a million records never moves their keys through Python."""
+        with self.scope.scratch_table("unsent") as scratch:
+            fill(scratch)
             ledger.record(self.scope, scratch)
 
     def forget_keys(self, keys: Sequence[str]) -> None:
-        """Records gone from the model (acknowledged clears, ignored deletes): tombstoned, failures cleared."""
+        """Records gone from the model (acknowledged clears): tombstoned, failures cleared."""
         if not keys:
             return
         with self.scope.scratch(
             "gone", pa.table({"record_key": pa.array(keys, type=pa.string())})
         ) as scratch:
-            ledger.forget(self.scope, scratch)
-            failed_records.clear(self.scope, scratch)
+            self._forget(scratch)
+
+    def forget_planned(self, fill: Fill) -> None:
+        """``forget_keys`` for the records ``fill`` puts in the scratch table (a ``record_key``
+        column): the ignored deletes the plan holds, set-based."""
+        with self.scope.scratch_table("gone") as scratch:
+            fill(scratch)
+            self._forget(scratch)
+
+    def _forget(self, keys: Scratch) -> None:
+        ledger.forget(self.scope, keys)
+        failed_records.clear(self.scope, keys)
 
     def reset(self, shards: int) -> None:
         """Segment's *Reset sync*: forget what was acknowledged (and parked), so everything is sent again."""

@@ -29,9 +29,6 @@ from segment_profiles_pipeline.warehouse.base import WarehouseSession, transacti
 Results = Generator[tuple["Chunk", "ChunkResult"], None, None]
 """What ``Delivery.record_all`` yields: each chunk with its result (closed by the engine when it stops)."""
 
-SETTLE_ROWS = 50_000
-"""Plan rows read per batch when settling (keys and checksums only matter)."""
-
 
 @runtime_checkable
 class Sender(Protocol):
@@ -299,13 +296,11 @@ class Live:
         planned = Plan(plan, stage.session)
         if mapping.send == "update":
             # new records are tracked (not sent), so their later changes count as updates
-            for records in planned.records(("add",), SETTLE_ROWS):
-                writer.track_unsent(records)
+            writer.track_unsent(lambda into: planned.copy_records(("add",), into))
         # Nothing to tell Segment: with `ignore` for any delete, with `clear_traits` when another
         # live record still addresses the profile. Forget it, so a comeback is an add.
         forgotten = ("delete", "delete_shared") if mapping.on_delete == "ignore" else ("delete_shared",)
-        for records in planned.records(forgotten, SETTLE_ROWS):
-            writer.forget_keys([r.key for r in records])
+        writer.forget_planned(lambda into: planned.copy_records(forgotten, into))
         if mapping.incremental_column:
             watermarks.advance(
                 stage.session,

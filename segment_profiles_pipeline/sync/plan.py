@@ -304,13 +304,6 @@ class InvalidKey(NamedTuple):
     rows: int
 
 
-class PlannedRecord(NamedTuple):
-    """A plan row's key and checksum: what the ledger records for it."""
-
-    key: str
-    checksum: str
-
-
 class Plan:
     """The plan table of one mapping shard and every query on it.
 
@@ -346,11 +339,14 @@ class Plan:
         """The rows of ``ops`` (every column) in batches of dicts keyed by column name."""
         return self.session.stream(sendable_sql(self.spec, ops), batch_rows)
 
-    def records(self, ops: Sequence[str], batch_rows: int) -> Iterator[list[PlannedRecord]]:
-        """Key and checksum of the rows of ``ops``, in batches (what settling writes to the ledger)."""
-        query = f"SELECT {KEY}, {CHECKSUM} FROM {self.table} WHERE {_of_ops(ops)}"
-        for batch in self.session.stream(query, batch_rows):
-            yield [PlannedRecord(row[KEY], row[CHECKSUM]) for row in batch]
+    def copy_records(self, ops: Sequence[str], into: str) -> None:
+        """Create table ``into`` with the key and checksum of the rows of ``ops``, in the columns
+        the ledger records (``state.ledger.acks_table``: record_key, checksum, identity null,
+        delivered false): what settling writes, without a round trip of the keys through Python."""
+        self.session.execute(
+            f"CREATE TABLE {into} AS SELECT {KEY} AS record_key, {CHECKSUM} AS checksum, "
+            f"CAST(NULL AS VARCHAR) AS identity, FALSE AS delivered FROM {self.table} WHERE {_of_ops(ops)}"
+        )
 
     def drop(self) -> None:
         drop_plan(self.session, self.spec.mapping.name, self.spec.shard)

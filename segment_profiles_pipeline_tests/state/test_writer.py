@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 
 from segment_profiles_pipeline.config import RetryConfig
-from segment_profiles_pipeline.state import ensure_state
+from segment_profiles_pipeline.state import ensure_state, ledger
 from segment_profiles_pipeline.state.failed_records import Failure
 from segment_profiles_pipeline.state.ledger import Ack
 from segment_profiles_pipeline.state.writer import StateWriter
@@ -62,10 +62,23 @@ def test_forgotten_keys_become_tombstones_of_this_sync_and_lose_their_failures(s
     assert _failed(session) == []
 
 
+def test_planned_forgets_tombstone_the_keys_the_fill_puts_in_the_scratch_table(session) -> None:
+    StateWriter(session, "people", 0, "s1", NOW).acknowledge([Ack("u1", "c1", None), Ack("u2", "c2", None)])
+    writer = StateWriter(session, "people", 0, "s2", LATER)
+    writer.fail([Failure("u1", "c1", "delivery", "HTTP 400", reason_code="rejected")], RetryConfig())
+    writer.forget_planned(lambda into: session.execute(f"CREATE TABLE {into} AS SELECT 'u1' AS record_key"))
+    assert _ledger(session) == {"u1": ("c1", True, False, "s2"), "u2": ("c2", True, True, "s1")}
+    assert _failed(session) == []
+    assert not session.table_exists("_segment_profiles", "scratch__people__0__gone")
+
+
 def test_unsent_records_are_tracked_undelivered_replacing_a_tombstone(session) -> None:
     StateWriter(session, "people", 0, "s1", NOW).acknowledge([Ack("u1", "c1", None)])
     StateWriter(session, "people", 0, "s2", NOW).forget_keys(["u1"])
-    StateWriter(session, "people", 0, "s3", LATER).track_unsent([("u1", "c9"), ("u2", "c2")])
+    unsent = ledger.acks_table([Ack("u1", "c9", None, False), Ack("u2", "c2", None, False)])
+    StateWriter(session, "people", 0, "s3", LATER).track_unsent(
+        lambda into: session.load(into, unsent, create=True)
+    )
     assert _ledger(session) == {"u1": ("c9", False, True, "s3"), "u2": ("c2", False, True, "s3")}
 
 

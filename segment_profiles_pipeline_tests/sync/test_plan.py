@@ -22,7 +22,6 @@ from segment_profiles_pipeline.sync.plan import (
     InvalidKey,
     Plan,
     PlanCounts,
-    PlannedRecord,
     PlanSpec,
     checksum_sql,
     drop_plan,
@@ -131,11 +130,13 @@ def test_invalid_keys_one_per_duplicate_and_one_for_all_nulls(plan: Plan) -> Non
     ]
 
 
-def test_records_are_key_and_checksum_of_the_ops_asked(plan: Plan) -> None:
+def test_copied_records_are_key_and_checksum_of_the_ops_asked_in_the_ledger_columns(plan: Plan) -> None:
     plan.build()
-    (batch,) = list(plan.records(("delete",), 10))
-    assert batch == [PlannedRecord("u3", synced_checksum(plan, "u3"))]
-    assert list(plan.records((), 10)) == []
+    plan.copy_records(("delete",), "main.settle")
+    copied = plan.session.query("SELECT record_key, checksum, identity, delivered FROM main.settle")
+    assert copied.rows == [("u3", synced_checksum(plan, "u3"), None, False)]
+    plan.copy_records((), "main.nothing")
+    assert plan.session.query("SELECT count(*) FROM main.nothing").scalar() == 0
     assert rows_by_key(plan, ()) == {}
 
 
