@@ -6,7 +6,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-PY313 ?= python3.13
+# A pyenv-installed 3.13 if there is one (its shim fails unless 3.13 is pyenv's global), else
+# python3.13 from PATH (uv downloads a Python when it finds none)
+PY313 ?= $(or $(lastword $(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python3.13)),python3.13)
 
 .PHONY: install home run dev check typecheck test test-py313 lint bench clean
 
@@ -48,6 +50,7 @@ test: install
 test-py313: install
 	UV_PROJECT_ENVIRONMENT=.venv-py313 $(BIN)/uv sync --frozen --extra dev --python $(PY313)
 	.venv-py313/bin/ruff check .
+	.venv-py313/bin/mypy
 	.venv-py313/bin/pytest -n 2 --durations=10
 
 bench: install

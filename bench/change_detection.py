@@ -83,9 +83,9 @@ def _mapped_select(plan: PlanSpec) -> str:
 def prepare(database: str, records: int) -> dict[str, Any]:
     """Untimed: the model after one sync (both ledgers filled), then the changes on top of it."""
     from bench.data import users_sql
-    from segment_profiles_pipeline.sync.plan import checksum_sql
     from segment_profiles_pipeline.state import ensure_state
     from segment_profiles_pipeline.state.ledger import LEDGER
+    from segment_profiles_pipeline.sync.plan import checksum_sql
     from segment_profiles_pipeline.warehouse.duckdb import DuckDBWarehouse
 
     started = time.perf_counter()

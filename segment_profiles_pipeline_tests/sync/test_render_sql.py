@@ -27,12 +27,12 @@ import sqlglot
 
 from segment_profiles_pipeline.config import MappingConfig
 from segment_profiles_pipeline.project import MappingSpec, SyncSource
+from segment_profiles_pipeline.state import ensure_state
 from segment_profiles_pipeline.sync import engine
 from segment_profiles_pipeline.sync.engine import run_sync
 from segment_profiles_pipeline.sync.payloads import PayloadBuilder, encode, identity_of
 from segment_profiles_pipeline.sync.plan import build_plan_sql, sendable_sql
 from segment_profiles_pipeline.sync.render_sql import SqlRenderer, sql_renderer
-from segment_profiles_pipeline.state import ensure_state
 from segment_profiles_pipeline.warehouse.base import WarehouseSession
 from segment_profiles_pipeline.warehouse.dialect import to_dialect
 from segment_profiles_pipeline_tests.sync.helpers import ScriptedSender
