@@ -21,6 +21,30 @@ import segment.analytics as analytics
 QUERY = "SELECT user_id, email, first_name, last_name, phone, plan, created_at, updated_at FROM app.users"
 
 
+def identify_rows(cursor: duckdb.DuckDBPyConnection) -> tuple[int, int]:
+    """One ``analytics.identify`` per row of ``cursor`` (``QUERY``'s columns), with the traits of
+    the sample ``users_identify`` mapping; returns (calls, messages the full queue dropped)."""
+    calls = dropped = 0
+    while rows := cursor.fetchmany(10_000):
+        for user_id, email, first_name, last_name, phone, plan, created_at, updated_at in rows:
+            queued, _ = analytics.identify(
+                user_id,
+                traits={
+                    "email": email,
+                    "first_name": first_name,
+                    "last_name": last_name,
+                    "phone": phone,
+                    "plan": plan,
+                    "created_at": created_at,
+                },
+                timestamp=updated_at,
+                integrations={"All": False},
+            )
+            calls += 1
+            dropped += not queued
+    return calls, dropped
+
+
 def main(database: str, url: str, write_key: str) -> dict[str, float | int]:
     """Send every user; return what the script saw (calls, drops by the queue, seconds)."""
     logging.getLogger("segment").addHandler(logging.NullHandler())
@@ -31,25 +55,7 @@ def main(database: str, url: str, write_key: str) -> dict[str, float | int]:
         analytics.write_key = write_key
         analytics.host = url
         analytics.max_queue_size = max(count, 1)
-        calls = dropped = 0
-        cursor = con.execute(QUERY)
-        while rows := cursor.fetchmany(10_000):
-            for user_id, email, first_name, last_name, phone, plan, created_at, updated_at in rows:
-                queued, _ = analytics.identify(
-                    user_id,
-                    traits={
-                        "email": email,
-                        "first_name": first_name,
-                        "last_name": last_name,
-                        "phone": phone,
-                        "plan": plan,
-                        "created_at": created_at,
-                    },
-                    timestamp=updated_at,
-                    integrations={"All": False},
-                )
-                calls += 1
-                dropped += not queued
+        calls, dropped = identify_rows(con.execute(QUERY))
     analytics.flush()
     analytics.shutdown()
     return {"calls": calls, "dropped_by_queue": dropped, "seconds_in_script": time.perf_counter() - started}

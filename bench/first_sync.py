@@ -187,35 +187,17 @@ def sync_baseline(database: str, url: str, max_queue_size: int | None = None) ->
     import duckdb
     import segment.analytics as analytics
 
+    from bench.analytics_script import QUERY, identify_rows
+
     logging.getLogger("segment").addHandler(logging.NullHandler())
     analytics.write_key = WRITE_KEY
     analytics.host = url
     if max_queue_size is not None:
         analytics.max_queue_size = max_queue_size
-    calls = dropped = 0
     with duckdb.connect(database, read_only=True) as con:
         con.execute(QUIET)
         started = time.perf_counter()
-        cursor = con.execute(
-            "SELECT user_id, email, first_name, last_name, phone, plan, created_at, updated_at FROM models.users"
-        )
-        while rows := cursor.fetchmany(10_000):
-            for user_id, email, first_name, last_name, phone, plan, created_at, updated_at in rows:
-                queued, _ = analytics.identify(
-                    user_id,
-                    traits={
-                        "email": email,
-                        "first_name": first_name,
-                        "last_name": last_name,
-                        "phone": phone,
-                        "plan": plan,
-                        "created_at": created_at,
-                    },
-                    timestamp=updated_at,
-                    integrations={"All": False},
-                )
-                calls += 1
-                dropped += not queued
+        calls, dropped = identify_rows(con.execute(QUERY.replace("FROM app.users", "FROM models.users")))
         called = time.perf_counter() - started
         analytics.flush()
         seconds = time.perf_counter() - started
