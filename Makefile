@@ -50,7 +50,7 @@ test: install
 test-py313: install
 	UV_PROJECT_ENVIRONMENT=.venv-py313 $(BIN)/uv sync --frozen --extra dev --python $(PY313)
 	.venv-py313/bin/ruff check .
-	.venv-py313/bin/mypy
+	.venv-py313/bin/mypy --python-version 3.13
 	.venv-py313/bin/pytest -n 2 --durations=10
 
 bench: install

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.harness import QUIET, Row, ScenarioResult, Sizes, in_child, timed
+from bench.harness import QUIET, Row, ScenarioResult, Sizes, in_child, source_at, timed
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 MAPPING = "users_identify"
@@ -36,7 +36,6 @@ ROUNDS = 2
 TARGET_SPEEDUP = 10.0
 TARGET_SECONDS = 5.0
 TARGET_RECORDS = 10_000_000
-REPO = Path(__file__).resolve().parents[1]
 BEFORE_REF = "1a001ff"
 """The last commit with the plan SQL before the single FULL JOIN (deletes by a second model scan)."""
 BEFORE_MODULE = "plan_before"
@@ -136,16 +135,10 @@ def _before_module() -> Any:
     """``sync/plan.py`` as of ``BEFORE_REF``, imported from git as ``plan_before`` (everything it
     imports is today's)."""
     import importlib
-    import subprocess
     import sys
     import tempfile
 
-    text = subprocess.run(
-        ["git", "-C", str(REPO), "show", f"{BEFORE_REF}:segment_profiles_pipeline/sync/plan.py"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    text = source_at(BEFORE_REF, "segment_profiles_pipeline/sync/plan.py")
     root = Path(tempfile.mkdtemp(prefix="plan-before-"))
     (root / f"{BEFORE_MODULE}.py").write_text(text)
     sys.path.insert(0, str(root))

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench.data import ANCHOR, EVENTS_PER_USER
-from bench.harness import QUIET, Row, ScenarioResult, Sizes, in_child, timed
+from bench.harness import QUIET, Row, ScenarioResult, Sizes, in_child, source_at, timed
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS_DIR = REPO / "models"
@@ -96,21 +96,15 @@ def _before_package() -> Any:
     compute, their imports of each other rewritten; everything else, the definitions' loader
     included, is today's, so both sides read the same project)."""
     import importlib
-    import subprocess
     import sys
     import tempfile
-
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", "-C", str(REPO), *args], capture_output=True, text=True, check=True
-        ).stdout
 
     root = Path(tempfile.mkdtemp(prefix="traits-before-"))
     package = root / BEFORE_PACKAGE
     package.mkdir()
     (package / "__init__.py").write_text("")  # not the old one: it imports the Dagster assets
     for name in ("compiler", "compute"):
-        text = git("show", f"{BEFORE_REF}:segment_profiles_pipeline/traits/{name}.py")
+        text = source_at(BEFORE_REF, f"segment_profiles_pipeline/traits/{name}.py")
         for module in ("compiler", "compute"):
             text = text.replace(f"segment_profiles_pipeline.traits.{module}", f"{BEFORE_PACKAGE}.{module}")
         (package / f"{name}.py").write_text(text)

@@ -14,6 +14,7 @@ import json
 import multiprocessing
 import os
 import platform
+import re
 import resource
 import select
 import signal
@@ -314,3 +315,33 @@ def write_json(
         "targets": [asdict(line) for line in summary],
     }
     path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+
+
+MOVED_NAMES = {
+    "segment_profiles_pipeline.sync.state": {
+        "STATE_SCHEMA": "segment_profiles_pipeline.state",
+        "ensure_state": "segment_profiles_pipeline.state",
+        "LEDGER": "segment_profiles_pipeline.state.ledger",
+        "FAILED": "segment_profiles_pipeline.state.failed_records",
+        "HISTORY": "segment_profiles_pipeline.state.sync_history",
+        "OUTBOX": "segment_profiles_pipeline.state.outbox",
+    },
+}
+"""Names an older commit imports from a module that has since moved, and where they are now."""
+
+
+def source_at(ref: str, path: str) -> str:
+    """A file of this repository as of git ``ref``, its imports of moved modules pointed at where
+    the names live today: the "before" side of a scenario runs old code beside today's package."""
+    repo = Path(__file__).resolve().parent.parent
+    text = subprocess.run(
+        ["git", "-C", str(repo), "show", f"{ref}:{path}"], capture_output=True, text=True, check=True
+    ).stdout
+    for old, names in MOVED_NAMES.items():
+        pattern = re.compile(rf"^from {re.escape(old)} import ([\w, ]+)$", re.MULTILINE)
+
+        def moved(found: re.Match[str], names: dict[str, str] = names) -> str:
+            return "\n".join(f"from {names[n.strip()]} import {n.strip()}" for n in found.group(1).split(","))
+
+        text = pattern.sub(moved, text)
+    return text

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tomllib
@@ -128,5 +129,13 @@ def test_uv_lock_matches_pyproject_and_the_py313_target_uses_it() -> None:
         ["make", "-n", "test-py313"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=30
     )
     assert dry.returncode == 0, dry.stderr
-    assert "uv sync --frozen --extra dev --python python3.13" in dry.stdout
-    assert ".venv-py313/bin/pytest" in dry.stdout
+    assert re.search(r"uv sync --frozen --extra dev --python \S*python3\.13\b", dry.stdout), dry.stdout
+    assert ".venv-py313/bin/mypy" in dry.stdout and ".venv-py313/bin/pytest" in dry.stdout
+    pinned = subprocess.run(
+        ["make", "-n", "test-py313", "PY313=/opt/py/bin/python3.13"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert "--python /opt/py/bin/python3.13" in pinned.stdout
