@@ -16,7 +16,7 @@ from segment_profiles_pipeline.errors import ConfigError
 from segment_profiles_pipeline.segment.client import SegmentClient
 from segment_profiles_pipeline.segment.spec import resolve_endpoint
 from segment_profiles_pipeline.settings import env
-from segment_profiles_pipeline.sync.delivery import OUTBOX, Delivery, Live
+from segment_profiles_pipeline.sync.delivery import OUTBOX, Live, Outbox
 
 
 class SegmentDestination(ConfigurableResource):
@@ -41,7 +41,7 @@ class SegmentDestination(ConfigurableResource):
         return force_dry_run or not self.write_key
 
     @contextmanager
-    def delivery(self, force_dry_run: bool = False) -> Iterator[Delivery]:
+    def delivery(self, force_dry_run: bool = False) -> Iterator[Live | Outbox]:
         """Where a sync's messages go: live to the destination, or the outbox for a dry run."""
         if self.is_dry_run(force_dry_run):
             yield OUTBOX

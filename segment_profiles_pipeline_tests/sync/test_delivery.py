@@ -1,6 +1,7 @@
 """The two delivery modes: what each writes for the same rendered chunk."""
 
 import datetime as dt
+from typing import Any
 
 import orjson
 import pytest
@@ -66,3 +67,20 @@ def test_a_bare_sender_means_live_delivery_and_the_outbox_stays_a_dry_run() -> N
     live = delivery_for(sender)
     assert isinstance(live, Live) and live.sender is sender and not live.dry_run
     assert delivery_for(OUTBOX) is OUTBOX and OUTBOX.dry_run
+    assert delivery_for(live) is live
+
+
+def test_a_sender_wrapper_that_forwards_attributes_is_live_delivery_on_every_python() -> None:
+    class Forwarding:
+        def __init__(self, inner: ScriptedSender) -> None:
+            self.inner = inner
+
+        def deliver(self, messages: Any) -> Any:
+            return self.inner.deliver(messages)
+
+        def __getattr__(self, name: str) -> Any:  # destination_salt, and anything else
+            return getattr(self.inner, name)
+
+    wrapper = Forwarding(ScriptedSender())
+    live = delivery_for(wrapper)  # type: ignore[arg-type]  # a Sender only through __getattr__
+    assert isinstance(live, Live) and live.sender is wrapper and not live.dry_run
