@@ -20,7 +20,7 @@ checksums, like Segment's ``records_<id>`` table:
   and its key stays in the ledger so it is never sent twice), and with ``send: add`` (the default)
   no ``update`` rows either: only keys the ledger has not acknowledged are planned. With an
   ``incremental_column`` only rows above the stored mark (plus null values and keys with a failure
-  to retry) are read and hashed; see ``sync/actions/watermark.py``.
+  to retry) are read and hashed; see ``state/watermarks.py``.
 """
 
 from __future__ import annotations
