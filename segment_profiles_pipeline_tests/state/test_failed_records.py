@@ -20,7 +20,7 @@ from segment_profiles_pipeline.state.schema import STATE_SCHEMA, SyncScope
 from segment_profiles_pipeline.sync.actions import errors
 from segment_profiles_pipeline.warehouse.base import WarehouseSession
 from segment_profiles_pipeline.warehouse.duckdb import DuckDBWarehouse
-from segment_profiles_pipeline_tests.warehouse.fake_snowflake import fake_snowflake
+from segment_profiles_pipeline_tests.warehouse.fake_snowflake import dialect_session
 
 NOW = dt.datetime(2026, 12, 2, 9, 0)
 EARLIER = dt.datetime(2026, 12, 1, 9, 0)
@@ -40,12 +40,8 @@ OLD_TABLES = {
 
 @pytest.fixture(params=["duckdb", "snowflake"])
 def session(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[WarehouseSession]:
-    if request.param == "duckdb":
-        with DuckDBWarehouse(database=str(tmp_path / "w.duckdb")).session() as s:
-            yield s
-    else:
-        with fake_snowflake() as warehouse, warehouse.session() as s:
-            yield s
+    with dialect_session(request.param, tmp_path) as s:
+        yield s
 
 
 def _old_state(session: WarehouseSession, version: str) -> None:

@@ -27,9 +27,8 @@ from segment_profiles_pipeline.sync.plan import (
     drop_plan,
 )
 from segment_profiles_pipeline.warehouse.base import WarehouseSession, literal
-from segment_profiles_pipeline.warehouse.duckdb import DuckDBWarehouse
 from segment_profiles_pipeline_tests.sync.helpers import people_spec, people_table
-from segment_profiles_pipeline_tests.warehouse.fake_snowflake import fake_snowflake
+from segment_profiles_pipeline_tests.warehouse.fake_snowflake import dialect_session
 
 SYNCED = [
     ("u1", "a@x.io", "free"),
@@ -52,12 +51,8 @@ NOW = [
 
 @pytest.fixture(params=["duckdb", "snowflake"])
 def session(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[WarehouseSession]:
-    if request.param == "duckdb":
-        with DuckDBWarehouse(database=str(tmp_path / "w.duckdb")).session() as s:
-            yield s
-    else:
-        with fake_snowflake() as warehouse, warehouse.session() as s:
-            yield s
+    with dialect_session(request.param, tmp_path) as s:
+        yield s
 
 
 def spec_of(session: WarehouseSession, **mapping: object) -> PlanSpec:
