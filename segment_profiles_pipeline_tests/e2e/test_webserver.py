@@ -168,9 +168,17 @@ def server(tmp_path: Path) -> Iterator[Server]:
             pytest.fail("dagster dev did not stop within 30s of SIGTERM")
         psutil.wait_procs(session_processes(proc.pid), timeout=15)
         leftovers = session_processes(proc.pid)
+        described = [_describe(p) for p in leftovers]  # before the kill: a killed process has no cmdline
         for p in leftovers:
             p.kill()
-        assert not leftovers, f"processes left after dagster dev stopped: {[p.cmdline() for p in leftovers]}"
+        assert not leftovers, f"processes left after dagster dev stopped: {described}"
+
+
+def _describe(process: psutil.Process) -> str:
+    try:
+        return " ".join(process.cmdline())
+    except psutil.Error:  # it exited meanwhile
+        return f"pid {process.pid} (exited while being listed)"
 
 
 def test_materialize_schedules_sensors_and_source_change(server: Server, tmp_path: Path) -> None:
