@@ -100,21 +100,32 @@ def model_mappings(model: ModelSpec) -> list[MappingSpec]:
 
 
 def check_unique_names(specs: list[MappingSpec], taken: dict[str, str]) -> None:
-    """Raise when a mapping name is already in ``taken`` (name → file); else add them."""
+    """Raise when a mapping name repeats, within ``specs`` or with ``taken`` (name → file); else add them.
+
+    Each name becomes a sync asset's key, so a repeat left alone surfaces later as Dagster's
+    duplicate-key error, which names neither file. ``taken`` grows only when every name of
+    ``specs`` is free: a lenient load that drops the file at fault keeps the names it kept."""
+    seen = dict(taken)
     for spec in specs:
-        other = taken.get(spec.mapping.name)
-        if other:
+        name, file = spec.mapping.name, spec.source.file
+        other = seen.get(name)
+        if other is not None:
+            where = f"twice in {file}" if other == file else f"both in {other} and in {file}"
             raise ConfigError(
-                f"mapping name '{spec.mapping.name}' is also used in {other}.",
-                file=spec.source.file,
-                field="mappings.name",
-                fix="give every mapping a unique name (it becomes the sync asset key).",
+                f"mapping name '{name}' is used {where}; each name becomes a sync asset's key.",
+                file=file,
+                field="tables.mappings.name" if spec.source.external else "mappings.name",
+                fix=f"rename one of the two mappings; names are unique across the models' YAML, {UPSTREAM_FILE}, "
+                f"{TRAITS_FILE} and {PREDICTIONS_FILE}.",
             )
-    taken.update({spec.mapping.name: spec.source.file for spec in specs})
+        seen[name] = file
+    taken.update(seen)
 
 
 def collect_mappings(project: Project, extra: list[MappingSpec]) -> list[MappingSpec]:
-    """Every mapping of the project plus ``extra``; names are unique because each becomes an asset key."""
+    """Every mapping of the project plus ``extra``, names checked over the whole list (each becomes
+    an asset key). The traits domain checks its own names first, so that a lenient load turns its
+    file into a stub instead of failing here."""
     out = [*project.mappings, *extra]
     check_unique_names(out, {})
     return out

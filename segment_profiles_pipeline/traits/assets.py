@@ -30,7 +30,7 @@ from pydantic import Field
 
 from segment_profiles_pipeline.errors import ConfigError
 from segment_profiles_pipeline.metadata import table_metadata
-from segment_profiles_pipeline.project import TRAITS_FILE, ModelProblem, Project
+from segment_profiles_pipeline.project import TRAITS_FILE, ModelProblem, Project, check_unique_names
 from segment_profiles_pipeline.traits.compute import compute_audiences, compute_traits
 from segment_profiles_pipeline.traits.config import (
     AUDIENCES_TABLE,
@@ -151,9 +151,11 @@ def build_defs(
         if traits is None:
             return DomainDefs()
         check_trait_key_clashes(traits, project)
+        mappings = traits.sync_mappings()
+        check_unique_names(mappings, {spec.mapping.name: spec.source.file for spec in project.mappings})
         return DomainDefs(
             defs=Definitions(assets=build_traits_assets(traits, kind, keys)),
-            mappings=traits.sync_mappings(),
+            mappings=mappings,
             tables=traits.event_tables(),
         )
     except ConfigError as exc:

@@ -3,9 +3,10 @@
 from pathlib import Path
 
 import pytest
+from dagster import AssetKey
 
 from segment_profiles_pipeline.errors import ConfigError
-from segment_profiles_pipeline.project import load_project
+from segment_profiles_pipeline.project import MappingSpec, SyncSource, collect_mappings, load_project
 from segment_profiles_pipeline_tests.conftest import write
 
 USERS_SQL = "SELECT user_id, email FROM app.users"
@@ -80,8 +81,80 @@ def test_two_models_with_the_same_name(models_dir: Path) -> None:
 def test_duplicate_mapping_names_across_models(models_dir: Path) -> None:
     mapping = "primary_key: user_id\nmappings:\n  - {name: same, action: identify, user_id: user_id}\n"
     write(models_dir, {"a.sql": USERS_SQL, "a.yml": mapping, "b.sql": USERS_SQL, "b.yml": mapping})
-    with pytest.raises(ConfigError, match="mapping name 'same' is also used in"):
+    with pytest.raises(ConfigError) as err:
         load_project(models_dir)
+    assert str(err.value).startswith(
+        f"{models_dir / 'b.yml'} (field 'mappings.name'): mapping name 'same' is used "
+    )
+    assert f"both in {models_dir / 'a.yml'} and in {models_dir / 'b.yml'}" in str(err.value)
+    assert "Fix: rename one of the two mappings" in str(err.value)
+
+
+TWO_NAMED_SAME = """
+    primary_key: user_id
+    mappings:
+      - {name: same, action: identify, user_id: user_id}
+      - {name: same, action: identify, user_id: user_id, traits: {email: email}}
+"""
+
+
+def test_duplicate_mapping_names_within_one_model(models_dir: Path) -> None:
+    write(models_dir, {"a.sql": USERS_SQL, "a.yml": TWO_NAMED_SAME})
+    with pytest.raises(ConfigError) as err:
+        load_project(models_dir)
+    text = str(err.value)
+    assert f"{models_dir / 'a.yml'} (field 'mappings.name'): mapping name 'same' is used twice in" in text
+    assert "rename one of the two mappings" in text
+
+
+def test_duplicate_mapping_names_within_upstream_yml(models_dir: Path) -> None:
+    entry = "  - {{table: crm.{0}, asset_key: crm/{0}, primary_key: id, mappings: [{{name: same, action: identify, user_id: id}}]}}\n"
+    write(models_dir, {"upstream.yml": "tables:\n" + entry.format("a") + entry.format("b")})
+    with pytest.raises(ConfigError) as err:
+        load_project(models_dir)
+    upstream = models_dir / "upstream.yml"
+    assert str(err.value).startswith(
+        f"{upstream} (field 'tables.mappings.name'): mapping name 'same' is used twice in {upstream}"
+    )
+
+
+def test_collect_mappings_checks_the_names_it_adds(models_dir: Path) -> None:
+    """The traits' mappings join the models' here: a name given twice is a clear error, not
+    Dagster's duplicate asset key naming neither file."""
+    mapping = "primary_key: user_id\nmappings:\n  - {name: same, action: identify, user_id: user_id}\n"
+    write(models_dir, {"a.sql": USERS_SQL, "a.yml": mapping})
+    project = load_project(models_dir)
+    traits = MappingSpec(
+        SyncSource("computed_traits", ("computed_traits",), "t", "k", "traits.yml"),
+        project.mappings[0].mapping,
+    )
+    assert collect_mappings(project, []) == project.mappings
+    with pytest.raises(
+        ConfigError,
+        match=r"^traits\.yml \(field 'mappings\.name'\): mapping name 'same' is used both in .*a\.yml and in traits\.yml",
+    ):
+        collect_mappings(project, [traits])
+
+
+def test_a_traits_mapping_named_like_a_model_mapping(sample_models: Path, settings_for, build) -> None:
+    """Strict: a load error naming both files. Lenient: the traits file (the second user of the
+    name) becomes a stub and the model's mapping keeps its sync asset."""
+    users = sample_models / "users.yml"
+    users.write_text(users.read_text().replace("name: users_identify", "name: computed_traits_identify"))
+    with pytest.raises(ConfigError) as err:
+        build(settings_for(sample_models, sample_data=False))
+    traits = sample_models / "computed_traits.yml"
+    assert str(err.value).startswith(
+        f"{traits} (field 'mappings.name'): mapping name 'computed_traits_identify'"
+    )
+    assert f"both in {users} and in {traits}" in str(err.value)
+
+    graph = build(settings_for(sample_models, sample_data=False), strict=False).resolve_asset_graph()
+    stub = graph.get(AssetKey("computed_traits")).to_asset_spec()
+    assert stub.description is not None and stub.description.startswith("**Does not load**")
+    assert "mapping name 'computed_traits_identify' is used both in" in stub.description
+    sync = graph.get(AssetKey(["profile_sync", "computed_traits_identify"]))
+    assert sync.parent_keys == {AssetKey("users")}  # the model's mapping, not the traits'
 
 
 @pytest.mark.parametrize(
@@ -205,4 +278,13 @@ def test_lenient_load_drops_the_second_user_of_a_mapping_name(models_dir: Path) 
     project = load_project(models_dir, strict=False)
     assert list(project.models) == ["a"]
     assert [p.name for p in project.problems] == ["b"]
-    assert "mapping name 'same' is also used in" in str(project.problems[0].error)
+    assert "mapping name 'same' is used both in" in str(project.problems[0].error)
+
+
+def test_lenient_load_drops_a_model_naming_two_mappings_alike(models_dir: Path) -> None:
+    good = "primary_key: user_id\nmappings:\n  - {name: good_identify, action: identify, user_id: user_id}\n"
+    write(models_dir, {"a.sql": USERS_SQL, "a.yml": TWO_NAMED_SAME, "b.sql": USERS_SQL, "b.yml": good})
+    project = load_project(models_dir, strict=False)
+    assert list(project.models) == ["b"]
+    assert [m.mapping.name for m in project.mappings] == ["good_identify"]
+    assert [(p.name, p.mapping_names) for p in project.problems] == [("a", ("same", "same"))]

@@ -184,7 +184,9 @@ def test_a_mapping_name_taken_by_a_model_is_a_load_error(models_dir) -> None:
             "upstream.yml": UPSTREAM_YML,
         },
     )
-    with pytest.raises(ConfigError, match=r"mapping name 'crm_identify' is also used in .*people\.yml"):
+    with pytest.raises(
+        ConfigError, match=r"mapping name 'crm_identify' is used both in .*people\.yml and in .*upstream\.yml"
+    ):
         load_project(models_dir)
 
 
