@@ -8,7 +8,7 @@ downstream of Segment's landed Profiles Sync tables instead (external assets, ``
 
 import datetime as dt
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from dagster import (
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
+    AssetKey,
     AssetSpec,
     Config,
     Definitions,
@@ -46,6 +47,12 @@ from segment_profiles_pipeline.warehouse.base import Warehouse, WarehouseSession
 GROUP = "identity"
 LIMITS_CHECK = "identifier_limits"
 UNIQUE_CHECK = "identifier_in_one_profile"
+DESCRIPTIONS = {
+    ID_GRAPH_TABLE: "one row per profile ever created: its segment_id and the canonical profile it belongs to now.",
+    EXTERNAL_ID_TABLE: "one row per identifier (type, value): the canonical profile holding it, and the message that added it.",
+    MERGES_TABLE: "one row per merge: which profile merged into which, when, triggered by which message.",
+}
+"""What each table of the graph holds (its asset's description)."""
 
 
 class IdentityConfig(Config):
@@ -100,23 +107,14 @@ def build_identity_defs(
     version = hashlib.sha256(
         identity.path.read_bytes() if identity.path.exists() else b"defaults"
     ).hexdigest()[:16]
-    descriptions = {
-        ID_GRAPH_TABLE: "one row per profile ever created: its segment_id and the canonical profile it belongs to now.",
-        EXTERNAL_ID_TABLE: "one row per identifier (type, value): the canonical profile holding it, and the message that added it.",
-        MERGES_TABLE: "one row per merge: which profile merged into which, when, triggered by which message.",
-    }
     graph_keys = keys.graph_tables
-    specs = [
-        AssetSpec(
-            key,
-            group_name=GROUP,
-            kinds={kind},
-            deps=deps,
-            code_version=version,
-            description=f"`{table}`: {descriptions[table]}",
-        )
-        for table, key in graph_keys.items()
-    ]
+    specs = table_specs(
+        ((key, f"`{table}`: {DESCRIPTIONS[table]}", {}) for table, key in graph_keys.items()),
+        kind,
+        GROUP,
+        deps=deps,
+        code_version=version,
+    )
     graph_key = graph_keys[EXTERNAL_ID_TABLE]
     checks = [
         AssetCheckSpec(
@@ -188,15 +186,42 @@ def landed_specs(identity: IdentityProject, kind: str, keys: AssetKeys = DEFAULT
     schema = identity.config.graph.landed_schema
     if identity.config.graph.source != "segment" or schema is None:
         return []
+    return table_specs(
+        (
+            (
+                keys.source(schema, table),
+                f"`{schema}.{table}`, landed by Segment's Profiles Sync (read by `identity_graph`).",
+                {"columns_read": ", ".join(columns)},
+            )
+            for table, columns in LANDED_COLUMNS.items()
+        ),
+        kind,
+        "sources",
+    )
+
+
+def table_specs(
+    tables: Iterable[tuple[AssetKey, str, Mapping[str, str]]],
+    kind: str,
+    group: str,
+    *,
+    deps: Sequence[AssetKey] = (),
+    code_version: str | None = None,
+) -> list[AssetSpec]:
+    """One spec per (key, description, metadata), in ``group`` with the warehouse's kind: the
+    graph's own tables and Segment's landed ones are built by one function, so they cannot come
+    to differ in what every table of the layer carries."""
     return [
         AssetSpec(
-            keys.source(schema, table),
-            group_name="sources",
+            key,
+            group_name=group,
             kinds={kind},
-            description=f"`{schema}.{table}`, landed by Segment's Profiles Sync (read by `identity_graph`).",
-            metadata={"columns_read": ", ".join(columns)},
+            deps=deps,
+            code_version=code_version,
+            description=description,
+            metadata=metadata,
         )
-        for table, columns in LANDED_COLUMNS.items()
+        for key, description, metadata in tables
     ]
 
 

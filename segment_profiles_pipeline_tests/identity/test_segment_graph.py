@@ -167,6 +167,19 @@ def test_landed_tables_are_external_assets_and_the_only_inputs(tmp_path: Path) -
     assert {s.key for s in specs} == landed_keys
     graph = next(a for a in assets if hasattr(a, "op"))
     assert set(graph.asset_deps[AssetKey(["identity", "id_graph"])]) == landed_keys
+    # both kinds of table spec carry the layer's fields (one helper builds them)
+    [updates] = [s for s in specs if s.key.path[-1] == "id_graph_updates"]
+    assert (updates.group_name, updates.kinds, updates.code_version) == ("sources", {"duckdb"}, None)
+    assert updates.description == (
+        "`ps_segment.id_graph_updates`, landed by Segment's Profiles Sync (read by `identity_graph`)."
+    )
+    assert updates.metadata == {
+        "columns_read": "segment_id, canonical_segment_id, timestamp, triggering_event_id, seq, uuid_ts"
+    }
+    merges = graph.specs_by_key[AssetKey(["identity", "profile_merges"])]
+    assert (merges.group_name, merges.kinds, merges.metadata) == ("identity", {"duckdb"}, {})
+    assert merges.code_version is not None and merges.description is not None
+    assert merges.description.startswith("`identity.profile_merges`: one row per merge")
 
 
 @pytest.mark.parametrize(
