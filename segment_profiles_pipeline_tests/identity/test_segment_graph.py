@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow as pa
@@ -16,8 +14,7 @@ from segment_profiles_pipeline.identity.assets import identity_assets
 from segment_profiles_pipeline.identity.compute import compute_identity
 from segment_profiles_pipeline.identity.config import load_identity
 from segment_profiles_pipeline.warehouse.base import WarehouseSession
-from segment_profiles_pipeline.warehouse.duckdb import DuckDBWarehouse
-from segment_profiles_pipeline_tests.traits.test_recipes import snowflake_session
+from segment_profiles_pipeline_tests.warehouse.fake_snowflake import dialect_session
 
 T = dt.datetime(2026, 3, 1, 10)
 SEGMENT_YML = "graph: {source: segment, landed_schema: ps_segment}\n"
@@ -89,12 +86,6 @@ def landed(session: WarehouseSession, graph=ID_GRAPH_UPDATES, mappings=EXTERNAL_
     )
 
 
-@contextmanager
-def duckdb_session(tmp_path: Path) -> Iterator[WarehouseSession]:
-    with DuckDBWarehouse(database=str(tmp_path / "w.duckdb")).session() as session:
-        yield session
-
-
 def rows(session: WarehouseSession, sql: str) -> set[tuple]:
     return set(session.query(sql).rows)
 
@@ -103,8 +94,7 @@ def rows(session: WarehouseSession, sql: str) -> set[tuple]:
 def test_identity_tables_from_segments_landed_graph(tmp_path: Path, dialect: str) -> None:
     (tmp_path / "identity.yml").write_text(SEGMENT_YML)
     identity = load_identity(tmp_path)
-    opener = snowflake_session() if dialect == "snowflake" else duckdb_session(tmp_path)
-    with opener as session:
+    with dialect_session(dialect, tmp_path) as session:
         landed(session)
         stats = compute_identity(session, identity, [], [], at(100))
         assert (stats.mode, stats.profiles, stats.merges) == ("segment", 2, 3)
@@ -143,7 +133,7 @@ def test_identity_tables_from_segments_landed_graph(tmp_path: Path, dialect: str
 
 def test_switching_back_to_local_rebuilds_from_the_events(tmp_path: Path) -> None:
     """Segment mode clears the resolver's state: a local run afterwards is a full rebuild."""
-    with duckdb_session(tmp_path) as session:
+    with dialect_session("duckdb", tmp_path) as session:
         landed(session)
         assert (
             compute_identity(session, load_identity(tmp_path), [], [], at(99)).mode == "full"
@@ -197,7 +187,7 @@ def test_landed_tables_are_external_assets_and_the_only_inputs(tmp_path: Path) -
 )
 def test_missing_landed_tables_name_the_file_field_and_table(tmp_path: Path, drop: str, message: str) -> None:
     (tmp_path / "identity.yml").write_text(SEGMENT_YML)
-    with duckdb_session(tmp_path) as session:
+    with dialect_session("duckdb", tmp_path) as session:
         landed(session)
         session.execute(drop)
         with pytest.raises(WarehouseError) as exc:
@@ -211,7 +201,7 @@ def test_a_cycle_in_the_landed_graph_is_an_error(tmp_path: Path, length: int) ->
     (tmp_path / "identity.yml").write_text(SEGMENT_YML)
     ids = [f"p{i}" for i in range(length)]
     cycle = [(a, ids[(i + 1) % length], "identify", f"e{i}", i, i) for i, a in enumerate(ids)]
-    with duckdb_session(tmp_path) as session:
+    with dialect_session("duckdb", tmp_path) as session:
         landed(session, graph=cycle)
         with pytest.raises(WarehouseError, match="merge chains do not end"):
             compute_identity(session, load_identity(tmp_path), [], [], at(100))

@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -36,7 +37,7 @@ from segment_profiles_pipeline.sync.render_sql import SqlRenderer, sql_renderer
 from segment_profiles_pipeline.warehouse.base import WarehouseSession
 from segment_profiles_pipeline.warehouse.dialect import to_dialect
 from segment_profiles_pipeline_tests.sync.helpers import ScriptedSender
-from segment_profiles_pipeline_tests.warehouse.fake_snowflake import fake_snowflake
+from segment_profiles_pipeline_tests.warehouse.fake_snowflake import dialect_session, fake_snowflake
 
 NOW = dt.datetime(2026, 3, 1, 9, 0)
 ID = "spp-" + "ab" * 20
@@ -141,15 +142,12 @@ def _spec(action: str, **overrides: Any) -> MappingSpec:
 
 
 @pytest.fixture(params=["duckdb", "snowflake"])
-def session(request: pytest.FixtureRequest, warehouse) -> Iterator[WarehouseSession]:
+def session(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[WarehouseSession]:
     """A session on each warehouse, holding the table of every type."""
-    if request.param == "duckdb":
-        with warehouse.session() as s:
+    with dialect_session(request.param, tmp_path) as s:
+        if request.param == "duckdb":
             s.execute("SET TimeZone = 'America/New_York'")  # timestamps must not follow the session's zone
-            yield _ready(s)
-    else:
-        with fake_snowflake() as snowflake, snowflake.session() as s:
-            yield _ready(s)
+        yield _ready(s)
 
 
 def _ready(session: WarehouseSession) -> WarehouseSession:

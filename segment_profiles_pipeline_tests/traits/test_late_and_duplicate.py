@@ -20,7 +20,8 @@ from segment_profiles_pipeline.traits.config import TraitsProject
 from segment_profiles_pipeline.warehouse.base import WarehouseSession
 from segment_profiles_pipeline.warehouse.duckdb import DuckDBWarehouse
 from segment_profiles_pipeline_tests.traits.helpers import T0, ev, load_events, table_rows, traits_file
-from segment_profiles_pipeline_tests.traits.test_resolved_profiles import _plain, _warehouses
+from segment_profiles_pipeline_tests.traits.test_resolved_profiles import _plain
+from segment_profiles_pipeline_tests.warehouse.fake_snowflake import dialect_session
 
 # No unique_list: fakesnow cannot run ARRAY_SORT(ARRAY_AGG(…)) (see test_incremental.py).
 TRAITS = """
@@ -73,7 +74,7 @@ NEW_USER_EVENT = ev("n9", user="u3", minute=10, v="q", n=9, received_at=received
 
 @pytest.fixture(params=["duckdb", "snowflake"])
 def session(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[WarehouseSession]:
-    with _warehouses(tmp_path)[request.param]() as opened:
+    with dialect_session(request.param, tmp_path) as opened:
         yield opened
 
 

@@ -4,8 +4,7 @@ hand-built events resolved by the real identity layer (DuckDB and fakesnow)."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,9 +18,8 @@ from segment_profiles_pipeline.identity.profile_keys import (
     targets_sql,
 )
 from segment_profiles_pipeline.warehouse.base import WarehouseSession
-from segment_profiles_pipeline.warehouse.duckdb import DuckDBWarehouse
 from segment_profiles_pipeline_tests.traits.helpers import ev, load_events
-from segment_profiles_pipeline_tests.traits.test_recipes import snowflake_session
+from segment_profiles_pipeline_tests.warehouse.fake_snowflake import dialect_session
 
 EVENTS = [
     ev("e1", anon="a1", minute=0),  # anonymous session ...
@@ -34,16 +32,9 @@ EVENTS = [
 ]
 
 
-def _warehouses(tmp_path: Path) -> dict[str, Callable[[], AbstractContextManager[WarehouseSession]]]:
-    return {
-        "duckdb": lambda: DuckDBWarehouse(database=str(tmp_path / "w.duckdb")).session(),
-        "snowflake": snowflake_session,
-    }
-
-
 @pytest.fixture(params=["duckdb", "snowflake"])
 def session(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[WarehouseSession]:
-    with _warehouses(tmp_path)[request.param]() as opened:
+    with dialect_session(request.param, tmp_path) as opened:
         yield opened
 
 

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from segment_profiles_pipeline.traits.config import TraitsProject
 from segment_profiles_pipeline.warehouse.base import WarehouseSession
 from segment_profiles_pipeline.warehouse.duckdb import DuckDBWarehouse
 from segment_profiles_pipeline_tests.traits.helpers import T0, ev, load_events, table_rows, traits_file
-from segment_profiles_pipeline_tests.traits.test_recipes import snowflake_session
+from segment_profiles_pipeline_tests.warehouse.fake_snowflake import dialect_session
 
 DAY = 24 * 60
 TRAITS = """
@@ -108,16 +107,9 @@ def rebuilt(tmp_path: Path, project: TraitsProject, count: int) -> dict[str, dic
         return by_key(session)
 
 
-def _warehouses(tmp_path: Path) -> dict[str, Callable[[], AbstractContextManager[WarehouseSession]]]:
-    return {
-        "duckdb": lambda: DuckDBWarehouse(database=str(tmp_path / "w.duckdb")).session(),
-        "snowflake": snowflake_session,
-    }
-
-
 @pytest.fixture(params=["duckdb", "snowflake"])
 def session(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[WarehouseSession]:
-    with _warehouses(tmp_path)[request.param]() as opened:
+    with dialect_session(request.param, tmp_path) as opened:
         yield opened
 
 
