@@ -12,7 +12,6 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import httpx
 from dagster import (
     DefaultSensorStatus,
     ResourceParam,
@@ -109,6 +108,8 @@ def current_health(session: WarehouseSession, spec: MappingSpec) -> tuple[Health
 
 def post_webhook(url: str, payload: Mapping[str, Any], log: logging.Logger) -> bool:
     """POST the alert; log (never raise) a failure. The URL is a secret: it never reaches a log."""
+    import httpx  # ~0.1 s: an alert pays it, not each definitions load
+
     try:
         response = httpx.post(url, json=payload, timeout=WEBHOOK_TIMEOUT_S)
     except httpx.HTTPError as exc:

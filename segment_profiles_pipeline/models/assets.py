@@ -28,7 +28,7 @@ from segment_profiles_pipeline.errors import WarehouseError
 from segment_profiles_pipeline.metadata import table_metadata
 from segment_profiles_pipeline.models.checks import check_specs, primary_key_checks
 from segment_profiles_pipeline.models.lineage import DEFAULT_SCHEMA, LineageError, column_origins
-from segment_profiles_pipeline.models.sample_data import SOURCE_TABLES, seed_missing
+from segment_profiles_pipeline.models.sample_tables import SOURCE_TABLES
 from segment_profiles_pipeline.project import MODELS_SCHEMA, ModelSpec, Project, display_path
 from segment_profiles_pipeline.vocabulary import DEFAULT_KEYS, POOL, WAREHOUSE_RETRY, AssetKeys
 from segment_profiles_pipeline.warehouse.base import Warehouse, WarehouseBusy, WarehouseSession, ident
@@ -115,6 +115,8 @@ def build_sources(
         description="Creates the sample source tables that are missing. Never overwrites an existing table.",
     )
     def sample_data(context: AssetExecutionContext, warehouse: ResourceParam[Warehouse]):
+        from segment_profiles_pipeline.models.sample_data import seed_missing  # numpy + pyarrow: runs only
+
         with warehouse.session() as session:
             report = seed_missing(session, sample_users)
             for spec in generated:

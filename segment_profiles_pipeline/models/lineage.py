@@ -10,13 +10,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import cast
 
-import sqlglot
-from sqlglot import exp
-from sqlglot.errors import SqlglotError
-from sqlglot.lineage import lineage
-from sqlglot.optimizer.qualify import qualify
-from sqlglot.optimizer.scope import build_scope
-
 from segment_profiles_pipeline.errors import WarehouseError
 
 DEFAULT_SCHEMA = "main"
@@ -38,6 +31,15 @@ def column_origins(sql: str, schemas: Mapping[Table, Sequence[str]]) -> dict[str
     has no origins. Names are lower-case, as the warehouse sessions report them; origins are in
     first-seen order.
     """
+    # Imported here: lineage and the optimizer (~20 ms over the parser the load needs) serve only a
+    # materialization, and this module is imported by every definitions load.
+    import sqlglot
+    from sqlglot import exp
+    from sqlglot.errors import SqlglotError
+    from sqlglot.lineage import lineage
+    from sqlglot.optimizer.qualify import qualify
+    from sqlglot.optimizer.scope import build_scope
+
     mapping: dict[str, dict[str, dict[str, str]]] = {}
     for (schema, table), names in schemas.items():
         mapping.setdefault((schema or DEFAULT_SCHEMA).lower(), {})[table.lower()] = {

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from segment_profiles_pipeline.models.sample_tables import SOURCE_TABLES
 from segment_profiles_pipeline.warehouse.base import WarehouseSession, ident
 
 ANCHOR = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
@@ -39,13 +40,6 @@ CHANNELS = np.array(["voice", "sms", "email", "chat", "whatsapp"])
 SENTIMENTS = np.array(["positive", "neutral", "negative"])
 TOPICS = np.array(["billing", "shipping", "returns", "account", "technical"])
 
-SOURCE_TABLES = (
-    "app.users",
-    "app.accounts",
-    "flex.flex_engagement_initiated",
-    "flex.flex_engagement_completed",
-    "shop.order_completed",
-)
 ORDER_DAYS = 365
 CURRENCIES = np.array(["USD", "EUR"])
 

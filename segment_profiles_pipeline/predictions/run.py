@@ -31,15 +31,11 @@ import operator
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
-
-import numpy as np
-import pyarrow as pa
+from typing import TYPE_CHECKING, Any
 
 from segment_profiles_pipeline.errors import ConfigError
 from segment_profiles_pipeline.identity.config import EXTERNAL_ID_TABLE, load_identity
 from segment_profiles_pipeline.identity.profile_keys import targets_sql
-from segment_profiles_pipeline.predictions import model as models
 from segment_profiles_pipeline.predictions.config import (
     PREDICTIONS_SCHEMA,
     PROFILE_COLUMN,
@@ -56,6 +52,11 @@ from segment_profiles_pipeline.state import STATE_SCHEMA
 from segment_profiles_pipeline.traits.compiler import timestamp_literal
 from segment_profiles_pipeline.traits.compute import transaction, utc_naive
 from segment_profiles_pipeline.warehouse.base import WarehouseSession, literal
+
+if TYPE_CHECKING:  # numpy and the model module (~0.2 s): only a run that trains or scores imports them
+    import numpy as np
+
+    from segment_profiles_pipeline.predictions import model as models
 
 MODELS_TABLE = f"{STATE_SCHEMA}.prediction_models"
 RUNS_TABLE = f"{STATE_SCHEMA}.prediction_runs"
@@ -158,6 +159,8 @@ def _retrain_reason(
 def _matrix(rows: list[dict[str, Any]], names: list[str]) -> np.ndarray:
     """Rows of floats (``rows_sql`` casts them, NaN for missing) as a matrix, converted in C:
     ``itemgetter`` picks the columns, ``fromiter`` fills the array without a list per row."""
+    import numpy as np  # ~0.1 s: scoring pays it, not each definitions load
+
     values = itertools.chain.from_iterable(map(operator.itemgetter(*names), rows))
     return np.fromiter(values, float, count=len(rows) * len(names)).reshape(len(rows), len(names))
 
@@ -191,6 +194,10 @@ def run_prediction(
     chunk_rows: int = SCORE_CHUNK_ROWS,
 ) -> PredictionRun:
     """Train when due (and possible), then score every eligible profile. See the module doc."""
+    import numpy as np  # with the model module (~0.3 s): a run pays them, not each definitions load
+
+    from segment_profiles_pipeline.predictions import model as models
+
     now = utc_naive(now)
     seconds: dict[str, float] = {}
     require_graph(session, project, table_of(prediction))
@@ -302,6 +309,10 @@ def score_in_chunks(
     """Score the eligible profiles chunk by chunk into ``staging``; returns (profiles, chunks).
 
     Only one chunk of feature rows (and its scores) is in Python memory at a time."""
+    import pyarrow as pa  # with the model module (~0.3 s): scoring pays them, not each definitions load
+
+    from segment_profiles_pipeline.predictions import model as models
+
     names = compiled.feature_names()
     session.execute(f"CREATE OR REPLACE TABLE {staging} (profile_key VARCHAR, score DOUBLE)")
     profiles = chunks = 0

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import random
 import re
 import threading
@@ -46,10 +47,9 @@ from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from email.utils import parsedate_to_datetime
 from types import TracebackType
-from typing import Self, TypeVar
+from typing import TYPE_CHECKING, Self, TypeVar
 from urllib.parse import quote, quote_plus
 
-import httpx
 import orjson
 
 from segment_profiles_pipeline import __version__
@@ -58,16 +58,27 @@ from segment_profiles_pipeline.segment.batching import format_sent_at, plan_batc
 from segment_profiles_pipeline.segment.outcomes import DeliveryFailure, Outcome
 from segment_profiles_pipeline.segment.spec import batch_url, destination_salt
 
+if TYPE_CHECKING:  # httpx (~0.1 s) is imported when a client opens, not at each definitions load
+    import httpx
+
 Sleep = Callable[[float], Awaitable[None]]
 T = TypeVar("T")
 
-USER_AGENT = f"segment-profiles-pipeline/{__version__} (httpx/{httpx.__version__})"
 REASON_BODY_CHARS = 300
 _RETRY_BODY_CHARS = 120
 MASK = "***"
 _CHECK_ENDPOINT = "Check that SEGMENT_ENDPOINT points at a Segment Tracking API (or unset it)."
 _EPOCH_THRESHOLD_S = 1_000_000_000
 """An ``X-RateLimit-Reset`` above this is a Unix timestamp, not a number of seconds to wait."""
+
+
+@functools.cache
+def user_agent() -> str:
+    """``segment-profiles-pipeline/<version> (httpx/<version>)``. A function, not a constant: reading
+    httpx's version imports httpx (~0.1 s), which only a client should pay, not each definitions load."""
+    import httpx
+
+    return f"segment-profiles-pipeline/{__version__} (httpx/{httpx.__version__})"
 
 
 @dataclass
@@ -167,7 +178,7 @@ class SegmentClient:
         self._headers = {
             "Authorization": "Basic " + base64.b64encode(f"{write_key}:".encode()).decode("ascii"),
             "Content-Type": "application/json",
-            "User-Agent": USER_AGENT,
+            "User-Agent": user_agent(),
         }
         self.max_in_flight = max_in_flight
         self.max_requests_per_second = max_requests_per_second
@@ -214,6 +225,8 @@ class SegmentClient:
         self._run(self._open_async())
 
     async def _open_async(self) -> None:
+        import httpx  # ~0.1 s: a client that opens pays it, not each definitions load
+
         self._http = httpx.AsyncClient(
             headers=self._headers,
             follow_redirects=False,
@@ -366,6 +379,8 @@ class SegmentClient:
     async def _post(self, delivery: _Delivery, start: int, stop: int) -> httpx.Response | None:
         """One HTTP attempt. Returns final responses (2xx/3xx/4xx), or None when not sent because
         the write key was already refused in this delivery; raises ``_Retry`` for retryable answers."""
+        import httpx  # already imported by _open_async: a dictionary lookup
+
         assert self._http is not None and self._semaphore is not None and self._bucket is not None
         async with self._semaphore:
             if delivery.auth_failure is not None:

@@ -21,21 +21,23 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import quote, urlsplit
 
-import httpx
 import orjson
 
 from segment_profiles_pipeline.errors import ConfigError, PipelineError
 from segment_profiles_pipeline.segment.client import (
     MASK,
-    USER_AGENT,
     _parse_rate_limit_reset,
     _parse_retry_after,
     _secret_pattern,
+    user_agent,
 )
 from segment_profiles_pipeline.segment.spec import DEFAULT_REGION, is_loopback_host
+
+if TYPE_CHECKING:  # httpx (~0.1 s) is imported when a client is made, not at each definitions load
+    import httpx
 
 PROFILE_API_REGIONS: dict[str, str] = {
     "north_america": "https://profiles.segment.com",
@@ -147,9 +149,11 @@ class ProfileApiClient:
         self._sleep = sleep
         self._random = random.Random()
         self.stats = ProfileApiStats()
+        import httpx  # ~0.1 s: a read-back pays it, not each definitions load
+
         self._http = httpx.Client(
             auth=httpx.BasicAuth(token, ""),
-            headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+            headers={"User-Agent": user_agent(), "Accept": "application/json"},
             timeout=httpx.Timeout(timeout_s),
             follow_redirects=False,
         )
@@ -188,6 +192,8 @@ class ProfileApiClient:
 
     def _get(self, url: str, params: dict[str, str], external_id: str) -> dict[str, Any] | None:
         """One page, with retries; None for 404."""
+        import httpx  # already imported by __init__: a dictionary lookup
+
         attempts = self._max_retries + 1
         for attempt in range(1, attempts + 1):
             self._pace()

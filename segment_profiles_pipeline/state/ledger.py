@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from typing import NamedTuple
-
-import pyarrow as pa
+from typing import TYPE_CHECKING, NamedTuple
 
 from segment_profiles_pipeline.state.schema import STATE_SCHEMA, Scratch, SyncScope
 from segment_profiles_pipeline.warehouse.base import WarehouseSession, literal
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 LEDGER = f"{STATE_SCHEMA}.ledger"
 
@@ -70,6 +71,8 @@ def shard_predicate(key_sql: str, shard: int, shards: int) -> str:
 def acks_table(acks: Sequence[Ack]) -> pa.Table:
     """Acknowledgements as the Arrow table ``record`` reads (columns record_key, checksum,
     identity, delivered)."""
+    import pyarrow as pa  # ~0.2 s, paid by a sync, not by each definitions load
+
     keys, checksums, identities, delivered = zip(*acks, strict=True) if acks else ((), (), (), ())
     return pa.table(
         {

@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import orjson
-import pyarrow as pa
 
 from segment_profiles_pipeline.state.failed_records import ReasonCode
 from segment_profiles_pipeline.state.schema import STATE_SCHEMA, SyncScope
@@ -53,6 +52,8 @@ def write(scope: SyncScope, rows: Sequence[OutboxRow]) -> None:
     """Append this dry run's rows."""
     if not rows:
         return
+    import pyarrow as pa  # ~0.2 s, paid by a dry run, not by each definitions load
+
     n = len(rows)
     data = pa.table(
         {

@@ -12,11 +12,12 @@ import datetime as dt
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import NewType
-
-import pyarrow as pa
+from typing import TYPE_CHECKING, NewType
 
 from segment_profiles_pipeline.warehouse.base import WarehouseSession, literal
+
+if TYPE_CHECKING:  # annotations only: pyarrow costs ~0.2 s at every definitions load
+    import pyarrow as pa
 
 STATE_SCHEMA = "_segment_profiles"
 

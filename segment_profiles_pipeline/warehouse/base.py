@@ -8,11 +8,12 @@ import decimal
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, runtime_checkable
-
-import pyarrow as pa
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from segment_profiles_pipeline.errors import WarehouseError
+
+if TYPE_CHECKING:  # annotations only: pyarrow costs ~0.15 s, paid by whatever loads data, not by every load
+    import pyarrow as pa
 
 Dialect = Literal["duckdb", "snowflake"]
 

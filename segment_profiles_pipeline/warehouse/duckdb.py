@@ -27,15 +27,17 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
-import pyarrow as pa
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
 from segment_profiles_pipeline.errors import WarehouseError
 from segment_profiles_pipeline.warehouse.base import Dialect, QueryResult, WarehouseBusy, ident, literal
+
+if TYPE_CHECKING:  # annotations only: whoever passes an Arrow table to load() has imported pyarrow
+    import pyarrow as pa
 
 _held = threading.local()
 
