@@ -50,6 +50,8 @@ class Ack(NamedTuple):
     checksum: str
     identity: str | None
     delivered: bool = True
+    replaces: bool = True
+    """False only when the key is known to have no ledger row (see ``record``)."""
 
 
 def ensure(session: WarehouseSession) -> None:
@@ -70,27 +72,40 @@ def shard_predicate(key_sql: str, shard: int, shards: int) -> str:
 
 def acks_table(acks: Sequence[Ack]) -> pa.Table:
     """Acknowledgements as the Arrow table ``record`` reads (columns record_key, checksum,
-    identity, delivered)."""
+    identity, delivered, replaces)."""
     import pyarrow as pa  # ~0.2 s, paid by a sync, not by each definitions load
 
-    keys, checksums, identities, delivered = zip(*acks, strict=True) if acks else ((), (), (), ())
-    return pa.table(
-        {
-            "record_key": pa.array(keys, type=pa.string()),
-            "checksum": pa.array(checksums, type=pa.string()),
-            "identity": pa.array(identities, type=pa.string()),
-            "delivered": pa.array(delivered, type=pa.bool_()),
-        }
+    columns = zip(*acks, strict=True) if acks else ((),) * len(Ack._fields)
+    types = (pa.string(), pa.string(), pa.string(), pa.bool_(), pa.bool_())
+    names = ("record_key", "checksum", "identity", "delivered", "replaces")
+    return pa.table({n: pa.array(c, type=t) for n, c, t in zip(names, columns, types, strict=True)})
+
+
+def acknowledged(rows: pa.Table) -> pa.Table:
+    """Delivered records as ``acks_table``'s columns, from a table with their ``record_key``,
+    ``checksum``, ``identity`` and ``replaces`` (a chunk's accepted plan rows): no Python
+    object per record."""
+    import pyarrow as pa
+
+    columns = rows.select(["record_key", "checksum", "identity"])
+    return columns.append_column("delivered", pa.repeat(True, rows.num_rows)).append_column(
+        "replaces", rows["replaces"]
     )
 
 
-def record(scope: SyncScope, acks: Scratch) -> None:
+def record(scope: SyncScope, acks: Scratch, *, replaces: bool = True) -> None:
     """Write the rows of ``acks`` (see ``acks_table``) as this sync's, replacing the keys' rows
-    (tombstones included: a record that came back is live again)."""
+    (tombstones included: a record that came back is live again).
+
+    ``replaces=False`` says no key of ``acks`` has a ledger row (the plan saw none: every row's
+    ``replaces`` is false), so there is nothing to delete first. The DELETE scans the mapping's
+    whole ledger however few keys it names, and a sync acknowledges chunk by chunk, so on a
+    first sync of N records it read O(N^2) rows (237 s for 10M against 11.9 s for 1M)."""
     m = scope.mapping_sql
-    scope.session.execute(
-        f"DELETE FROM {LEDGER} WHERE mapping = {m} AND record_key IN (SELECT record_key FROM {acks})"
-    )
+    if replaces:
+        scope.session.execute(
+            f"DELETE FROM {LEDGER} WHERE mapping = {m} AND record_key IN (SELECT record_key FROM {acks})"
+        )
     scope.session.execute(
         f"INSERT INTO {LEDGER} (mapping, record_key, checksum, identity, delivered, synced_at, sync_id, live) "
         f"SELECT {m}, record_key, checksum, identity, delivered, {literal(scope.now)}, {literal(scope.sync_id)}, "

@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from segment_profiles_pipeline.config import RetryConfig
 from segment_profiles_pipeline.state import failed_records, ledger, outbox, sync_history
 from segment_profiles_pipeline.state.failed_records import Failure
-from segment_profiles_pipeline.state.ledger import Ack
 from segment_profiles_pipeline.state.outbox import OutboxRow
 from segment_profiles_pipeline.state.schema import Scratch, SyncScope
 from segment_profiles_pipeline.state.sync_history import SyncStatus
 from segment_profiles_pipeline.warehouse.base import WarehouseSession
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 Fill = Callable[[Scratch], object]
 """Creates the named scratch table from data already in the warehouse (the plan's rows)."""
@@ -35,12 +38,17 @@ class StateWriter:
         return self.scope.session
 
     # ledger and failed_records ---------------------------------------------------------
-    def acknowledge(self, acks: Sequence[Ack]) -> None:
-        """Record acknowledged records in the ledger and clear their failures."""
-        if not acks:
+    def acknowledge(self, acks: pa.Table) -> None:
+        """Record acknowledged records (``ledger.acks_table``'s columns) in the ledger and clear
+        their failures. The ledger's rows of the keys are replaced only when some key may have
+        one (its ``replaces``): a first sync's records have none (``ledger.record``)."""
+        if not acks.num_rows:
             return
-        with self.scope.scratch("acks", ledger.acks_table(acks)) as scratch:
-            ledger.record(self.scope, scratch)
+        import pyarrow.compute as pc
+
+        replaces = bool(pc.any(acks["replaces"].fill_null(True)).as_py())
+        with self.scope.scratch("acks", acks) as scratch:
+            ledger.record(self.scope, scratch, replaces=replaces)
             failed_records.clear(self.scope, scratch)
 
     def track_unsent(self, fill: Fill) -> None:

@@ -13,18 +13,20 @@ from collections.abc import Callable, Generator, Iterable, Sequence
 from concurrent.futures import Future
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
-from typing import NamedTuple, Protocol, TypeGuard, runtime_checkable
+from typing import TYPE_CHECKING, NamedTuple, Protocol, TypeGuard, runtime_checkable
 
 from segment_profiles_pipeline.config import MappingConfig
 from segment_profiles_pipeline.segment.outcomes import Outcome
 from segment_profiles_pipeline.segment.spec import DRY_RUN_SALT
-from segment_profiles_pipeline.state import watermarks
+from segment_profiles_pipeline.state import ledger, watermarks
 from segment_profiles_pipeline.state.failed_records import Failure, reason_code
-from segment_profiles_pipeline.state.ledger import Ack
 from segment_profiles_pipeline.state.outbox import OutboxRow, rejected_row
 from segment_profiles_pipeline.state.writer import StateWriter
 from segment_profiles_pipeline.sync.plan import Plan, PlanSpec
 from segment_profiles_pipeline.warehouse.base import WarehouseSession, transaction
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 Results = Generator[tuple["Chunk", "ChunkResult"], None, None]
 """What ``Delivery.record_all`` yields: each chunk with its result (closed by the engine when it stops)."""
@@ -57,22 +59,63 @@ def pipelined(sender: Sender) -> TypeGuard[PipelinedSender]:
 
 
 class PlannedMessage(NamedTuple):
-    """One rendered plan row: what the ledger needs once Segment acknowledges it (a NamedTuple:
-    one is made per record, and a frozen dataclass cost ~3x more to create)."""
+    """One rendered plan row: what the ledger needs once Segment acknowledges it. A row of
+    ``Chunk.planned``, for the paths that go record by record (failures, the outbox, the
+    Python builder)."""
 
     key: str
     checksum: str
     identity: str | None
     op: str  # add | update | delete
+    replaces: bool = True
+    """False only when the plan saw no ledger row for the key (not even a tombstone), so its
+    acknowledgement has no row to replace (``state.ledger.record``); True is always safe."""
+
+
+PLANNED_COLUMNS = ("record_key", "checksum", "identity", "op", "replaces")
+"""``Chunk.planned``'s columns, in ``PlannedMessage``'s order."""
+
+
+def planned_schema() -> pa.Schema:
+    import pyarrow as pa  # ~0.2 s, paid by a sync, not by each definitions load
+
+    return pa.schema(
+        [
+            pa.field("record_key", pa.string()),
+            pa.field("checksum", pa.string()),
+            pa.field("identity", pa.string()),
+            pa.field("op", pa.string()),
+            pa.field("replaces", pa.bool_()),
+        ]
+    )
+
+
+def planned_table(rows: Sequence[PlannedMessage]) -> pa.Table:
+    """``PlannedMessage`` rows as ``Chunk.planned``."""
+    import pyarrow as pa
+
+    columns = zip(*rows, strict=True) if rows else ((),) * len(PLANNED_COLUMNS)
+    return pa.Table.from_arrays([pa.array(c) for c in columns], schema=planned_schema())
 
 
 @dataclass
 class Chunk:
-    """One chunk of plan rows turned into messages, plus the rows rejected while rendering."""
+    """One chunk of plan rows turned into messages, plus the rows rejected while rendering.
+
+    ``planned`` holds one row per message, in the same order (``PLANNED_COLUMNS``), as Arrow
+    columns: the SQL renderer's rows arrive as Arrow, and the acknowledgements of a chunk are
+    written from those columns without a Python object per record (``Live._write``)."""
 
     messages: list[bytes] = field(default_factory=list)
-    planned: list[PlannedMessage] = field(default_factory=list)
+    planned: pa.Table = field(default_factory=lambda: planned_table(()))
     rejected: list[Failure] = field(default_factory=list)
+
+    def planned_rows(self, indices: Sequence[int] | None = None) -> list[PlannedMessage]:
+        """``planned`` as rows: all of them, or those at ``indices``."""
+        import pyarrow as pa
+
+        table = self.planned if indices is None else self.planned.take(pa.array(indices, pa.int64()))
+        return [PlannedMessage(*row) for row in zip(*table.to_pydict().values(), strict=True)]
 
 
 @dataclass(frozen=True)
@@ -142,7 +185,7 @@ class Outbox:
     def record(self, stage: SyncStage, chunk: Chunk) -> ChunkResult:
         rows = [
             OutboxRow(p.key, p.op, data.decode())
-            for p, data in zip(chunk.planned, chunk.messages, strict=True)
+            for p, data in zip(chunk.planned_rows(), chunk.messages, strict=True)
         ]
         rows += [rejected_row(f.key, f.reason_code, f.reason) for f in chunk.rejected]
         stage.writer.outbox(rows)
@@ -255,43 +298,44 @@ class Live:
         )
 
     def _write(self, chunk: Chunk, outcomes: Sequence[Outcome], writer: StateWriter) -> list[Failure]:
-        """Write what Segment accepted of a sent chunk, return what it did not."""
+        """Write what Segment accepted of a sent chunk, return what it did not.
+
+        Set-based on the chunk's Arrow columns: the accepted rows are a filter of ``planned``
+        (all of it in the common case), never a Python object per record; only failures, and
+        the keys of acknowledged clears (deletes are few), become Python values."""
         if not chunk.messages:
             return []
-        if all(outcome is None for outcome in outcomes):  # the common case: everything acknowledged
-            writer.acknowledge(
-                [Ack(p.key, p.checksum, p.identity) for p in chunk.planned if p.op != "delete"]
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if len(outcomes) != len(chunk.messages):
+            raise ValueError(f"{len(outcomes)} outcomes for {len(chunk.messages)} messages")
+        failed = [(i, outcome) for i, outcome in enumerate(outcomes) if outcome is not None]
+        accepted = chunk.planned
+        if failed:
+            accepted = accepted.filter(pa.array([outcome is None for outcome in outcomes]))
+        clears = pc.equal(accepted["op"], "delete")
+        writer.acknowledge(ledger.acknowledged(accepted.filter(pc.invert(clears))))
+        writer.forget_keys(accepted.filter(clears)["record_key"].to_pylist())
+        rows = chunk.planned_rows([i for i, _ in failed])
+        return [
+            Failure(
+                planned.key,
+                planned.checksum,
+                "delivery",
+                outcome.reason,
+                chunk.messages[i][:2000].decode(errors="replace"),
+                reason_code(outcome.code),
+                outcome.record_level,
             )
-            writer.forget_keys([p.key for p in chunk.planned if p.op == "delete"])
-            return []
-        acks: list[Ack] = []
-        cleared: list[str] = []
-        failures: list[Failure] = []
-        for planned, outcome, data in zip(chunk.planned, outcomes, chunk.messages, strict=True):
-            if outcome is None:
-                if planned.op == "delete":
-                    cleared.append(planned.key)
-                else:
-                    acks.append(Ack(planned.key, planned.checksum, planned.identity))
-                continue
-            failures.append(
-                Failure(
-                    planned.key,
-                    planned.checksum,
-                    "delivery",
-                    outcome.reason,
-                    data[:2000].decode(errors="replace"),
-                    reason_code(outcome.code),
-                    outcome.record_level,
-                )
-            )
-        writer.acknowledge(acks)
-        writer.forget_keys(cleared)
-        return failures
+            for (i, outcome), planned in zip(failed, rows, strict=True)
+        ]
 
     def settle(self, stage: SyncStage) -> None:
-        """Records the mapping deliberately does not send still move the ledger forward; then the
-        watermark, last, when every planned row is acknowledged or in failed_records."""
+        """Records the mapping deliberately does not send still move the ledger forward; the quick
+        hashes of what this sync acknowledged (tracked unsent records included) and of the plan's
+        ``refresh`` rows go in; then the watermark, last, when every planned row is acknowledged or
+        in failed_records."""
         mapping, plan, writer = stage.mapping, stage.plan, stage.writer
         planned = Plan(plan, stage.session)
         if mapping.send == "update":

@@ -75,6 +75,15 @@ class SnowflakeSession:
         finally:
             cur.close()
 
+    def stream_arrow(self, sql: str, batch_rows: int) -> Iterator[pa.RecordBatch]:
+        # From the dict rows: fakesnow (the tests' Snowflake) has no fetch_arrow_batches.
+        for rows in self.stream(sql, batch_rows):
+            yield pa.RecordBatch.from_pylist(rows)
+
+    def arrow_rows(self, batch: pa.RecordBatch) -> list[dict[str, Any]]:
+        # The batch was made from the connector's Python values (``stream_arrow``).
+        return batch.to_pylist()
+
     def load(self, table: str, data: pa.Table, *, create: bool = False) -> None:
         from snowflake.connector.pandas_tools import write_pandas
 

@@ -9,7 +9,7 @@ import pytest
 from segment_profiles_pipeline.config import RetryConfig
 from segment_profiles_pipeline.state import ensure_state, ledger
 from segment_profiles_pipeline.state.failed_records import Failure
-from segment_profiles_pipeline.state.ledger import Ack
+from segment_profiles_pipeline.state.ledger import Ack, acks_table
 from segment_profiles_pipeline.state.writer import StateWriter
 from segment_profiles_pipeline.sync.plan import PlanSpec, shard_predicate
 from segment_profiles_pipeline_tests.sync.helpers import people_spec
@@ -48,13 +48,17 @@ def test_acknowledging_enters_the_ledger_and_clears_the_failure(session) -> None
         [Failure("u2", "c2", "delivery", "HTTP 500", reason_code="server_error", counted=False)],
         RetryConfig(),
     )
-    StateWriter(session, "people", 0, "s2", LATER).acknowledge([Ack("u1", "c1", '{"userId":"u1"}')])
+    StateWriter(session, "people", 0, "s2", LATER).acknowledge(
+        ledger.acks_table([Ack("u1", "c1", '{"userId":"u1"}')])
+    )
     assert _ledger(session) == {"u1": ("c1", True, True, "s2")}
     assert _failed(session) == ["u2"]
 
 
 def test_forgotten_keys_become_tombstones_of_this_sync_and_lose_their_failures(session) -> None:
-    StateWriter(session, "people", 0, "s1", NOW).acknowledge([Ack("u1", "c1", None), Ack("u2", "c2", None)])
+    StateWriter(session, "people", 0, "s1", NOW).acknowledge(
+        ledger.acks_table([Ack("u1", "c1", None), Ack("u2", "c2", None)])
+    )
     writer = StateWriter(session, "people", 0, "s2", LATER)
     writer.fail([Failure("u1", "c1", "delivery", "HTTP 400", reason_code="rejected")], RetryConfig())
     writer.forget_keys(["u1"])
@@ -63,7 +67,9 @@ def test_forgotten_keys_become_tombstones_of_this_sync_and_lose_their_failures(s
 
 
 def test_planned_forgets_tombstone_the_keys_the_fill_puts_in_the_scratch_table(session) -> None:
-    StateWriter(session, "people", 0, "s1", NOW).acknowledge([Ack("u1", "c1", None), Ack("u2", "c2", None)])
+    StateWriter(session, "people", 0, "s1", NOW).acknowledge(
+        ledger.acks_table([Ack("u1", "c1", None), Ack("u2", "c2", None)])
+    )
     writer = StateWriter(session, "people", 0, "s2", LATER)
     writer.fail([Failure("u1", "c1", "delivery", "HTTP 400", reason_code="rejected")], RetryConfig())
     writer.forget_planned(lambda into: session.execute(f"CREATE TABLE {into} AS SELECT 'u1' AS record_key"))
@@ -73,7 +79,7 @@ def test_planned_forgets_tombstone_the_keys_the_fill_puts_in_the_scratch_table(s
 
 
 def test_unsent_records_are_tracked_undelivered_replacing_a_tombstone(session) -> None:
-    StateWriter(session, "people", 0, "s1", NOW).acknowledge([Ack("u1", "c1", None)])
+    StateWriter(session, "people", 0, "s1", NOW).acknowledge(ledger.acks_table([Ack("u1", "c1", None)]))
     StateWriter(session, "people", 0, "s2", NOW).forget_keys(["u1"])
     unsent = ledger.acks_table([Ack("u1", "c9", None, False), Ack("u2", "c2", None, False)])
     StateWriter(session, "people", 0, "s3", LATER).track_unsent(
@@ -84,7 +90,9 @@ def test_unsent_records_are_tracked_undelivered_replacing_a_tombstone(session) -
 
 def test_reset_forgets_only_its_own_shard_as_the_plan_assigns_keys(session) -> None:
     keys = [f"u{i}" for i in range(40)]
-    StateWriter(session, "people", 0, "s1", NOW).acknowledge([Ack(k, "c", None) for k in keys])
+    StateWriter(session, "people", 0, "s1", NOW).acknowledge(
+        acks_table([Ack(k, "c", None) for k in keys])
+    )
     plan = PlanSpec(people_spec().mapping, "models.people", "id", (), shard=1, shards=3)
     mine = {
         r[0]

@@ -10,7 +10,14 @@ from segment_profiles_pipeline.config import RetryConfig
 from segment_profiles_pipeline.state import ensure_state
 from segment_profiles_pipeline.state.failed_records import Failure
 from segment_profiles_pipeline.state.writer import StateWriter
-from segment_profiles_pipeline.sync.delivery import OUTBOX, Chunk, Live, PlannedMessage, delivery_for
+from segment_profiles_pipeline.sync.delivery import (
+    OUTBOX,
+    Chunk,
+    Live,
+    PlannedMessage,
+    delivery_for,
+    planned_table,
+)
 from segment_profiles_pipeline_tests.sync.helpers import ScriptedSender
 
 NOW = dt.datetime(2026, 3, 1, 9, 0)
@@ -34,7 +41,9 @@ def session(warehouse):
 def _chunk() -> Chunk:
     return Chunk(
         messages=[b'{"userId":"u1"}', b'{"userId":"u2"}'],
-        planned=[PlannedMessage("u1", "c1", None, "add"), PlannedMessage("u2", "c2", None, "add")],
+        planned=planned_table(
+            [PlannedMessage("u1", "c1", None, "add"), PlannedMessage("u2", "c2", None, "add")]
+        ),
         rejected=[Failure("u3", "c3", "invalid", "too many traits")],
     )
 

@@ -12,7 +12,7 @@ from segment_profiles_pipeline.segment.client import SegmentClient
 from segment_profiles_pipeline.segment.outcomes import REJECTED, DeliveryFailure, Outcome
 from segment_profiles_pipeline.state import ensure_state
 from segment_profiles_pipeline.state.writer import StateWriter
-from segment_profiles_pipeline.sync.delivery import Chunk, Live, PlannedMessage, pipelined
+from segment_profiles_pipeline.sync.delivery import Chunk, Live, PlannedMessage, pipelined, planned_table
 from segment_profiles_pipeline_tests.sync.helpers import ScriptedSender
 
 NOW = dt.datetime(2026, 3, 1, 9, 0)
@@ -69,7 +69,7 @@ def _failed(session) -> list[str]:
 def _chunk(*keys: str) -> Chunk:
     return Chunk(
         messages=[f'{{"userId":"{k}"}}'.encode() for k in keys],
-        planned=[PlannedMessage(k, f"c-{k}", None, "add") for k in keys],
+        planned=planned_table([PlannedMessage(k, f"c-{k}", None, "add") for k in keys]),
     )
 
 
@@ -99,7 +99,7 @@ def test_the_next_chunk_is_rendered_while_one_is_on_the_wire_and_sent_once_that_
     groups = [("u1", "u2"), ("u3",), ("u4",)]
     results = Live(sender).record_all(_stage(session), _rendering(sender, groups, in_flight))
     chunk, result = next(results)
-    assert [p.key for p in chunk.planned] == ["u1", "u2"] and result.delivered == 2
+    assert [p.key for p in chunk.planned_rows()] == ["u1", "u2"] and result.delivered == 2
     assert in_flight == [True]  # chunk 2 was rendered while chunk 1 was unanswered
     assert len(sender.futures) == 1  # …and is not sent yet: the caller checks its lock first
     assert [r.delivered for _, r in results] == [1, 1] and in_flight == [True, True, True]

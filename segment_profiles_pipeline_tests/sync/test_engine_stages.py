@@ -7,7 +7,7 @@ import pytest
 from segment_profiles_pipeline.errors import SyncError
 from segment_profiles_pipeline.state.failed_records import Failure
 from segment_profiles_pipeline.sync import engine
-from segment_profiles_pipeline.sync.delivery import Chunk, ChunkResult, PlannedMessage
+from segment_profiles_pipeline.sync.delivery import Chunk, ChunkResult, PlannedMessage, planned_table
 from segment_profiles_pipeline.sync.engine import (
     SyncReport,
     invalid_key_failures,
@@ -80,7 +80,9 @@ def test_record_adds_each_chunk_to_the_report_and_keeps_the_first_error() -> Non
     report = _report()
     chunk = Chunk(
         messages=[b"{}", b"{}"],
-        planned=[PlannedMessage("u1", "c1", None, "add"), PlannedMessage("u2", "c2", None, "add")],
+        planned=planned_table(
+            [PlannedMessage("u1", "c1", None, "add"), PlannedMessage("u2", "c2", None, "add")]
+        ),
         rejected=[Failure("u3", "c3", "invalid", "too big")],
     )
     engine._record(

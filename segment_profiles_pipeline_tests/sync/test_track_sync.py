@@ -101,13 +101,13 @@ def test_incremental_reads_only_rows_above_the_mark(session, monkeypatch) -> Non
     seen: list[list[str]] = []
     from segment_profiles_pipeline.sync import engine
 
-    original = engine._render
+    original = engine._render_sql  # the warehouse renders these rows
 
-    def spy(rows, *args):
-        seen.append(sorted(r["__key"] for r in rows))
-        return original(rows, *args)
+    def spy(batch, *args):
+        seen.append(sorted(batch["__key"].to_pylist()))
+        return original(batch, *args)
 
-    monkeypatch.setattr(engine, "_render", spy)
+    monkeypatch.setattr(engine, "_render_sql", spy)
     sender = ScriptedSender()
     run_sync(session, incremental(), sender)
     assert seen == [["e3", "e4"]]  # e0 (below the mark) is never read; a null value is always read
