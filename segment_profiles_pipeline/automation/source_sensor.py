@@ -1,7 +1,8 @@
 """Source-change sensor: refresh models, traits and syncs when a warehouse source table changes.
 
-Each tick fingerprints every source table cheaply, through a read-only session that never
-takes the write lock:
+It watches the source tables the models and traits read, and the tables of ``upstream.yml``
+(a dbt model's, another pipeline's): those a mapping syncs directly. Each tick fingerprints
+every watched table cheaply, through a read-only session that never takes the write lock:
 
 - DuckDB: row count plus the maximum of a timestamp column (``updated_at``, ``received_at`` or
   ``timestamp``, the first one present): one aggregate query over all tables, answered from
@@ -10,9 +11,12 @@ takes the write lock:
   no table is scanned.
 
 The fingerprints live in the sensor's cursor (JSON). The first tick only records them; later
-ticks request one run for the assets downstream of the tables whose fingerprint changed. An
+ticks request one run for the assets downstream of the source tables whose fingerprint changed,
+and for the syncs (and what follows them) of the changed ``upstream.yml`` tables: never the
+producing project's own assets, such as dbt models built on the table (dbt rebuilds those). An
 edit that keeps the row count and leaves every timestamp column alone is invisible on DuckDB;
-the mappings' schedules still pick it up.
+the mappings' schedules still pick it up. The tables a dbt project reads itself (its
+``sources:``) are not watched: this project never sees the dbt manifest (docs/decisions.md).
 
 Held back from those runs: syncs of disabled or ``manual`` mappings (a person starts those), of
 sharded mappings (their partitions run on their schedule, see ``schedules.py``) and of mappings
@@ -22,7 +26,9 @@ with ``on_upstream_change`` (their automation condition follows the refreshed mo
 
 import hashlib
 import json
+import operator
 from collections.abc import Mapping, Sequence
+from functools import reduce
 
 from dagster import (
     AssetKey,
@@ -144,6 +150,34 @@ def held_back_syncs(mappings: Sequence[MappingSpec], keys: AssetKeys = DEFAULT_K
     ]
 
 
+def watched_tables(
+    source_tables: Sequence[tuple[str | None, str]],
+    mappings: Sequence[MappingSpec],
+    keys: AssetKeys = DEFAULT_KEYS,
+) -> dict[str, AssetSelection]:
+    """Each table to fingerprint (``schema.table``, lower-case) → what a change of it refreshes.
+
+    A source table: everything downstream of its asset. A table of ``upstream.yml``: the syncs
+    of its mappings and what follows them. Its producing asset (a dbt model) belongs to another
+    project, whose other assets built on it are that project's to refresh, so the selection
+    starts at the syncs rather than at that asset. A table that is both joins the two."""
+    watched: dict[str, AssetSelection] = {}
+    selections = [
+        (
+            table_name(schema, table),
+            AssetSelection.assets(keys.source(schema, table)).downstream(include_self=False),
+        )
+        for schema, table in source_tables
+    ] + [
+        (s.source.table, AssetSelection.assets(keys.sync(s)).downstream())
+        for s in mappings
+        if s.source.external
+    ]
+    for name, selection in selections:
+        watched[name] = watched[name] | selection if name in watched else selection
+    return watched
+
+
 def build_source_sensor(
     source_tables: Sequence[tuple[str | None, str]],
     mappings: Sequence[MappingSpec],
@@ -153,9 +187,10 @@ def build_source_sensor(
     minimum_interval_seconds: int = 30,
     default_status: DefaultSensorStatus = DefaultSensorStatus.RUNNING,
 ) -> SensorDefinition:
-    """The sensor over ``source_tables`` ((schema, table) pairs, as the models read them)."""
-    sources = {table_name(schema, table): keys.source(schema, table) for schema, table in source_tables}
-    target = AssetSelection.assets(*sources.values()).downstream(include_self=False) - AssetSelection.assets(
+    """The sensor over ``source_tables`` ((schema, table) pairs, as the models read them) and the
+    ``upstream.yml`` tables of ``mappings``."""
+    watched = watched_tables(source_tables, mappings, keys)
+    target = reduce(operator.or_, watched.values(), AssetSelection.assets()) - AssetSelection.assets(
         *held_back_syncs(mappings, keys)
     )
 
@@ -165,7 +200,9 @@ def build_source_sensor(
         minimum_interval_seconds=minimum_interval_seconds,
         default_status=default_status,
         description="Requests a run of the models, traits and syncs downstream of a source table whose row "
-        "count or latest timestamp changed. Reads the warehouse read-only; skips while a writer holds it.",
+        "count or latest timestamp changed, and of the syncs of a changed upstream.yml table (a dbt model's; "
+        "the tables dbt itself reads are not watched: a change there reaches the sync once dbt rebuilds the "
+        "model). Reads the warehouse read-only; skips while a writer holds it.",
     )
     def source_change(
         context: SensorEvaluationContext, warehouse: ResourceParam[Warehouse]
@@ -173,7 +210,7 @@ def build_source_sensor(
         previous = load_cursor(context.cursor)
         try:
             with warehouse.read_only_session() as session:
-                current = fingerprints(session, sorted(sources))
+                current = fingerprints(session, sorted(watched))
         except WarehouseBusy as exc:
             context.log.info(f"skipped: {exc}")
             return SkipReason(f"cannot read the warehouse now, will look again next tick: {exc}")
@@ -187,9 +224,7 @@ def build_source_sensor(
         if not changed:
             return SensorResult(cursor=cursor, skip_reason=SkipReason("no source table changed"))
         assert context.repository_def is not None  # the daemon always evaluates sensors in their repository
-        selection = (
-            AssetSelection.assets(*(sources[t] for t in changed)).downstream(include_self=False) & target
-        )
+        selection = reduce(operator.or_, (watched[t] for t in changed)) & target
         assets = sorted(
             selection.resolve(context.repository_def.asset_graph), key=lambda k: k.to_user_string()
         )

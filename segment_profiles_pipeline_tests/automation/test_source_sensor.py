@@ -9,7 +9,7 @@ from pathlib import Path
 import duckdb
 import fakesnow
 import snowflake.connector
-from dagster import AssetKey, DagsterInstance, Definitions, build_sensor_context
+from dagster import AssetKey, AssetsDefinition, DagsterInstance, Definitions, asset, build_sensor_context
 from dagster._core.definitions.sensor_definition import SensorExecutionData
 
 from segment_profiles_pipeline.automation.source_sensor import (
@@ -61,20 +61,29 @@ FROM_APP_USERS = {
     *TRAITS,  # computed traits and audiences are keyed on the graph's profiles
     *PROFILES_SYNC,  # Segment's Profiles Sync tables follow the graph and the syncs
     # predictions are keyed on the graph's profiles too
-    *(AssetKey(["predictions", p]) for p in ("likelihood_to_churn", "likelihood_to_purchase", "predicted_ltv")),
+    *(
+        AssetKey(["predictions", p])
+        for p in ("likelihood_to_churn", "likelihood_to_purchase", "predicted_ltv")
+    ),
     AssetKey("prediction_traits"),
     AssetKey(["profile_sync", "predictions_identify"]),
 }
 """Everything a change of app.users feeds in the shipped project."""
 
 
-def definitions(models: Path, settings_for, build) -> Definitions:
+def definitions(models: Path, settings_for, build, *more: AssetsDefinition) -> Definitions:
+    """The project's assets (and ``more``) and resources, with only the sensor under test."""
     settings = settings_for(models, sample_data=False)
     project = load_project(models)
     tables = [t for m in project.models.values() for t in m.upstream if t[0] != "models"]
-    base = build(settings)  # the project's assets and resources, with only the sensor under test
+    base = build(settings)
     sensor = build_source_sensor(tables, project.mappings)
-    return Definitions(assets=base.assets, resources=base.resources, executor=base.executor, sensors=[sensor])
+    return Definitions(
+        assets=[*(base.assets or []), *more],
+        resources=base.resources,
+        executor=base.executor,
+        sensors=[sensor],
+    )
 
 
 def tick(defs: Definitions, warehouse: DuckDBWarehouse, cursor: str | None) -> SensorExecutionData:
@@ -224,6 +233,54 @@ def test_disabled_manual_and_sharded_syncs_are_held_back(
         AssetKey("people"),
         AssetKey(["profile_sync", "people_hourly"]),
     }
+
+
+DBT_TABLE = {
+    "upstream.yml": """
+        tables:
+          - table: main.dim_users
+            dbt_model: dim_users
+            primary_key: user_id
+            mappings:
+              - {name: dim_users_hourly, action: identify, user_id: user_id, schedule: {interval: 1h}}
+              - {name: dim_users_follow, action: identify, user_id: user_id, schedule: {on_upstream_change: true}}
+    """,
+    "dim_people.sql": "SELECT user_id FROM main.dim_users",  # a model reading the same table
+    "dim_people.yml": "primary_key: user_id\n",
+}
+
+
+@asset(key="dim_users")
+def dim_users() -> None:
+    """Stands in for the dbt model building main.dim_users (dagster-dbt's key: [dim_users])."""
+
+
+@asset(deps=["dim_users"])
+def dbt_child() -> None:
+    """Another dbt model built on dim_users: dbt's to rebuild, never the sensor's."""
+
+
+def test_a_changed_dbt_model_table_runs_its_syncs_like_a_source(
+    sample_models, settings_for, build, warehouse, db_path
+):
+    write(sample_models, DBT_TABLE)
+    defs = definitions(sample_models, settings_for, build, dim_users, dbt_child)
+    seeded(warehouse)
+    execute(db_path, "CREATE TABLE main.dim_users AS SELECT 'u_1' AS user_id")
+    first = tick(defs, warehouse, None)
+    recorded = load_cursor(first.cursor)
+    assert recorded is not None and sorted(recorded) == ["app.accounts", "app.users", "main.dim_users"]
+    assert recorded["main.dim_users"] == "rows=1;max=None"
+    execute(db_path, "INSERT INTO main.dim_users VALUES ('u_2')")  # a dbt build outside Dagster, say
+    [request] = tick(defs, warehouse, first.cursor).run_requests or []
+    # the scheduled sync and what follows it, and the model reading the table as a source; not the
+    # dbt model nor dbt's child of it, nor the sync that follows its upstream's materializations
+    assert set(request.asset_selection or []) == {
+        AssetKey("dim_people"),
+        AssetKey(["profile_sync", "dim_users_hourly"]),
+        *PROFILES_SYNC,
+    }
+    assert request.tags["segment_profiles/changed_sources"] == "main.dim_users"
 
 
 def test_pure_helpers() -> None:
