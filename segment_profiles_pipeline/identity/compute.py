@@ -4,8 +4,14 @@ SQL (one dialect, transpiled like the rest of the project) turns every source ro
 (message id, arrival time, identifiers with blocked values removed), deduplicates messages by id
 (first received copy wins, as in the traits layer), and keeps only the **first message of each
 distinct identifier set**: a later message with the same set cannot change the graph (see
-``resolver``). Those candidates are streamed in arrival order (``received_at``, then message id)
-into ``resolver.Graph``; the graph's changes are written back as Segment-shaped tables.
+``resolver``). Those candidates are numbered in arrival order (``received_at``, then message id).
+A candidate none of whose identifiers appears in another candidate or in a stored profile is
+*isolated*: whatever comes before or after it, the resolver would create a profile holding all of
+its identifiers (one value per type, every limit at least 1) and nothing else would ever touch
+that profile in this run, so SQL writes its rows directly (the profile id and identifier hashes
+are the resolver's sha256s). Only the other candidates are streamed into ``resolver.Graph``; the
+graph's changes are written back as Segment-shaped tables. At 100k users whose identifiers are all
+their own, that is every candidate: the sequential step, its row transfer and its Arrow loads go.
 
 Incremental runs: with a single arrival high-water mark over every source, rows above it are
 new. When the rows at or below the mark are exactly the rows seen before (no late or deleted
@@ -49,6 +55,8 @@ SETS_TABLE = f"{STATE_SCHEMA}.identity_sets"
 STATE_TABLE = f"{STATE_SCHEMA}.identity_watermarks"
 IDENTIFY_LOG = f"{STATE_SCHEMA}.identity_identify_log"
 CANDIDATES_TABLE = f"{STATE_SCHEMA}._identity_candidates"
+"""The candidates the resolver must see, streamed from it: an ordinary table, not a scratch TEMP
+one, since DuckDB streams through a cursor of its own, which does not see temporary tables."""
 BATCH_ROWS = 50_000
 SCHEMAS: dict[str, list[tuple[str, str]]] = {
     ID_GRAPH_TABLE: [
@@ -196,13 +204,14 @@ class Sources:
             "QUALIFY row_number() OVER (PARTITION BY message_id ORDER BY received_at NULLS FIRST, source) = 1"
         )
 
-    def candidates_sql(self, messages: str, seen: str | None) -> str:
-        """The first message of each identifier set not seen before, in arrival order."""
+    def candidates_sql(self, messages: str, seen: str | None, first_seq: int) -> str:
+        """The first message of each identifier set not seen before, with ``seq``: its position in
+        arrival order after ``first_seq`` (message ids are unique here, so the order is total)."""
         unseen = f" AND set_key NOT IN (SELECT set_key FROM {seen})" if seen else ""
         return (
-            f"SELECT * FROM ({messages}) AS d WHERE TRUE{unseen}\n"
-            "QUALIFY row_number() OVER (PARTITION BY set_key ORDER BY received_at NULLS FIRST, message_id) = 1\n"
-            "ORDER BY received_at NULLS FIRST, message_id, set_key"
+            f"SELECT *, {first_seq} + row_number() OVER (ORDER BY received_at NULLS FIRST, message_id, set_key) "
+            f"AS seq FROM (SELECT * FROM ({messages}) AS d WHERE TRUE{unseen}\n"
+            "QUALIFY row_number() OVER (PARTITION BY set_key ORDER BY received_at NULLS FIRST, message_id) = 1) AS c"
         )
 
     def snapshot_sql(self, mark: dt.datetime | None) -> str:
@@ -279,14 +288,53 @@ def log_identify_records(
     return added
 
 
-def _messages(rows: Iterator[list[dict]], rules: IdentityRules, first_seq: int) -> Iterator[Message]:
-    seq = first_seq
+def _identifiers_sql(rules: IdentityRules, candidates: str) -> str:
+    """One row per (candidate, identifier): the candidate's columns, type ``t`` and value ``v``."""
+    return " UNION ALL ".join(
+        f"SELECT *, {literal(t.type)} AS t, {_column(t.type)} AS v FROM {candidates} WHERE {_column(t.type)} IS NOT NULL"
+        for t in rules.types
+    )
+
+
+def linked_sql(rules: IdentityRules, candidates: str, stored: str | None) -> str:
+    """The ``seq`` of the candidates the resolver must see: those with an identifier that another
+    candidate carries too or, incrementally, that a stored profile (``stored``) holds."""
+    ids = f"SELECT seq, t, v FROM ({_identifiers_sql(rules, candidates)}) AS i"
+    shared = "SELECT t, v FROM ids GROUP BY t, v HAVING count(*) > 1"
+    if stored:
+        shared += f" UNION ALL SELECT external_id_type, external_id_value FROM {stored}"
+    return (
+        f"WITH ids AS ({ids}), shared AS ({shared}) "
+        "SELECT DISTINCT ids.seq FROM ids JOIN shared ON shared.t = ids.t AND shared.v = ids.v"
+    )
+
+
+def isolated_sql(candidates: str, linked: str) -> str:
+    """The isolated candidates, each with the id of the profile it creates (``profile_id``'s)."""
+    return (
+        "SELECT *, 'use_' || substr(sha256(message_id || chr(31) || set_key), 1, 27) AS segment_id "
+        f"FROM {candidates} WHERE seq NOT IN (SELECT seq FROM {linked})"
+    )
+
+
+def isolated_rows_sql(rules: IdentityRules, isolated: str) -> dict[str, str]:
+    """SELECTs of the rows the resolver would write for the ``isolated`` candidates, per table (in
+    ``SCHEMAS`` column order): a new profile per candidate holding every identifier, no merge
+    (the profile merges nowhere, so it is its own canonical profile)."""
+    return {
+        ID_GRAPH_TABLE: f"SELECT segment_id, segment_id, received_at, message_id, seq FROM {isolated}",
+        EXTERNAL_ID_TABLE: "SELECT segment_id, segment_id, t, v, substr(sha256(t || ':' || v), 1, 32), "
+        f"received_at, message_id, seq FROM ({_identifiers_sql(rules, isolated)}) AS i",
+        SETS_TABLE: f"SELECT set_key, segment_id, CAST(NULL AS VARCHAR), message_id, received_at, seq FROM {isolated}",
+    }
+
+
+def _messages(rows: Iterator[list[dict]], rules: IdentityRules) -> Iterator[Message]:
     columns = [(t.type, _column(t.type)) for t in rules.types]  # once, not per row
     for batch in rows:
         for row in batch:
-            seq += 1
             identifiers = tuple((kind, row[column]) for kind, column in columns if row[column] is not None)
-            yield Message(row["message_id"], row["received_at"], identifiers, seq, row["set_key"])
+            yield Message(row["message_id"], row["received_at"], identifiers, row["seq"], row["set_key"])
 
 
 def _preload(
@@ -373,23 +421,28 @@ def compute_identity(
     first_seq = 0 if full or state is None else int(state["last_seq"])
     with scratch_tables(session) as scratch:
         messages = sources.messages_sql(None if full else mark)
-        # An ordinary table, not a scratch TEMP one: DuckDB streams through a cursor of its own,
-        # which does not see the session's temporary tables.
+        every = scratch(
+            "_identity_every_candidate",
+            sources.candidates_sql(messages, None if full else SETS_TABLE, first_seq),
+        )
+        linked = scratch(
+            "_identity_linked", linked_sql(identity.rules, every, None if full else EXTERNAL_ID_TABLE)
+        )
+        isolated = scratch("_identity_isolated", isolated_sql(every, linked))
         candidates = CANDIDATES_TABLE
         session.execute(
-            f"CREATE OR REPLACE TABLE {candidates} AS "
-            + sources.candidates_sql(messages, None if full else SETS_TABLE)
+            f"CREATE OR REPLACE TABLE {candidates} AS SELECT * FROM {every} WHERE seq IN (SELECT seq FROM {linked})"
         )
+        counted = session.query(f"SELECT (SELECT count(*) FROM {isolated}), max(seq) FROM {every}")
+        count, last = counted.rows[0]
+        isolated_count = int(count or 0)
+        last_seq = first_seq if last is None else int(last)
         if not full:
             _preload(session, graph, candidates, identity.rules, scratch)
         sets: list[tuple] = []
         demotions = 0
-        stream = session.stream(
-            f"SELECT * FROM {candidates} ORDER BY received_at NULLS FIRST, message_id, set_key", BATCH_ROWS
-        )
-        last_seq = first_seq
-        for message in _messages(stream, identity.rules, first_seq):
-            last_seq = message.seq
+        stream = session.stream(f"SELECT * FROM {candidates} ORDER BY seq", BATCH_ROWS)
+        for message in _messages(stream, identity.rules):
             outcome = graph.resolve(message)
             if outcome is None:
                 continue
@@ -406,7 +459,7 @@ def compute_identity(
                 )
             )
         session.execute(f"DROP TABLE IF EXISTS {candidates}")
-        _write(session, graph, sets, full, scratch)
+        _write(session, graph, sets, isolated_rows_sql(identity.rules, isolated), full, scratch)
         high = snapshot["high"] if snapshot["high"] is not None else mark
         total = int(snapshot["total"] or 0)
         with transaction(session):
@@ -422,9 +475,9 @@ def compute_identity(
     )
     return IdentityRunStats(
         "full" if full else "incremental",
-        reason or f"{len(sets)} new identifier set(s) since the last run",
-        len(sets),
-        len(graph.new_profiles),
+        reason or f"{len(sets) + isolated_count} new identifier set(s) since the last run",
+        len(sets) + isolated_count,
+        len(graph.new_profiles) + isolated_count,
         len(graph.merges),
         demotions,
         profiles,
@@ -432,8 +485,16 @@ def compute_identity(
     )
 
 
-def _write(session: WarehouseSession, graph: Graph, sets: list[tuple], full: bool, scratch: Scratch) -> None:
-    """Write the graph's changes: new rows, and every stored canonical id a merge moved."""
+def _write(
+    session: WarehouseSession,
+    graph: Graph,
+    sets: list[tuple],
+    isolated: dict[str, str],
+    full: bool,
+    scratch: Scratch,
+) -> None:
+    """Write the graph's changes and the isolated candidates' rows (``isolated``: a SELECT per
+    table): new rows, and every stored canonical id a merge moved."""
     import pyarrow as pa  # ~0.2 s, paid by an identity run, not by each definitions load
 
     canonical = graph.canonical
@@ -465,10 +526,11 @@ def _write(session: WarehouseSession, graph: Graph, sets: list[tuple], full: boo
         session.load(staged_moves, pa.table({"old": [a for a, _ in moved], "new": [b for _, b in moved]}))
     with transaction(session):
         for table, stage in staged.items():
+            select = f"SELECT * FROM {stage}" + (f" UNION ALL {isolated[table]}" if table in isolated else "")
             if full:
-                session.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM {stage}")
+                session.execute(f"CREATE OR REPLACE TABLE {table} AS {select}")
             else:
-                session.execute(f"INSERT INTO {table} SELECT * FROM {stage}")
+                session.execute(f"INSERT INTO {table} {select}")
         if moved and not full:
             for table in (ID_GRAPH_TABLE, EXTERNAL_ID_TABLE, MERGES_TABLE):
                 session.execute(
