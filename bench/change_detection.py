@@ -5,8 +5,9 @@ records get a new email, 0.1% are deleted, 0.1% are added. Two sides, each in it
 
 - **ours**: the plan of a sync (``Plan.build``: the plan table and its counts) against a ledger
   holding every record's acknowledged checksum, written with the engine's own ``checksum_sql``
-  over the column types the engine passes (as a previous sync would have left it, without
-  sending N messages to build it);
+  over the column types the engine passes, and its quick hash, written by the settling step's
+  own ``StateWriter.remember_quick_hashes`` from a plan of the unchanged model (as a previous
+  sync would have left the ledger, without sending N messages to build it);
 - **before**: the same with the plan SQL as of ``BEFORE_REF`` (its ``plan.py`` imported from git
   as a module of its own), on the same ledger: the checksums are the same, so both plan the same
   rows; ours and before alternate, each in a fresh process, ``ROUNDS`` times;
@@ -84,7 +85,8 @@ def prepare(database: str, records: int) -> dict[str, Any]:
     from bench.data import users_sql
     from segment_profiles_pipeline.state import ensure_state
     from segment_profiles_pipeline.state.ledger import LEDGER
-    from segment_profiles_pipeline.sync.plan import checksum_sql
+    from segment_profiles_pipeline.state.writer import StateWriter
+    from segment_profiles_pipeline.sync.plan import Plan, checksum_sql
     from segment_profiles_pipeline.warehouse.duckdb import DuckDBWarehouse
 
     started = time.perf_counter()
@@ -94,12 +96,19 @@ def prepare(database: str, records: int) -> dict[str, Any]:
         session.execute(f"CREATE OR REPLACE TABLE models.users AS {users_sql(records)}")
         ensure_state(session)
         plan = _plan_spec(session)
-        synced_at = dt.datetime(2026, 10, 31).isoformat(sep=" ")
+        synced_at = dt.datetime(2026, 10, 31)
         session.execute(
             f"INSERT INTO {LEDGER} (mapping, record_key, checksum, identity, delivered, synced_at, sync_id) "
             f"SELECT '{MAPPING}', CAST(user_id AS VARCHAR), {checksum_sql(plan)}, "
-            f"""'{{"userId":"' || user_id || '"}}', TRUE, TIMESTAMP '{synced_at}', 'bench' FROM models.users"""
+            f"""'{{"userId":"' || user_id || '"}}', TRUE, TIMESTAMP '{synced_at.isoformat(sep=" ")}', 'bench' """
+            "FROM models.users"
         )
+        # The quick hashes: every record of the unchanged model is a `refresh` row of its plan
+        # (no quick hash stored yet), which settling writes, as after an upgrade's first sync.
+        unchanged = Plan(plan, session)
+        unchanged.build()
+        StateWriter(session, MAPPING, 0, "bench", synced_at).remember_quick_hashes(unchanged.table)
+        unchanged.drop()
         previous = _pandas_hashes(session.con.sql(_mapped_select(plan)).df(), plan.primary_key)
         session.execute("CREATE SCHEMA IF NOT EXISTS bench_pandas")
         session.con.register("previous_hashes", previous)

@@ -2,9 +2,12 @@
 
 Record key → checksum of the mapped fields last *acknowledged*, with the profile's ids (for a
 later ``clear_traits``) and the sync that wrote the row (the generation of the record's message
-ids). ``delivered = false`` marks records an ``update``-only mapping saw but deliberately did not
-send (Segment tracks those too). ``live = false`` rows are tombstones of deleted or reset records,
-kept for ``TOMBSTONE_DAYS`` so a record that comes back gets message ids Segment has not seen.
+ids). ``quick_hash`` caches a cheaper hash of the same values next to the checksum, so the plan
+skips the checksum of unchanged records (null until a sync writes it; never the source of truth:
+see ``remember_quick_hashes``). ``delivered = false`` marks records an ``update``-only mapping saw
+but deliberately did not send (Segment tracks those too). ``live = false`` rows are tombstones
+of deleted or reset records, kept for ``TOMBSTONE_DAYS`` so a record that comes back gets message
+ids Segment has not seen.
 The plan (``sync/plan.py``) reads this table; only this module writes it.
 """
 
@@ -15,7 +18,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 from segment_profiles_pipeline.state.schema import STATE_SCHEMA, Scratch, SyncScope
-from segment_profiles_pipeline.warehouse.base import WarehouseSession, literal
+from segment_profiles_pipeline.warehouse.base import WarehouseSession, ident, literal
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -36,8 +39,16 @@ DDL = f"""CREATE TABLE IF NOT EXISTS {LEDGER} (
 MIGRATIONS = (
     # 2026-12: tombstones (see docs/decisions.md)
     f"ALTER TABLE {LEDGER} ADD COLUMN IF NOT EXISTS live BOOLEAN DEFAULT TRUE",
+    # 2026-12: the quick hash, a cache in front of the checksum (see docs/decisions.md)
+    f"ALTER TABLE {LEDGER} ADD COLUMN IF NOT EXISTS quick_hash {{quick_hash_type}}",
 )
-"""Columns added after the first release, so a ledger written by an older version keeps working."""
+"""Columns added after the first release, so a ledger written by an older version keeps working
+(``{quick_hash_type}`` is filled in per warehouse: ``QUICK_HASH_TYPES``)."""
+
+QUICK_HASH_TYPES = {"duckdb": "UBIGINT", "snowflake": "DECIMAL(20, 0)"}
+"""``quick_hash`` holds the warehouse's ``hash()``: unsigned 64-bit on DuckDB, signed on Snowflake.
+Snowflake has no UBIGINT (sqlglot would pass the name through), and NUMBER(20, 0) holds either
+sign, so the same column also works on fakesnow, whose ``hash()`` is DuckDB's."""
 
 TOMBSTONE_DAYS = 30
 """How long a deleted or reset record's tombstone is kept: far beyond Segment's ~24 h dedup window."""
@@ -57,7 +68,7 @@ class Ack(NamedTuple):
 def ensure(session: WarehouseSession) -> None:
     session.execute(DDL)
     for statement in MIGRATIONS:
-        session.execute(statement)
+        session.execute(statement.format(quick_hash_type=QUICK_HASH_TYPES[session.dialect]))
 
 
 def shard_predicate(key_sql: str, shard: int, shards: int) -> str:
@@ -110,6 +121,23 @@ def record(scope: SyncScope, acks: Scratch, *, replaces: bool = True) -> None:
         f"INSERT INTO {LEDGER} (mapping, record_key, checksum, identity, delivered, synced_at, sync_id, live) "
         f"SELECT {m}, record_key, checksum, identity, delivered, {literal(scope.now)}, {literal(scope.sync_id)}, "
         f"TRUE FROM {acks}"
+    )
+
+
+def remember_quick_hashes(scope: SyncScope, plan_table: str) -> None:
+    """Store the plan's quick hashes (``sync/plan.py``: a cache in front of the checksum) in one
+    set-based UPDATE: for the records this sync acknowledged and for the plan's ``refresh`` rows.
+
+    ``plan_table`` names the plan's table (a table name, never a query), read through its
+    ``__key``, ``__checksum`` and ``__quick_hash`` columns. A quick hash is written only next to
+    the checksum it was computed with, which is what keeps the cache true: an acknowledged
+    record's row now holds the plan row's checksum, and so does a ``refresh`` row's, while a
+    record whose delivery failed keeps its old checksum, and with it its old quick hash or none,
+    so the next plan still compares its checksum."""
+    scope.session.execute(
+        f"UPDATE {LEDGER} SET quick_hash = p.__quick_hash FROM {ident(plan_table)} AS p "
+        f"WHERE {LEDGER}.mapping = {scope.mapping_sql} AND {LEDGER}.record_key = p.__key "
+        f"AND {LEDGER}.checksum = p.__checksum AND p.__quick_hash IS NOT NULL"
     )
 
 

@@ -60,6 +60,11 @@ class StateWriter:
             fill(scratch)
             ledger.record(self.scope, scratch)
 
+    def remember_quick_hashes(self, plan_table: str) -> None:
+        """The plan's quick hashes of what this sync acknowledged or found stale, into the ledger
+        (``ledger.remember_quick_hashes``), straight from the plan's table."""
+        ledger.remember_quick_hashes(self.scope, plan_table)
+
     def forget_keys(self, keys: Sequence[str]) -> None:
         """Records gone from the model (acknowledged clears): tombstoned, failures cleared."""
         if not keys:

@@ -341,6 +341,7 @@ class Live:
         if mapping.send == "update":
             # new records are tracked (not sent), so their later changes count as updates
             writer.track_unsent(lambda into: planned.copy_records(("add",), into))
+        writer.remember_quick_hashes(planned.table)
         # Nothing to tell Segment: with `ignore` for any delete, with `clear_traits` when another
         # live record still addresses the profile. Forget it, so a comeback is an add.
         forgotten = ("delete", "delete_shared") if mapping.on_delete == "ignore" else ("delete_shared",)

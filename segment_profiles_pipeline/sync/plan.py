@@ -40,16 +40,38 @@ from segment_profiles_pipeline.warehouse.base import WarehouseSession, ident, li
 OPS_SENT = {"upsert": ("add", "update"), "add": ("add",), "update": ("update",)}
 OP: Final = "__op"
 """The plan table's columns: the row's operation (add, update, delete, delete_shared,
-invalid_null_key, invalid_duplicate_key), the record key, the checksum to acknowledge (the
-ledger's for a delete), the stored ids (deletes only) and the ledger row's sync id (the
-generation of the record's message ids). The mapped columns follow under their own names."""
+invalid_null_key, invalid_duplicate_key, refresh), the record key, the checksum to acknowledge
+(the ledger's for a delete), the stored ids (deletes only), the ledger row's sync id (the
+generation of the record's message ids) and the quick hash. The mapped columns follow under
+their own names."""
 KEY: Final = "__key"
 CHECKSUM: Final = "__checksum"
 IDENTITY: Final = "__identity"
 GENERATION: Final = "__generation"
-_TIMESTAMP_TEXT = "%Y-%m-%d %H:%M:%S.%f"
+QUICK_HASH: Final = "__quick_hash"
+"""The model row's quick hash (``quick_hash_sql``; null for deletes), which settling stores
+(``state.ledger.remember_quick_hashes`` reads it, ``__key`` and ``__checksum`` in place)."""
+REFRESH: Final = "refresh"
+"""The op of an unchanged record whose stored quick hash is stale (null, or computed by another
+DuckDB version): never sent, never counted, only its quick hash is written when the sync settles."""
 _INSTANT_TYPES = frozenset({"TIMESTAMP WITH TIME ZONE", "TIMESTAMPTZ", "TIMESTAMP_TZ", "TIMESTAMP_LTZ"})
 """Types that hold an instant (shown in the session's zone); naive TIMESTAMP(_NTZ) holds wall time."""
+_TIMESTAMP_TEXT = "%Y-%m-%d %H:%M:%S.%f"
+_HASHED_NATIVE = frozenset(
+    {
+        *("TINYINT", "SMALLINT", "INTEGER", "INT", "BIGINT", "HUGEINT"),
+        *("UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "UHUGEINT"),
+        *("DECIMAL", "NUMERIC", "NUMBER", "BOOLEAN", "BOOL", "UUID", "DATE"),
+        *("VARCHAR", "TEXT", "STRING", "CHAR"),
+        *("BLOB", "BYTEA", "BINARY", "VARBINARY"),
+        *("TIMESTAMP", "DATETIME", "TIMESTAMP_NTZ", "TIMESTAMP_S", "TIMESTAMP_MS", "TIMESTAMP_NS"),
+        *_INSTANT_TYPES,
+    }
+)
+"""Types whose ``hash()`` tells apart every two values their canonical text tells apart, for a
+fixed column type (the types are part of the quick fingerprint). Every other type (FLOAT and
+DOUBLE: ``hash()`` takes 0.0 and -0.0, and all NaNs, as one value; INTERVAL: '1 month' and
+'30 days'; nested and semi-structured types, which may hold either) is hashed as its canonical text."""
 
 
 _LATER_FIELDS = {
@@ -79,6 +101,13 @@ class PlanSpec:
     @property
     def plan_table(self) -> str:
         return plan_table(self.mapping.name, self.shard)
+
+    @property
+    def quick_fingerprint(self) -> str:
+        """The mapping fingerprint and the column types: ``hash()`` of the same bits under another
+        type (DECIMAL(4, 1) 1.1 and DECIMAL(4, 2) 0.11 are both 11) may mean another text, so a
+        type change must fall back to the checksum."""
+        return hashlib.sha256((self.fingerprint + repr(self.column_types)).encode()).hexdigest()[:16]
 
     @property
     def fingerprint(self) -> str:
@@ -115,6 +144,11 @@ def shard_predicate(key_sql: str, spec: PlanSpec) -> str:
     return ledger_shard(key_sql, spec.shard, spec.shards)
 
 
+def _kind(column_type: str) -> str:
+    """The type's name without its parameters: ``TIMESTAMP_NTZ(9)`` → ``TIMESTAMP_NTZ``."""
+    return column_type.upper().split("(")[0].strip()
+
+
 def canonical_text(column: str, column_type: str) -> str:
     """SQL for a value as text that no session setting changes.
 
@@ -123,7 +157,7 @@ def canonical_text(column: str, column_type: str) -> str:
     session would look changed, re-send everything, and with ``clear_traits`` clear profiles.
     So instants are written in UTC with an explicit format, dates with an explicit format and
     binary as hex (sqlglot turns ``strftime`` into ``TO_CHAR`` and ``hex`` into ``HEX_ENCODE``)."""
-    kind = column_type.upper().split("(")[0].strip()  # TIMESTAMP_NTZ(9) → TIMESTAMP_NTZ
+    kind = _kind(column_type)
     col = ident(column)
     if kind in _INSTANT_TYPES:
         return f"strftime({col} AT TIME ZONE 'UTC', '{_TIMESTAMP_TEXT}')"
@@ -150,6 +184,30 @@ def checksum_sql(spec: PlanSpec) -> str:
     return "md5(concat(" + ", '|', ".join(parts) + "))"
 
 
+def quick_hash_sql(spec: PlanSpec, dialect: str = "duckdb") -> str:
+    """The warehouse's 64-bit ``hash()`` over the quick fingerprint and every mapped value: what
+    the ledger caches next to the checksum, so an unchanged record is known without formatting
+    its values as text and running MD5 over them.
+
+    Values are hashed as they are (no text), except types whose ``hash()`` is coarser than their
+    text (``_HASHED_NATIVE``), which are hashed as their canonical text. On DuckDB a string is
+    hashed under the binary collation: ``hash()`` of a ``COLLATE NOCASE`` column hashes
+    ``lower(value)``, so 'a' → 'A' would look unchanged. ``hash()`` takes its arguments as values,
+    not as one string, so no separator is needed. A false match needs a 64-bit collision between
+    the old and the new values of a changed record (docs/decisions.md)."""
+    types = dict(spec.column_types)
+    parts = [literal(spec.quick_fingerprint)]
+    for column in spec.mapped_columns:
+        kind = _kind(types.get(column, ""))
+        if kind not in _HASHED_NATIVE:
+            parts.append(canonical_text(column, types.get(column, "")))
+        elif dialect == "duckdb" and kind in ("VARCHAR", "TEXT", "STRING", "CHAR"):
+            parts.append(f'{ident(column)} COLLATE "binary"')
+        else:
+            parts.append(ident(column))
+    return f"hash({', '.join(parts)})"
+
+
 def _addresses_same_profile(spec: PlanSpec, identity: str) -> str:
     """SQL (over model row ``m``): the model row addresses the profile the stored identity
     ``identity`` (a ledger row's JSON ids) names. Group traits belong to the group, so a group
@@ -168,8 +226,8 @@ def _addresses_same_profile(spec: PlanSpec, identity: str) -> str:
     return " OR ".join(tests) or "FALSE"
 
 
-def build_plan_sql(spec: PlanSpec) -> str:
-    """CREATE the plan table: one row per record to add, update, delete or reject.
+def build_plan_sql(spec: PlanSpec, dialect: str = "duckdb") -> str:
+    """CREATE the plan table: one row per record to add, update, delete, reject or refresh.
 
     One pass over the model and one over the ledger, matched by a single FULL JOIN on the key:
     a model row with no live ledger row is an add, one whose checksum differs an update, a live
@@ -177,7 +235,14 @@ def build_plan_sql(spec: PlanSpec) -> str:
     of the model and a second hash table, an anti-join; at 10M records that was a fifth of its
     time.) Unchanged records match and are filtered out before anything is written, so the
     table holds only the rows to act on. The FULL JOIN finds deletes only because the model side
-    is every row of the shard: a watermark (track only, which has no deletes) narrows it."""
+    is every row of the shard: a watermark (track only, which has no deletes) narrows it.
+
+    The checksum (MD5 over the values as text) is computed only for model rows whose quick hash
+    (``quick_hash_sql``) differs from the one the ledger caches: a row whose quick hash matches
+    is unchanged and takes the ledger's checksum. A row that needed its checksum and turned out
+    unchanged is a ``refresh`` row: its cached quick hash was null (an older ledger) or stale (a
+    DuckDB upgrade changed ``hash()``), and settling writes the new one. Event mappings that only
+    add never compare values: a live key is known without its checksum, and never refreshed."""
     pk = ident(spec.primary_key)
     name = literal(spec.mapping.name)
     key = f"CAST({pk} AS VARCHAR)"
@@ -189,8 +254,14 @@ def build_plan_sql(spec: PlanSpec) -> str:
         raise ValueError(
             f"mapping '{spec.mapping.name}': a watermark narrows the model, so deletes cannot be planned"
         )
-    changed = "" if events and spec.mapping.send == "add" else " OR l.checksum <> s.__checksum"
-    gone = "FALSE" if events else "l.live"
+    compares = not (events and spec.mapping.send == "add")
+    changed = (
+        " OR c.__l_checksum <> c.__checksum OR c.__l_quick IS DISTINCT FROM c.__quick_hash"
+        if compares
+        else ""
+    )
+    known = "__l_live AND __l_quick = __quick_hash" if compares else "__l_live"  # needs no checksum
+    gone = "FALSE" if events else "c.__l_live"
     shared = ""
     if spec.mapping.on_delete == "clear_traits":
         # Only the few delete rows ask the question (one correlated lookup per distinct identity).
@@ -200,40 +271,49 @@ def build_plan_sql(spec: PlanSpec) -> str:
         )
     # Duplicated keys are found by a GROUP BY joined back (not a window over every row and
     # column): the few duplicates make a tiny hash table, where the window sorted the whole model.
+    # The ledger's columns are renamed (``__l_*``) so the checksum, computed over the joined rows,
+    # reads the model's columns by their own names whatever the model calls them.
     planned = f"""
 WITH dups AS (
     SELECT {pk} AS __dup_key, count(*) AS __n FROM {ident(spec.table)}
     WHERE {pk} IS NOT NULL AND {rows} GROUP BY {pk} HAVING count(*) > 1
 ), src AS (
-    SELECT {key} AS __key, {checksum_sql(spec)} AS __checksum,
+    SELECT {key} AS __key, {quick_hash_sql(spec, dialect)} AS __quick_hash,
            coalesce(d.__n, 1) AS __copies{col_list}
     FROM {ident(spec.table)} LEFT JOIN dups AS d ON d.__dup_key = {pk}
     WHERE ({shard_predicate(key, spec)} OR ({pk} IS NULL AND {spec.shard} = 0)) AND {rows}
 ), led AS (
-    SELECT record_key, checksum, identity, live, sync_id FROM {LEDGER}
+    SELECT record_key AS __l_key, checksum AS __l_checksum, quick_hash AS __l_quick,
+           identity AS __l_identity, live AS __l_live, sync_id AS __l_sync FROM {LEDGER}
     WHERE mapping = {name} AND {shard_predicate("record_key", spec)}
+), joined AS (
+    SELECT * FROM src AS s FULL JOIN led AS l ON l.__l_key = s.__key
+), checked AS (
+    SELECT *, CASE WHEN __copies IS NULL OR {known} THEN __l_checksum
+                   ELSE {checksum_sql(spec)} END AS __checksum
+    FROM joined
 ), parked AS (
     SELECT record_key, checksum FROM {FAILED}
     WHERE mapping = {name} AND status IN ({", ".join(literal(s) for s in PARKED_STATUSES)})
       AND record_key IS NOT NULL
 )
 SELECT
-    CASE WHEN s.__copies IS NULL THEN 'delete'
-         WHEN s.__key IS NULL THEN 'invalid_null_key'
-         WHEN s.__copies > 1 THEN 'invalid_duplicate_key'
-         WHEN l.record_key IS NULL OR NOT l.live THEN 'add'
-         ELSE 'update' END AS __op,
-    coalesce(s.__key, l.record_key) AS __key,
-    coalesce(s.__checksum, l.checksum) AS __checksum,
-    coalesce(s.__copies, 0) AS __copies,
-    CASE WHEN s.__copies IS NULL THEN l.identity END AS __identity,
-    coalesce(l.sync_id, '') AS __generation{"".join(f", s.{c}" for c in mapped)}
-FROM src AS s
-FULL JOIN led AS l ON l.record_key = s.__key
-LEFT JOIN parked AS k ON k.record_key = coalesce(s.__key, l.record_key)
-    AND k.checksum = coalesce(s.__checksum, l.checksum)
-WHERE k.record_key IS NULL AND CASE WHEN s.__copies IS NULL THEN {gone}
-    ELSE s.__key IS NULL OR s.__copies > 1 OR l.checksum IS NULL OR NOT l.live{changed} END"""
+    CASE WHEN c.__copies IS NULL THEN 'delete'
+         WHEN c.__key IS NULL THEN 'invalid_null_key'
+         WHEN c.__copies > 1 THEN 'invalid_duplicate_key'
+         WHEN c.__l_key IS NULL OR NOT c.__l_live THEN 'add'
+         WHEN c.__l_checksum <> c.__checksum THEN 'update'
+         ELSE {literal(REFRESH)} END AS __op,
+    coalesce(c.__key, c.__l_key) AS __key,
+    c.__checksum,
+    coalesce(c.__copies, 0) AS __copies,
+    CASE WHEN c.__copies IS NULL THEN c.__l_identity END AS __identity,
+    coalesce(c.__l_sync, '') AS __generation,
+    c.__quick_hash{"".join(f", c.{col}" for col in mapped)}
+FROM checked AS c
+LEFT JOIN parked AS k ON k.record_key = coalesce(c.__key, c.__l_key) AND k.checksum = c.__checksum
+WHERE k.record_key IS NULL AND CASE WHEN c.__copies IS NULL THEN {gone}
+    ELSE c.__key IS NULL OR c.__copies > 1 OR c.__l_checksum IS NULL OR NOT c.__l_live{changed} END"""
     if shared:
         planned = f"SELECT {shared}p.* EXCLUDE (__op) FROM ({planned}\n) AS p"
     return f"CREATE OR REPLACE TABLE {spec.plan_table} AS {planned}"
@@ -309,8 +389,10 @@ class Plan:
 
     ``build`` creates it (see ``build_plan_sql``) and counts it; the other methods read it in the
     shapes the sync needs (invalid keys, rows to render, keys to settle) and ``drop`` removes it.
-    The table's columns (``OP``, ``KEY``, ``CHECKSUM``, ``IDENTITY``, ``GENERATION`` and the mapped
-    columns under their own names) are named here only; rows are read through those constants."""
+    The table's columns (``OP``, ``KEY``, ``CHECKSUM``, ``IDENTITY``, ``GENERATION``, ``QUICK_HASH``
+    and the mapped columns under their own names) are named here only (and in
+    ``state.ledger.remember_quick_hashes``, which reads the table in place); rows are read through
+    those constants. ``refresh`` rows are never counted, read for sending or copied."""
 
     def __init__(self, spec: PlanSpec, session: WarehouseSession) -> None:
         self.spec = spec
@@ -322,7 +404,7 @@ class Plan:
 
     def build(self) -> PlanCounts:
         """Create (or replace) the plan table; what it holds, counted."""
-        self.session.execute(build_plan_sql(self.spec))
+        self.session.execute(build_plan_sql(self.spec, self.session.dialect))
         ops = self.session.query(f"SELECT {OP}, count(*) AS n FROM {self.table} GROUP BY {OP}").rows
         extracted = self.session.query(extracted_sql(self.spec)).scalar()
         return PlanCounts.of(int(extracted or 0), {str(op): int(n) for op, n in ops})
