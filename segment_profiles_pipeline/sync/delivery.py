@@ -79,15 +79,8 @@ PLANNED_COLUMNS = ("record_key", "checksum", "identity", "op", "replaces")
 def planned_schema() -> pa.Schema:
     import pyarrow as pa  # ~0.2 s, paid by a sync, not by each definitions load
 
-    return pa.schema(
-        [
-            pa.field("record_key", pa.string()),
-            pa.field("checksum", pa.string()),
-            pa.field("identity", pa.string()),
-            pa.field("op", pa.string()),
-            pa.field("replaces", pa.bool_()),
-        ]
-    )
+    types = (pa.string(), pa.string(), pa.string(), pa.string(), pa.bool_())
+    return pa.schema(list(zip(PLANNED_COLUMNS, types, strict=True)))
 
 
 def planned_table(rows: Sequence[PlannedMessage]) -> pa.Table:
