@@ -13,6 +13,7 @@ import argparse
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,30 +32,50 @@ SCENARIOS: dict[str, Callable[[Sizes, Path], ScenarioResult]] = {
     "whole_process": whole_process.run,
     "import_time": import_time.run,
     "first_sync": first_sync.run,
-    "first_sync_memory": first_sync.run_memory,
     "change_detection": change_detection.run,
     "computed_traits": computed_traits.run,
+    "first_sync_memory": first_sync.run_memory,
     "predictions": predictions.run,
 }
+"""In the order they run: the timed scenarios first, peak memory and the predictions (no timed
+target) last, so a long ``--large`` run's timings come from its start, before anything else on
+the machine has had a chance to join in."""
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "latest.json"
 
 
 def run(sizes: Sizes, names: list[str], workdir: Path, out: Path) -> list[ScenarioResult]:
-    """Run the named scenarios in order, then write the JSON file; returns the results."""
+    """Run the named scenarios in order; returns the results.
+
+    The JSON is rewritten after every scenario, and a scenario that raises is reported (its
+    traceback on stderr) while the others still run: a long ``--large`` run that fails in its
+    fifth scenario keeps the four measured before it. The run then ends with ``BenchFailed``."""
     info = machine()
     results: list[ScenarioResult] = []
+    failed: list[str] = []
     for name in names:
         started = time.perf_counter()
         print(f"running {name} ({sizes.name} size)...", file=sys.stderr, flush=True)
-        results.append(SCENARIOS[name](sizes, workdir))
-        print(f"  done in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+        try:
+            results.append(SCENARIOS[name](sizes, workdir))
+        except Exception:
+            traceback.print_exc()
+            failed.append(name)
+            print(f"  {name} FAILED after {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+        else:
+            print(f"  done in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+        write_json(out, results, info, sizes, summary.summary(results, sizes))
     lines = summary.summary(results, sizes)
-    write_json(out, results, info, sizes, lines)
     print(render_markdown(results, info, sizes))
     print()
     print(summary.render(lines))
     print(f"\nfigures written to {out}", file=sys.stderr)
+    if failed:
+        raise BenchFailed(f"scenario(s) failed: {', '.join(failed)} (tracebacks above); the others' figures are in {out}")
     return results
+
+
+class BenchFailed(RuntimeError):
+    """At least one scenario raised; the figures of the others were still written."""
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -77,12 +98,15 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("use either --large or --size")
     sizes = SIZES[args.size or ("large" if args.large else "default")]
     names = [name for name in SCENARIOS if name in args.only]
-    if args.workdir:
-        args.workdir.mkdir(parents=True, exist_ok=True)
-        run(sizes, names, args.workdir, args.out)
-    else:
-        with tempfile.TemporaryDirectory(prefix="bench-") as workdir:
-            run(sizes, names, Path(workdir), args.out)
+    try:
+        if args.workdir:
+            args.workdir.mkdir(parents=True, exist_ok=True)
+            run(sizes, names, args.workdir, args.out)
+        else:
+            with tempfile.TemporaryDirectory(prefix="bench-") as workdir:
+                run(sizes, names, Path(workdir), args.out)
+    except BenchFailed as exc:
+        sys.exit(f"bench: {exc}")
 
 
 if __name__ == "__main__":

@@ -234,3 +234,24 @@ def test_rows_compare_in_the_right_direction() -> None:
     assert "| scenario | time | 2.00 s | 10.00 s (b) | 5.0x | t | - |" in table
     assert "| scenario | rate | 30 msg/s | 3 msg/s (b) | 10.0x | t | yes |" in table
     assert "| scenario | ceiling | 50 msg/s | 200 msg/s (b) | 25% | t | **no** |" in table
+
+
+def test_a_failing_scenario_keeps_the_figures_of_the_others(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long run that crashes in one scenario still writes (and prints) the others, then fails."""
+    import bench.__main__ as bench_main
+
+    measured = ScenarioResult("measured", "a scenario that works", details={"figure": 42})
+
+    def broken(sizes: object, workdir: Path) -> ScenarioResult:
+        raise ValueError("this scenario broke")
+
+    monkeypatch.setattr(bench_main, "SCENARIOS", {"broken": broken, "measured": lambda s, w: measured})
+    out = tmp_path / "latest.json"
+    with pytest.raises(bench_main.BenchFailed, match="broken"):
+        run(TINY, ["broken", "measured"], tmp_path, out)
+    written = json.loads(out.read_text())
+    assert [s["name"] for s in written["scenarios"]] == ["measured"]
+    assert written["scenarios"][0]["details"] == {"figure": 42}
+    assert "this scenario broke" in capsys.readouterr().err
