@@ -193,7 +193,7 @@ class Sources:
                 " AND message_id NOT IN ("
                 + " UNION ALL ".join(
                     f"SELECT CAST({id_column} AS VARCHAR) FROM {table} "
-                    f"WHERE {id_column} IS NOT NULL AND {arrival} <= {literal(above)}"
+                    f"WHERE {id_column} IS NOT NULL AND ({arrival} <= {literal(above)} OR {arrival} IS NULL)"
                     for table, id_column, arrival, _ in self.tables
                 )
                 + ")"
@@ -215,10 +215,12 @@ class Sources:
         )
 
     def snapshot_sql(self, mark: dt.datetime | None) -> str:
-        """Total rows and rows at or below the mark, over every source."""
+        """Total rows and rows at or below the mark, over every source. A row without an arrival
+        time counts as below any mark: it sorts first (``NULLS FIRST``), so one seen before is old
+        (no rebuild), and a new one is late (``below`` grows: a rebuild)."""
         bound = literal(mark) if mark is not None else "NULL"
         rows = " UNION ALL ".join(
-            f"SELECT count(*) AS total, count(*) FILTER (WHERE {arrival} <= {bound}) AS below, "
+            f"SELECT count(*) AS total, count(*) FILTER (WHERE {arrival} <= {bound} OR {arrival} IS NULL) AS below, "
             f"max({arrival}) AS high FROM {table}"
             for table, _, arrival, _ in self.tables
         )

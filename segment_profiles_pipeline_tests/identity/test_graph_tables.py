@@ -202,6 +202,47 @@ def fake_snowflake_session(tmp_path: Path, name: str) -> Iterator[WarehouseSessi
         yield session
 
 
+def two_loads(session: WarehouseSession, first: list[dict[str, Any]], later: list[dict[str, Any]]) -> list[str]:
+    """Events in two loads, one identity run after each and one more with nothing new: the modes."""
+    load_events(session, EVENTS, first)
+    load_users(session, FIRST_USERS)
+    modes = [run(session).mode]
+    load_events(session, EVENTS, later, create=False)
+    modes += [run(session).mode, run(session).mode]
+    return modes
+
+
+@pytest.mark.parametrize(
+    ("null_in", "expected_modes"),
+    [("first", ["full", "incremental", "incremental"]), ("later", ["full", "full", "incremental"])],
+)
+@pytest.mark.parametrize("session_factory", [duckdb_session, fake_snowflake_session], ids=["duckdb", "snowflake"])
+def test_a_message_without_arrival_time_counts_as_arrived_first(
+    session_factory: Any, tmp_path: Path, null_in: str, expected_modes: list[str]
+) -> None:
+    """A message whose ``received_at`` is null sorts before every other one (NULLS FIRST). Seen
+    before, it does not make later runs rebuild from scratch; arriving new, it is a late message
+    (it sorts before what was already resolved), so that run rebuilds. Either way the graph is
+    the full rebuild's, and a later dated copy of it is deduplicated away."""
+    undated = ev("m0", user="u5", anon="a7", minute=0, received_at=None)
+    first = first_events() + ([undated] if null_in == "first" else [])
+    # seen first, it still wins over a later, dated copy of itself (deduplication by message id)
+    later = later_events() + ([undated] if null_in == "later" else [ev("m0", user="u6", minute=40)])
+    with session_factory(tmp_path, "inc.duckdb") as session:
+        modes = two_loads(session, first, later)
+        incremental = graph(session)
+    with session_factory(tmp_path, "full.duckdb") as session:
+        load_events(session, EVENTS, first + later)
+        load_users(session, FIRST_USERS)
+        run(session, full=True)
+        full = graph(session)
+    assert modes == expected_modes
+    assert incremental == full
+    owners = {(t, v): c for t, v, c, _, _ in full["mapping"]}
+    assert owners[("anonymous_id", "a7")] == p("m0", ("user_id", "u5"), ("anonymous_id", "a7"))
+    assert ("user_id", "u6") not in owners
+
+
 def test_snowflake_gives_the_same_graph(tmp_path: Path) -> None:
     snowflake, _, modes = incremental_and_full(fake_snowflake_session, tmp_path, late=False)
     duck, _, _ = incremental_and_full(duckdb_session, tmp_path / "d", late=False)
