@@ -29,12 +29,33 @@ def _mapping(**schedule: object) -> MappingConfig:
         ("0 * * * *", "UTC", dt.timedelta(hours=1)),
         ("*/15 * * * *", "UTC", dt.timedelta(minutes=15)),
         ("0 6 * * 1,5", "UTC", dt.timedelta(days=4)),  # Mon → Fri is the longer of the two gaps
+        ("0 1,22 * * *", "UTC", dt.timedelta(hours=21)),  # 01:00 → 22:00; overnight 22:00 → 01:00 is 3 h
         ("0 6,18 * * 1,5", "Europe/Berlin", dt.timedelta(days=3, hours=12)),  # Mon 18:00 → Fri 06:00
         ("0 0 31 * *", "UTC", dt.timedelta(days=61)),  # Aug 31 → Oct 31
+        ("0 12 * * 5#1", "UTC", dt.timedelta(days=35)),  # first Fridays: Jan 2 → Feb 6 2026
+        ("0 0 29 2 *", "UTC", dt.timedelta(days=4 * 365 + 1)),  # 2028-02-29 → 2032-02-29, past the horizon
+        # Berlin 2026: clocks go 02:00 CET → 03:00 CEST on Sun Mar 29, 03:00 CEST → 02:00 CET on Sun Oct 25
+        ("0 6 * * *", "Europe/Berlin", dt.timedelta(hours=25)),  # Sat Oct 24 04:00Z → Sun Oct 25 05:00Z
+        ("0 6 * * 1", "Europe/Berlin", dt.timedelta(days=7, hours=1)),  # Mon Oct 19 04:00Z → Oct 26 05:00Z
+        # hour field `*`: Dagster runs the repeated 02:30 twice (00:30Z, 01:30Z) and skips Mar 29's 02:30
+        ("30 * * * *", "Europe/Berlin", dt.timedelta(hours=1)),
+        # otherwise a repeated time runs once, at its later occurrence: Oct 25 02:30 CET (01:30Z) →
+        # Mon Oct 25 2027 02:30 CEST (00:30Z; 2027's change is Oct 31)
+        ("30 2 25 10 *", "Europe/Berlin", dt.timedelta(days=364, hours=23)),
+        # and a skipped time runs when the clocks jump: Mar 29 03:00 CEST (01:00Z) → 2027-03-29 02:30
+        # CEST (00:30Z; 2027's change is Mar 28)
+        ("30 2 29 3 *", "Europe/Berlin", dt.timedelta(days=364, hours=23, minutes=30)),
+        # New York's change is Sun Nov 1, 02:00: Nov 1 00:00 EDT (04:00Z) → Nov 8 00:00 EST (05:00Z)
+        ("0 0 * * 0", "America/New_York", dt.timedelta(days=7, hours=1)),
     ],
 )
 def test_longest_gap_between_ticks(cron: str, timezone: str, gap: dt.timedelta) -> None:
     assert longest_gap(cron, timezone) == gap
+
+
+def test_a_cron_with_a_seconds_field_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"'0 0 \* \* \* 0' has 6 fields; a Dagster schedule takes five"):
+        longest_gap("0 0 * * * 0", "UTC")
 
 
 def test_a_scheduled_mapping_warns_after_one_gap_and_fails_after_two() -> None:

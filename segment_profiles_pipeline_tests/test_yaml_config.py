@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from segment_profiles_pipeline import yaml_config
 from segment_profiles_pipeline.config import ModelConfig, UpstreamConfig
 from segment_profiles_pipeline.errors import ConfigError
 from segment_profiles_pipeline.identity.config import load_identity
@@ -43,6 +44,27 @@ def test_a_missing_file_names_it(tmp_path: Path) -> None:
         str(err.value)
         == f"{tmp_path / 'users.yml'}: the file does not exist. Fix: create it, or check the path."
     )
+
+
+def test_files_are_parsed_by_libyaml_and_only_a_refused_one_again_by_pyyaml(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PyYAML's own parser is ~20x slower than libyaml's: it only re-reads a file libyaml refused,
+    for its messages (the tests below pin them)."""
+    pure: list[str] = []
+
+    class CountingPure(yaml_config._PureLoader):
+        def __init__(self, stream: str) -> None:
+            pure.append(stream)
+            super().__init__(stream)
+
+    monkeypatch.setattr(yaml_config, "_PureLoader", CountingPure)
+    good, bad = tmp_path / "good.yml", tmp_path / "bad.yml"
+    good.write_text("primary_key: id\nmappings: [{name: m}]\n")
+    assert read_yaml(good) == {"primary_key": "id", "mappings": [{"name": "m"}]}
+    assert pure == []
+    assert "does not parse at line 2, column 6" in read_error(bad, "traits: [a, b\nother: 1\n")
+    assert pure == ["traits: [a, b\nother: 1\n"]
 
 
 def test_a_syntax_error_names_line_and_column(tmp_path: Path) -> None:
