@@ -9,8 +9,9 @@ records get a new email, 0.1% are deleted, 0.1% are added. Two sides, each in it
   own ``StateWriter.remember_quick_hashes`` from a plan of the unchanged model (as a previous
   sync would have left the ledger, without sending N messages to build it);
 - **before**: the same with the plan SQL as of ``BEFORE_REF`` (its ``plan.py`` imported from git
-  as a module of its own), on the same ledger: the checksums are the same, so both plan the same
-  rows; ours and before alternate, each in a fresh process, ``ROUNDS`` times;
+  as a module of its own; ``BENCH_PLAN_BEFORE_REF`` names another commit), on the same ledger: the
+  checksums are the same, so both plan the same rows; ours and before alternate, each in a fresh
+  process, ``ROUNDS`` times;
 - **baseline**: the same diff as a hand-written pandas script: load the mapped columns and the
   previous hashes, hash each row with ``pandas.util.hash_pandas_object``, outer-``merge`` on the
   key, compare hashes. Its own ledger of hashes is prepared the same way, untimed.
@@ -23,6 +24,7 @@ plans twice in a row and reports its best run (see ``harness.timed``).
 from __future__ import annotations
 
 import datetime as dt
+import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,8 +39,9 @@ ROUNDS = 2
 TARGET_SPEEDUP = 10.0
 TARGET_SECONDS = 5.0
 TARGET_RECORDS = 10_000_000
-BEFORE_REF = "1a001ff"
-"""The last commit with the plan SQL before the single FULL JOIN (deletes by a second model scan)."""
+BEFORE_REF = os.environ.get("BENCH_PLAN_BEFORE_REF", "1a001ff")
+"""The last commit with the plan SQL before the single FULL JOIN (deletes by a second model scan),
+unless ``BENCH_PLAN_BEFORE_REF`` names another (e.g. the commit before a plan change, to measure it)."""
 BEFORE_MODULE = "plan_before"
 
 if TYPE_CHECKING:  # each child process imports only what its side needs (see harness.in_child)
@@ -140,31 +143,31 @@ def plan_ours(database: str, repeat: int) -> dict[str, Any]:
     return {"seconds": min(runs), "runs": runs, "counts": counts}
 
 
-def _before_module() -> Any:
-    """``sync/plan.py`` as of ``BEFORE_REF``, imported from git as ``plan_before`` (everything it
-    imports is today's)."""
-    import importlib
+def _before_module(ref: str) -> Any:
+    """``sync/plan.py`` as of ``ref``, run as the module ``plan_before`` (everything it imports is
+    today's). A fresh module each call, so one process can load two commits' plans."""
     import sys
-    import tempfile
+    import types
 
-    text = source_at(BEFORE_REF, "segment_profiles_pipeline/sync/plan.py")
-    root = Path(tempfile.mkdtemp(prefix="plan-before-"))
-    (root / f"{BEFORE_MODULE}.py").write_text(text)
-    sys.path.insert(0, str(root))
-    return importlib.import_module(BEFORE_MODULE)
+    path = "segment_profiles_pipeline/sync/plan.py"
+    module = types.ModuleType(BEFORE_MODULE)
+    sys.modules[BEFORE_MODULE] = module  # dataclasses resolve string annotations through it
+    exec(compile(source_at(ref, path), f"{ref}:{path}", "exec"), module.__dict__)
+    return module
 
 
-def plan_before(database: str, repeat: int) -> dict[str, Any]:
-    """The plan as of ``BEFORE_REF``, timed like ours: its three statements (plan table, counts,
-    extracted), as its engine ran them."""
+def plan_before(database: str, repeat: int, ref: str) -> dict[str, Any]:
+    """The plan as of ``ref``, timed like ours, as its engine ran it: ``Plan.build`` where that
+    commit has the ``Plan`` object (f577d37 on), else its three statements (plan table,
+    ``counts_sql``, ``extracted_sql``)."""
     from segment_profiles_pipeline.warehouse.duckdb import DuckDBWarehouse
 
-    before = _before_module()
+    before = _before_module(ref)
     with DuckDBWarehouse(database=database).session() as session:
         session.execute(QUIET)
         plan = _plan_spec(session)
 
-        def work() -> dict[str, int]:
+        def statements() -> dict[str, int]:
             session.execute(before.build_plan_sql(plan))
             ops = {str(op): int(n) for op, n in session.query(before.counts_sql(plan)).rows}
             session.query(before.extracted_sql(plan))
@@ -174,9 +177,14 @@ def plan_before(database: str, repeat: int) -> dict[str, Any]:
                 "delete": ops.get("delete", 0) + ops.get("delete_shared", 0),
             }
 
-        runs, counts = timed(repeat, work)
+        def build() -> dict[str, int]:
+            found = before.Plan(plan, session).build()
+            return {"add": found.added, "update": found.updated, "delete": found.deleted}
+
+        via = "Plan.build" if hasattr(before, "Plan") else "counts_sql"
+        runs, counts = timed(repeat, build if via == "Plan.build" else statements)
         session.execute(f"DROP TABLE {plan.plan_table}")
-    return {"seconds": min(runs), "runs": runs, "counts": counts}
+    return {"seconds": min(runs), "runs": runs, "counts": counts, "ref": ref, "via": via}
 
 
 def _best(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -233,7 +241,7 @@ def run(sizes: Sizes, workdir: Path) -> ScenarioResult:
     ours_runs: list[dict[str, Any]] = []
     before_runs: list[dict[str, Any]] = []
     for _ in range(ROUNDS):  # alternating, so both sides see the same (shared, noisy) machine
-        before_runs.append(in_child(plan_before, database=database, repeat=REPEAT))
+        before_runs.append(in_child(plan_before, database=database, repeat=REPEAT, ref=BEFORE_REF))
         ours_runs.append(in_child(plan_ours, database=database, repeat=REPEAT))
     ours, before = _best(ours_runs), _best(before_runs)
     baseline = in_child(

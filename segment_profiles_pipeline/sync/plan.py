@@ -53,7 +53,8 @@ QUICK_HASH: Final = "__quick_hash"
 (``state.ledger.remember_quick_hashes`` reads it, ``__key`` and ``__checksum`` in place)."""
 REFRESH: Final = "refresh"
 """The op of an unchanged record whose stored quick hash is stale (null, or computed by another
-DuckDB version): never sent, never counted, only its quick hash is written when the sync settles."""
+DuckDB version): never sent, never counted, only its quick hash is written when the sync settles.
+Its mapped columns are null (except the ``incremental_column``): nothing renders it."""
 _INSTANT_TYPES = frozenset({"TIMESTAMP WITH TIME ZONE", "TIMESTAMPTZ", "TIMESTAMP_TZ", "TIMESTAMP_LTZ"})
 """Types that hold an instant (shown in the session's zone); naive TIMESTAMP(_NTZ) holds wall time."""
 _TIMESTAMP_TEXT = "%Y-%m-%d %H:%M:%S.%f"
@@ -241,8 +242,12 @@ def build_plan_sql(spec: PlanSpec, dialect: str = "duckdb") -> str:
     (``quick_hash_sql``) differs from the one the ledger caches: a row whose quick hash matches
     is unchanged and takes the ledger's checksum. A row that needed its checksum and turned out
     unchanged is a ``refresh`` row: its cached quick hash was null (an older ledger) or stale (a
-    DuckDB upgrade changed ``hash()``), and settling writes the new one. Event mappings that only
-    add never compare values: a live key is known without its checksum, and never refreshed."""
+    DuckDB upgrade changed ``hash()``), and settling writes the new one. A refresh row is never
+    rendered or sent, so it carries no mapped values (nulls), only what settling reads (key,
+    checksum, quick hash) and the ``incremental_column``, whose largest planned value is the next
+    watermark: after a ledger upgrade every record is a refresh row, and writing their values made
+    the plan table a copy of the model. Event mappings that only add never compare values: a live
+    key is known without its checksum, and never refreshed."""
     pk = ident(spec.primary_key)
     name = literal(spec.mapping.name)
     key = f"CAST({pk} AS VARCHAR)"
@@ -255,6 +260,13 @@ def build_plan_sql(spec: PlanSpec, dialect: str = "duckdb") -> str:
             f"mapping '{spec.mapping.name}': a watermark narrows the model, so deletes cannot be planned"
         )
     compares = not (events and spec.mapping.send == "add")
+    watermarked = ident(spec.mapping.incremental_column.lower()) if spec.mapping.incremental_column else None
+    carried = "".join(
+        f", c.{col}"
+        if col == watermarked
+        else f", CASE WHEN c.__op <> {literal(REFRESH)} THEN c.{col} END AS {col}"
+        for col in mapped
+    )
     changed = (
         " OR c.__l_checksum <> c.__checksum OR c.__l_quick IS DISTINCT FROM c.__quick_hash"
         if compares
@@ -292,25 +304,28 @@ WITH dups AS (
     SELECT *, CASE WHEN __copies IS NULL OR {known} THEN __l_checksum
                    ELSE {checksum_sql(spec)} END AS __checksum
     FROM joined
+), decided AS (
+    SELECT CASE WHEN __copies IS NULL THEN 'delete'
+                WHEN __key IS NULL THEN 'invalid_null_key'
+                WHEN __copies > 1 THEN 'invalid_duplicate_key'
+                WHEN __l_key IS NULL OR NOT __l_live THEN 'add'
+                WHEN __l_checksum <> __checksum THEN 'update'
+                ELSE {literal(REFRESH)} END AS __op, *
+    FROM checked
 ), parked AS (
     SELECT record_key, checksum FROM {FAILED}
     WHERE mapping = {name} AND status IN ({", ".join(literal(s) for s in PARKED_STATUSES)})
       AND record_key IS NOT NULL
 )
 SELECT
-    CASE WHEN c.__copies IS NULL THEN 'delete'
-         WHEN c.__key IS NULL THEN 'invalid_null_key'
-         WHEN c.__copies > 1 THEN 'invalid_duplicate_key'
-         WHEN c.__l_key IS NULL OR NOT c.__l_live THEN 'add'
-         WHEN c.__l_checksum <> c.__checksum THEN 'update'
-         ELSE {literal(REFRESH)} END AS __op,
+    c.__op,
     coalesce(c.__key, c.__l_key) AS __key,
     c.__checksum,
     coalesce(c.__copies, 0) AS __copies,
     CASE WHEN c.__copies IS NULL THEN c.__l_identity END AS __identity,
     coalesce(c.__l_sync, '') AS __generation,
-    c.__quick_hash{"".join(f", c.{col}" for col in mapped)}
-FROM checked AS c
+    c.__quick_hash{carried}
+FROM decided AS c
 LEFT JOIN parked AS k ON k.record_key = coalesce(c.__key, c.__l_key) AND k.checksum = c.__checksum
 WHERE k.record_key IS NULL AND CASE WHEN c.__copies IS NULL THEN {gone}
     ELSE c.__key IS NULL OR c.__copies > 1 OR c.__l_checksum IS NULL OR NOT c.__l_live{changed} END"""

@@ -19,6 +19,8 @@ from segment_profiles_pipeline.sync.plan import (
     IDENTITY,
     KEY,
     OP,
+    QUICK_HASH,
+    REFRESH,
     InvalidKey,
     Plan,
     PlanCounts,
@@ -107,6 +109,21 @@ def test_rows_carry_what_messages_and_the_ledger_need(plan: Plan) -> None:
     assert rows["u3"][CHECKSUM] == synced_checksum(plan, "u3")
     # an add has no generation yet and no stored ids
     assert rows["u5"][GENERATION] == "" and rows["u5"][IDENTITY] is None and rows["u5"]["email"] == "e@x.io"
+
+
+def test_a_refresh_row_holds_what_settling_reads_and_no_mapped_values(plan: Plan) -> None:
+    """u1 and u4 are unchanged, and the ledger has no quick hash yet (as after the ledger upgrade):
+    refresh rows, never rendered, so their values would only make the plan a copy of the model."""
+    plan.build()
+    refreshed = plan.session.query(
+        f"SELECT {KEY}, {CHECKSUM}, {QUICK_HASH}, id, email, plan FROM {plan.table} "
+        f"WHERE {OP} = {literal(REFRESH)} ORDER BY {KEY}"
+    ).rows
+    assert [row[0] for row in refreshed] == ["u1", "u4"]
+    for key, checksum, quick_hash, *values in refreshed:
+        assert checksum == synced_checksum(plan, key) and quick_hash is not None
+        assert values == [None, None, None]
+    assert rows_by_key(plan, ("update",))["u2"]["email"] == "b@x.io"  # a row to send keeps them
 
 
 def synced_checksum(plan: Plan, key: str) -> str:

@@ -166,6 +166,19 @@ def test_incremental_crash_mid_sync_loses_nothing(session) -> None:
     assert len(resumed.sent) == 45_000 - calls[0] and len(ledger(session, "events_track")) == 45_000
 
 
+def test_refreshed_rows_still_move_the_mark(session) -> None:
+    """A ``refresh`` row (acknowledged, no quick hash stored yet: here, a sync that died before
+    settling) carries no mapped values but keeps its incremental_column: the mark is the largest
+    value among every planned row."""
+    spec = incremental(send="upsert")
+    run_sync(session, spec, ScriptedSender())
+    session.execute("UPDATE _segment_profiles.ledger SET quick_hash = NULL")
+    session.execute("DROP TABLE _segment_profiles.watermark__events_track__0")
+    again = ScriptedSender()
+    assert run_sync(session, spec, again).counts["updated"] == 0 and again.sent == []
+    assert session.query("SELECT mark FROM _segment_profiles.watermark__events_track__0").scalar() == 2
+
+
 def test_a_reset_that_crashes_still_re_sends_everything_next_time(session) -> None:
     """Reset forgets the mark before sending: a reset sync that dies must not leave a mark over
     rows whose ledger rows it already turned into tombstones."""
