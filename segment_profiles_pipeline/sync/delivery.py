@@ -85,10 +85,7 @@ def planned_schema() -> pa.Schema:
 
 def planned_table(rows: Sequence[PlannedMessage]) -> pa.Table:
     """``PlannedMessage`` rows as ``Chunk.planned``."""
-    import pyarrow as pa
-
-    columns = zip(*rows, strict=True) if rows else ((),) * len(PLANNED_COLUMNS)
-    return pa.Table.from_arrays([pa.array(c) for c in columns], schema=planned_schema())
+    return ledger.rows_table(rows, planned_schema())
 
 
 @dataclass

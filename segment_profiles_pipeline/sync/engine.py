@@ -19,7 +19,6 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
-from itertools import repeat
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -48,11 +47,13 @@ from segment_profiles_pipeline.sync.delivery import (
 )
 from segment_profiles_pipeline.sync.hot_loop import fewer_collections
 from segment_profiles_pipeline.sync.payloads import (
+    ID_SEPARATOR,
     InvalidRecord,
     PayloadBuilder,
     encode,
     identity_of,
     message_id,
+    message_ids,
 )
 from segment_profiles_pipeline.sync.plan import (
     CHECKSUM,
@@ -335,16 +336,17 @@ def _render_sql(
 ) -> Chunk:
     """Messages for a batch of the render query's rows. Rows the warehouse rendered (``__head``)
     only get their message id, and their planned columns stay Arrow arrays (no dict, no object
-    per record: that was ~4 µs per record); the others go to ``_render``, the Python builder."""
+    per record: that was ~4 µs per record); Arrow joins the texts their ids hash and the messages
+    themselves (``payloads.message_ids``, ``SqlRenderer.messages``). The others go to ``_render``,
+    the Python builder."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     rendered = pc.is_valid(batch["__head"])
     fast = batch.filter(rendered)
-    name, message = builder.mapping.name, renderer.message
-    columns = (fast[KEY].to_pylist(), fast[CHECKSUM].to_pylist(), fast[GENERATION].to_pylist())
-    ids = map(message_id, repeat(salt), repeat(name), repeat("upsert"), *columns)
-    messages = [message(head, mid) for head, mid in zip(fast["__head"].to_pylist(), ids, strict=True)]
+    hashed = pc.binary_join_element_wise(fast[KEY], fast[CHECKSUM], fast[GENERATION], ID_SEPARATOR)
+    ids = message_ids(salt, builder.mapping.name, "upsert", hashed.cast(pa.binary()).to_pylist())
+    messages = renderer.messages(fast["__head"], pa.array(ids, pa.string()))
     report.samples += [orjson.loads(m) for m in messages[: max(0, SAMPLE_PAYLOADS - len(report.samples))]]
     planned = pa.table(
         [fast[KEY], fast[CHECKSUM], fast["__ident"], fast[OP], _replaces(fast[GENERATION])],

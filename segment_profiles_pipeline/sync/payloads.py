@@ -29,7 +29,7 @@ import decimal
 import hashlib
 import math
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -51,7 +51,15 @@ from segment_profiles_pipeline.sync.actions.errors import MISSING_USER_OR_ANONYM
 LIBRARY = {"name": "segment-profiles-pipeline", "version": __version__}
 JSON_TYPES = ("JSON", "VARIANT", "OBJECT", "ARRAY")
 MISSING_ID = MISSING_USER_OR_ANONYMOUS_ID.message
-__all__ = ["InvalidRecord", "PayloadBuilder", "encode", "identity_of", "json_value", "message_id"]
+__all__ = [
+    "InvalidRecord",
+    "PayloadBuilder",
+    "encode",
+    "identity_of",
+    "json_value",
+    "message_id",
+    "message_ids",
+]
 
 
 def _iso(value: dt.datetime) -> str:
@@ -109,8 +117,13 @@ def _parse_json(value: Any) -> Any:
     return json_value(value)
 
 
+ID_SEPARATOR = "\x1f"
+"""Between the parts a message id hashes (``message_id``)."""
+
+
 def message_id(salt: str, mapping: str, operation: str, key: str, checksum: str, generation: str) -> str:
-    """Deterministic id (44 chars) for one state of one record, under one destination.
+    """Deterministic id (44 chars) for one state of one record, under one destination: ``spp-``
+    and the 20-byte blake2b of ``salt␟mapping␟operation␟key␟checksum␟generation`` (UTF-8), in hex.
 
     ``generation`` is the id of the sync that last changed the record's ledger row (empty for a
     record never seen). It stays the same until Segment acknowledges something new for the
@@ -118,10 +131,29 @@ def message_id(salt: str, mapping: str, operation: str, key: str, checksum: str,
     changes with every acknowledged change, delete or reset, so a state that comes back
     (pro → free → pro) is never mistaken by Segment for the first delivery. See
     docs/decisions.md, "Message ids"."""
-    digest = hashlib.blake2b(
-        "\x1f".join((salt, mapping, operation, key, checksum, generation)).encode(), digest_size=20
-    ).hexdigest()
-    return f"spp-{digest}"
+    (found,) = message_ids(
+        salt, mapping, operation, [ID_SEPARATOR.join((key, checksum, generation)).encode()]
+    )
+    return found
+
+
+def message_ids(salt: str, mapping: str, operation: str, records: Iterable[bytes]) -> list[str]:
+    """``message_id`` of each record, given as the UTF-8 of ``key␟checksum␟generation``.
+
+    The same hash of the same bytes, but the constant ``salt␟mapping␟operation␟`` is hashed once
+    and each record's hash continues from a copy of that state: a chunk of rendered messages
+    pays one copy, one update and one hex digest per record, not the join, encode and hash setup
+    of ``message_id`` (measured on the shared 2-core machine with a chunk's ids and message
+    assembly together: ~4.4-5.0 µs → ~2.0 µs per record, see docs/decisions.md)."""
+    prefix = hashlib.blake2b(ID_SEPARATOR.join((salt, mapping, operation, "")).encode(), digest_size=20)
+    copy = prefix.copy
+
+    def one(record: bytes) -> str:
+        digest = copy()
+        digest.update(record)
+        return "spp-" + digest.hexdigest()
+
+    return list(map(one, records))
 
 
 @dataclass(frozen=True)

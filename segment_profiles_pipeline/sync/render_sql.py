@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import orjson
 
@@ -44,6 +45,9 @@ from segment_profiles_pipeline.sync.actions import WIRE_TYPE
 from segment_profiles_pipeline.sync.payloads import LIBRARY, MAX_SAFE_INTEGER, PayloadBuilder, _iso
 from segment_profiles_pipeline.sync.plan import PlanSpec
 from segment_profiles_pipeline.warehouse.base import ident, literal
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 MESSAGE_ID_CHARS = 44
 """``spp-`` + 40 hex digits: the length of every id ``payloads.message_id`` makes."""
@@ -254,8 +258,17 @@ class SqlRenderer:
     sql: str
     tail: str
 
-    def message(self, head: str, message_id: str) -> bytes:
-        return (head + message_id + self.tail).encode()
+    def messages(self, heads: pa.Array, message_ids: pa.Array) -> list[bytes]:
+        """Each rendered ``__head`` + its message id + ``tail``, as the bytes sent: joined by
+        Arrow, so the only Python object made per record is the message itself (measured on a
+        loaded 2-core machine with the ids: half of the per-record cost of joining Python strings)."""
+        import pyarrow as pa  # ~0.2 s, paid by a sync, not by each definitions load
+        import pyarrow.compute as pc
+
+        # Snowflake's batches come from Python values: a column of nulls has no type
+        heads = heads.cast(pa.string())
+        joined = pc.binary_join_element_wise(heads, message_ids.cast(pa.string()), pa.scalar(self.tail), "")
+        return joined.cast(pa.binary()).to_pylist()
 
 
 def _event(dialect: _Dialect, name: EventName, types: dict[str, str]) -> _Value | None:

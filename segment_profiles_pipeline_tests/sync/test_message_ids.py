@@ -4,9 +4,12 @@ Segment drops a message whose id it saw in about the last day, across sources an
 so every id Segment could already hold must be new (docs/decisions.md, "Message ids").
 """
 
+import hashlib
+
 import pytest
 
 from segment_profiles_pipeline.sync.engine import run_sync
+from segment_profiles_pipeline.sync.payloads import message_id, message_ids
 from segment_profiles_pipeline_tests.sync.helpers import ScriptedSender, ledger, people_spec, people_table
 
 ROWS = [("u1", "a@x.io", "pro"), ("u2", "b@x.io", "free")]
@@ -112,3 +115,37 @@ def test_tombstones_are_pruned_after_the_dedup_safety_window(session) -> None:
     assert session.query(tombstones).scalar() == 1  # 29 days old: kept
     run_sync(session, people_spec(), ScriptedSender(), now=start + dt.timedelta(days=32))
     assert session.query(tombstones).scalar() == 0
+
+
+def _documented_id(*parts: str) -> str:
+    """docs/decisions.md's id, computed here with hashlib: ``spp-`` and the 20-byte blake2b of
+    the parts joined by U+001F, in hex."""
+    return "spp-" + hashlib.blake2b("\x1f".join(parts).encode(), digest_size=20).hexdigest()
+
+
+def test_an_id_is_the_documented_hash_one_by_one_and_per_chunk() -> None:
+    records = [("u1", "c1", ""), ("ü\x1fx", "c2", "20260101T000000-abcdef12"), ("", "", "")]
+    expected = [_documented_id("salt", "people", "upsert", *r) for r in records]
+    assert [message_id("salt", "people", "upsert", *r) for r in records] == expected
+    assert message_ids("salt", "people", "upsert", ["\x1f".join(r).encode() for r in records]) == expected
+    # pinned: the id the code before the per-chunk hashing gave (ids must never change)
+    assert expected[0] == "spp-e891a359a5a5fd5541b8a541242166fc24fedd28"
+
+
+def test_sent_ids_are_the_documented_hash_of_key_checksum_and_generation(session) -> None:
+    """The rendered path (this mapping renders in SQL) hashes the ledger's checksum and, for an
+    update, the generation: the sync id of the ledger row it replaces."""
+    first = ScriptedSender()
+    run_sync(session, people_spec(), first)
+    acked = ledger(session)
+    salt, name = "test-destination", "people_identify"
+    assert ids(first) == {k: _documented_id(salt, name, "upsert", k, acked[k], "") for k in ("u1", "u2")}
+    generation = session.query(
+        "SELECT sync_id FROM _segment_profiles.ledger WHERE record_key = 'u1'"
+    ).scalar()
+    people_table(session, [("u1", "a@x.io", "free"), ROWS[1]])
+    update = ScriptedSender()
+    run_sync(session, people_spec(), update)
+    assert ids(update) == {
+        "u1": _documented_id(salt, name, "upsert", "u1", ledger(session)["u1"], generation)
+    }

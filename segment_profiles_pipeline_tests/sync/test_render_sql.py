@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 import sqlglot
@@ -59,6 +60,7 @@ TYPES = {
     "tstz": "TIMESTAMPTZ",
     "seen": "TIMESTAMP",
 }
+
 DUCKDB_ONLY_TYPES = {"huge": "HUGEINT", "ubig": "UBIGINT"}
 """fakesnow stores NUMBER(38,0) as a 64-bit integer: values beyond it exist on DuckDB only."""
 ROWS = {
@@ -93,6 +95,12 @@ DUCKDB_ONLY_ROWS = {
 HUGE = {"r1": "170141183460469231731687303715884105727, 18446744073709551615", "r3": "-1, 9007199254740992"}
 LEFT_TO_BUILDER = {"r4", "r5", "r6", "r8", "r9", "r10", "r11", "r12", "r14"}
 LEFT_TO_BUILDER_ON_DUCKDB = {"r13"}
+
+
+def _message(renderer: SqlRenderer, head: str) -> bytes:
+    """The message ``renderer`` makes of one rendered head, under the test's id."""
+    (message,) = renderer.messages(pa.array([head]), pa.array([ID]))
+    return message
 
 
 def _keys(session: WarehouseSession) -> set[str]:
@@ -188,7 +196,7 @@ def test_sql_rendered_messages_are_byte_identical_to_the_python_builder(session,
     assert fast == _keys(session) - _left_to_builder(session, spec)
     for key in fast:
         expected = builder.build(full[key], ID, NOW)
-        assert renderer.message(rendered[key]["__head"], ID) == encode(expected), key
+        assert _message(renderer, rendered[key]["__head"]) == encode(expected), key
         assert rendered[key]["__ident"] == identity_of(expected), key
 
 
@@ -241,8 +249,8 @@ def test_huge_integers_go_as_strings_on_duckdb(warehouse) -> None:
         )
         assert renderer is not None
         for key in ("r1", "r3"):
-            assert renderer.message(rendered[key]["__head"], ID) == encode(builder.build(full[key], ID, NOW))
-        assert orjson.loads(renderer.message(rendered["r1"]["__head"], ID))["traits"] == {
+            assert _message(renderer, rendered[key]["__head"]) == encode(builder.build(full[key], ID, NOW))
+        assert orjson.loads(_message(renderer, rendered["r1"]["__head"]))["traits"] == {
             "h": str(2**127 - 1),
             "u": str(2**64 - 1),
         }
@@ -259,7 +267,7 @@ def test_number_ids_are_sent_as_their_digits(session, id_column, builder_keys) -
     )
     assert renderer is not None
     for key in {"r1", "r2", "r3"} - builder_keys:
-        assert renderer.message(rendered[key]["__head"], ID) == encode(builder.build(full[key], ID, NOW)), key
+        assert _message(renderer, rendered[key]["__head"]) == encode(builder.build(full[key], ID, NOW)), key
     assert {k for k in ("r1", "r2", "r3") if rendered[k]["__head"] is None} == builder_keys
 
 
