@@ -255,3 +255,38 @@ def test_a_failing_scenario_keeps_the_figures_of_the_others(
     assert [s["name"] for s in written["scenarios"]] == ["measured"]
     assert written["scenarios"][0]["details"] == {"figure": 42}
     assert "this scenario broke" in capsys.readouterr().err
+
+
+def test_the_package_is_byte_compiled_even_when_bytecode_writing_is_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fresh processes of a start-up run must not compile the project again (an installed one
+    never does), also under PYTHONDONTWRITEBYTECODE."""
+    import importlib.util
+    import sys
+
+    from bench.harness import compile_package
+
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    package = tmp_path / "pkg"
+    package.mkdir()
+    module = package / "module.py"
+    module.write_text("VALUE = 1\n")
+    compile_package(package)
+    assert Path(importlib.util.cache_from_source(str(module))).is_file()
+    (package / "broken.py").write_text("def (:\n")
+    with pytest.raises(RuntimeError, match="does not compile"):
+        compile_package(package)
+
+
+def test_a_bench_run_compiles_the_project_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import bench.__main__ as bench_main
+
+    compiled: list[Path] = []
+    monkeypatch.setattr(bench_main, "compile_package", compiled.append)
+    monkeypatch.setattr(bench_main, "SCENARIOS", {"one": lambda s, w: ScenarioResult("one", "one")})
+    run(TINY, ["one"], tmp_path, tmp_path / "latest.json")
+    assert compiled == [bench_main.PACKAGE]
+    assert (bench_main.PACKAGE / "definitions.py").is_file()
