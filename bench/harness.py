@@ -235,7 +235,7 @@ def compile_package(package: Path) -> None:
 
     Why: with ``PYTHONDONTWRITEBYTECODE`` set (as in this workplace) a fresh checkout never gets
     its bytecode written, so every fresh process of a start-up or whole-process run compiled the
-    project's ~100 modules again (about 0.5 s of each start, measured under ``-X importtime``),
+    project's ~100 modules again (the import 2.38 -> 1.79 s wall once compiled, best of 7),
     which no installed deployment pays. ``compileall`` writes the files whatever that setting."""
     import compileall
 
